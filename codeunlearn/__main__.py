@@ -1,0 +1,3 @@
+from codeunlearn.cli import app
+
+app()

@@ -1,0 +1,183 @@
+"""The discrete codebook bottleneck: every hidden vector is rebuilt from its top-k codes.
+
+Shapes: B batch, T tokens, d hidden width, C codes, k codes chosen per token, e code width
+(d, or the SAE width in the SAE-codebook variant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from codeunlearn.config import BottleneckConfig
+from codeunlearn.errors import CodeunlearnError
+
+NO_CODE = -1  # code id reported for a zeroed slot or a position the bottleneck passes through
+
+
+@dataclass
+class BottleneckOutput:
+    """What one bottleneck call produced; the caller reduces the per-token terms over its own mask."""
+
+    hidden: torch.Tensor  # (B, T, d) the vector that replaces the input downstream
+    codes: torch.Tensor  # (B, T, k) int64 chosen code ids, NO_CODE where none was used
+    recon_error: torch.Tensor  # (B, T) ||x' - x||^2 / ||x||^2, zero at passed-through positions
+    l1: torch.Tensor  # (B, T) mean |value| of the chosen code vectors (SAE variant), else zeros
+
+
+class CodebookBottleneck(nn.Module):
+    """C learnable codes; each token keeps the k codes most cosine-similar to it and is replaced
+    by their mean (optionally rescaled to the input's norm, optionally through an SAE)."""
+
+    def __init__(self, hidden_dim: int, config: BottleneckConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.hidden_dim = hidden_dim
+        code_dim = hidden_dim
+        if config.use_sae:
+            code_dim = config.sae_dim or 4 * hidden_dim
+            self.encoder = nn.Linear(hidden_dim, code_dim)
+            self.decoder = nn.Linear(code_dim, hidden_dim)
+            with torch.no_grad():  # start near the identity: decoder inverts the encoder
+                self.decoder.weight.copy_(torch.linalg.pinv(self.encoder.weight))
+                self.decoder.bias.copy_(-self.decoder.weight @ self.encoder.bias)
+        self.code_dim = code_dim
+        self.codes = nn.Parameter(torch.randn(config.n_codes, code_dim) / code_dim**0.5)
+        self.register_buffer("mask", torch.zeros(config.n_codes, dtype=torch.bool))
+
+    @property
+    def n_codes(self) -> int:
+        return self.config.n_codes
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The vector codes are compared with: x itself, or the SAE's ReLU features. (..., d) -> (..., e)"""
+        return F.relu(self.encoder(x)) if self.config.use_sae else x
+
+    @torch.no_grad()
+    def select(self, h: torch.Tensor) -> torch.Tensor:
+        """Top-k code ids by cosine similarity, with masked codes excluded under `next_best`.
+
+        Args:
+            h: (N, e) encoded vectors.
+        Returns:
+            (N, k) int64 code ids, most similar first.
+        """
+        codes = F.normalize(self.codes.float(), dim=-1)  # (C, e)
+        excluded = self.mask if self.config.mask_policy == "next_best" and self.mask.any() else None
+        chunks = []
+        # A (chunk x C) similarity at a time bounds memory whatever the token count.
+        for start in range(0, h.shape[0], self.config.chunk_tokens):
+            sims = F.normalize(h[start : start + self.config.chunk_tokens].float(), dim=-1) @ codes.T
+            if excluded is not None:
+                sims.masked_fill_(excluded, float("-inf"))
+            chunks.append(sims.topk(self.config.top_k, dim=-1).indices)
+        return torch.cat(chunks) if chunks else h.new_zeros((0, self.config.top_k), dtype=torch.long)
+
+    def forward(self, x: torch.Tensor) -> BottleneckOutput:
+        """Replace each vector of x (B, T, d) by the combination of its chosen codes."""
+        batch, seq, _ = x.shape
+        start = 1 if self.config.skip_first_token else 0
+        body = x[:, start:]  # (B, T', d)
+        h = self.encode(body)
+        ids = self.select(h.reshape(-1, self.code_dim)).view(batch, seq - start, -1)  # (B, T', k)
+        chosen = self.codes[ids]  # (B, T', k, e)
+        if self.config.mask_policy == "zero" and self.mask.any():
+            kept = ~self.mask[ids]  # (B, T', k)
+            chosen = chosen * kept.unsqueeze(-1).to(chosen.dtype)
+            ids = ids.masked_fill(~kept, NO_CODE)
+        # Straight-through: the value is the codes' mean, the gradient also reaches h (so the SAE
+        # encoder and the layers below learn) as if code selection were the identity.
+        z = chosen.mean(dim=-2) + (h - h.detach())  # (B, T', e)
+        rebuilt = self.decoder(z) if self.config.use_sae else z
+        if self.config.rescale == "input_norm":
+            rebuilt = rebuilt * (
+                body.norm(dim=-1, keepdim=True) / rebuilt.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            )
+        recon = (rebuilt - body.detach()).pow(2).sum(-1) / body.detach().pow(2).sum(-1).clamp_min(1e-6)
+        l1 = chosen.abs().mean(dim=(-1, -2)) if self.config.use_sae else torch.zeros_like(recon)
+        return BottleneckOutput(
+            hidden=torch.cat([x[:, :start], rebuilt.to(x.dtype)], dim=1),
+            codes=F.pad(ids, (0, 0, start, 0), value=NO_CODE),
+            recon_error=F.pad(recon, (start, 0)),
+            l1=F.pad(l1, (start, 0)),
+        )
+
+    @torch.no_grad()
+    def reset_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Overwrite codes `code_ids` (n,) with `vectors` (n, e): initialisation and dead-code re-seeding."""
+        self.codes[code_ids] = vectors.to(self.codes.dtype)
+
+    @torch.no_grad()
+    def set_masked(self, code_ids: torch.Tensor) -> None:
+        """Disable exactly these codes (replacing any earlier mask).
+
+        Raises:
+            CodeunlearnError: an id outside [0, C), or so many codes masked that fewer than k remain.
+        """
+        code_ids = torch.as_tensor(code_ids, dtype=torch.long).flatten()
+        if code_ids.numel() and (code_ids.min() < 0 or code_ids.max() >= self.n_codes):
+            raise CodeunlearnError(
+                f"mask holds code ids in [{int(code_ids.min())}, {int(code_ids.max())}], but the codebook "
+                f"has codes 0..{self.n_codes - 1}: the mask was built for another codebook"
+            )
+        mask = torch.zeros_like(self.mask)
+        mask[code_ids.to(mask.device)] = True
+        if self.n_codes - int(mask.sum()) < self.config.top_k:
+            raise CodeunlearnError(
+                f"masking {int(mask.sum())} of {self.n_codes} codes leaves fewer than top_k="
+                f"{self.config.top_k} usable: mask fewer codes (mining.n_select)"
+            )
+        self.mask.copy_(mask)
+
+
+def kmeans_codes(samples: torch.Tensor, n_codes: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """Spherical k-means centroids of `samples` (N, e), returned at the samples' mean norm (C, e).
+
+    Codes are chosen by cosine similarity, so clustering directions matches how they will be used.
+    With fewer samples than codes, the missing codes are noisy copies of random samples.
+    """
+    samples = samples.float()
+    units = F.normalize(samples, dim=-1)
+    centroids = _kmeans_plus_plus(units, min(n_codes, units.shape[0]), generator)
+    for _ in range(iters):
+        assign = torch.cat([(chunk @ centroids.T).argmax(-1) for chunk in units.split(4096)])
+        sums = torch.zeros_like(centroids).index_add_(0, assign, units)
+        counts = torch.bincount(assign, minlength=centroids.shape[0])
+        alive = counts > 0
+        centroids[alive] = F.normalize(sums[alive], dim=-1)
+    if centroids.shape[0] < n_codes:
+        extra = units[torch.randint(units.shape[0], (n_codes - centroids.shape[0],), generator=generator)]
+        noise = torch.randn(extra.shape, generator=generator) * 0.05
+        centroids = torch.cat([centroids, F.normalize(extra + noise, dim=-1)])
+    return centroids * samples.norm(dim=-1).mean()
+
+
+def _kmeans_plus_plus(units: torch.Tensor, n_codes: int, generator: torch.Generator) -> torch.Tensor:
+    """Seeds spread out by k-means++ (cosine distance): random seeds often share one cluster."""
+    picks = [int(torch.randint(units.shape[0], (1,), generator=generator))]
+    distance = 1 - units @ units[picks[0]]
+    for _ in range(n_codes - 1):
+        weights = distance.clamp_min(0)
+        pick = int(
+            torch.multinomial(
+                weights if weights.sum() > 0 else torch.ones_like(weights), 1, generator=generator
+            )
+        )
+        picks.append(pick)
+        distance = torch.minimum(distance, 1 - units @ units[pick])
+    return units[picks].clone()
+
+
+def sample_codes(samples: torch.Tensor, n_codes: int, generator: torch.Generator) -> torch.Tensor:
+    """`n_codes` rows of `samples` (N, e) drawn at random (with replacement if N < n_codes)."""
+    replace = samples.shape[0] < n_codes
+    picks = (
+        torch.randint(samples.shape[0], (n_codes,), generator=generator)
+        if replace
+        else torch.randperm(samples.shape[0], generator=generator)[:n_codes]
+    )
+    return samples[picks].float().clone()

@@ -1,0 +1,344 @@
+"""Typed run configuration: one frozen dataclass per stage, nested in `RunConfig`.
+
+YAML fills it (`load_config`), dotted overrides (`train.lr=3e-4`) change one field each, and every
+value is checked against its field's type before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codeunlearn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which pretrained causal LM to start from.
+
+    `name` is a built-in offline alias (`smollm2-135m-instruct`), a local directory, or a hub id.
+    """
+
+    name: str = "smollm2-135m-instruct"
+    device: str = "auto"  # "auto" picks cuda when present, else cpu
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The corpus and how it is split into a global train/test partition."""
+
+    corpus: str = "wordnet"  # "wordnet", a .parquet/.json/.jsonl/.csv file, or a datasets hub id
+    text_column: str = "text"
+    label_column: str | None = "label"
+    hub_split: str = "train"
+    wordnet_dir: str = "/usr/share/wordnet"
+    wordnet_pos: tuple[str, ...] = ("noun",)
+    include_examples: bool = False  # WordNet glosses: keep the quoted usage examples
+    test_fraction: float = 0.1
+    max_length: int = 64  # tokens per example, BOS included
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """A deletion topic: exactly one of a label value, keywords, a regex, or a file of examples."""
+
+    label: str | None = "noun.food"
+    keywords: tuple[str, ...] = ()
+    regex: str | None = None
+    examples_file: str | None = None
+    max_forget: int = 1500  # examples per set used for mining (train side)
+    max_control: int = 1500
+    max_retain: int = 1500
+    max_eval_forget: int = 300  # held-out examples per split used for evaluation
+    max_eval_retain_per_topic: int = 12
+
+    @property
+    def kind(self) -> str:
+        given = [
+            name
+            for name, value in (
+                ("label", self.label),
+                ("keywords", self.keywords),
+                ("regex", self.regex),
+                ("examples_file", self.examples_file),
+            )
+            if value
+        ]
+        if len(given) != 1:
+            raise ConfigError(
+                f"topic needs exactly one of label, keywords, regex, examples_file; got {given or 'none'}: "
+                "set one (e.g. --topic.label=noun.food) and clear the others (--topic.label=null)"
+            )
+        return given[0]
+
+    @property
+    def name(self) -> str:
+        kind = self.kind
+        if kind == "label":
+            return str(self.label)
+        if kind == "keywords":
+            return "keywords:" + ",".join(self.keywords)
+        if kind == "regex":
+            return f"regex:{self.regex}"
+        return f"examples:{Path(str(self.examples_file)).name}"
+
+
+@dataclass(frozen=True)
+class BottleneckConfig:
+    """The discrete codebook bottleneck and where it sits."""
+
+    layer: int = 20  # decoder layer whose residual output is replaced
+    n_codes: int = 4096
+    top_k: int = 8
+    rescale: str = "input_norm"  # "input_norm" gives the output the input's norm; "none" keeps the mean
+    use_sae: bool = False  # the paper's SAE-codebook variant
+    sae_dim: int = 0  # 0 means 4 x hidden size
+    l1_coef: float = 1e-3
+    mask_policy: str = "next_best"  # "next_best" or "zero"
+    skip_first_token: bool = True  # position 0 is always BOS and carries no content
+    chunk_tokens: int = 4096  # tokens per similarity chunk; bounds memory at chunk_tokens x n_codes
+
+    def validate(self, n_layers: int | None = None) -> None:
+        if self.n_codes < 1:
+            raise ConfigError(f"bottleneck.n_codes={self.n_codes}: set it to 1 or more")
+        if not 1 <= self.top_k <= self.n_codes:
+            raise ConfigError(
+                f"bottleneck.top_k={self.top_k}, but bottleneck.n_codes={self.n_codes}: "
+                f"top_k must be between 1 and n_codes (YAML or --bottleneck.top_k)"
+            )
+        if self.rescale not in ("input_norm", "none"):
+            raise ConfigError(f"bottleneck.rescale={self.rescale!r}: use 'input_norm' or 'none'")
+        if self.mask_policy not in ("next_best", "zero"):
+            raise ConfigError(f"bottleneck.mask_policy={self.mask_policy!r}: use 'next_best' or 'zero'")
+        if n_layers is not None and not 0 <= self.layer < n_layers:
+            raise ConfigError(
+                f"bottleneck.layer={self.layer}, but the model has {n_layers} decoder layers: "
+                f"set it between 0 and {n_layers - 1} (YAML or --bottleneck.layer)"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Codebook training. `mode`: frozen (bottleneck only), above (bottleneck + layers above), joint."""
+
+    mode: str = "above"
+    max_examples: int = 3000
+    epochs: float = 1.0
+    batch_size: int = 16
+    lr: float = 1e-3  # bottleneck learning rate
+    base_lr: float = 5e-5  # learning rate of base-model weights in modes above/joint
+    weight_decay: float = 0.0
+    recon_coef: float = 0.1
+    init: str = "kmeans"  # "kmeans" or "sample": codes start from real activations
+    init_vectors: int = 12288  # activations sampled for code initialisation (k-means cost grows with it)
+    kmeans_iters: int = 5
+    reseed_every: int = 50  # steps between dead-code re-seeding; 0 turns it off
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.mode not in ("frozen", "above", "joint"):
+            raise ConfigError(f"train.mode={self.mode!r}: use 'frozen', 'above' or 'joint'")
+        if self.init not in ("kmeans", "sample"):
+            raise ConfigError(f"train.init={self.init!r}: use 'kmeans' or 'sample'")
+        if self.batch_size < 1 or self.epochs <= 0:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size}, train.epochs={self.epochs}: both must be positive"
+            )
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """How topic codes are scored and selected."""
+
+    rule: str = "enrichment"  # a name in codeunlearn.selection.SELECTION_RULES
+    n_select: int = 256  # S': codes to mask (top S'); 0 means all codes past the thresholds
+    min_count: int = 5  # token firings on the forget set below which a code is never selected
+    max_p_value: float = 1e-3  # chi-squared significance guard
+    min_enrichment: float = 2.0
+    batch_size: int = 32
+
+    def validate(self, n_codes: int | None = None) -> None:
+        if self.n_select < 0:
+            raise ConfigError(f"mining.n_select={self.n_select}: use 0 (threshold) or a positive count")
+        if n_codes is not None and self.n_select > n_codes:
+            raise ConfigError(
+                f"mining.n_select={self.n_select}, but the codebook has {n_codes} codes: "
+                f"set S' at most {n_codes} (--mining.n_select)"
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation of base, codebook, masked and random-mask models."""
+
+    batch_size: int = 32
+    sweep: tuple[int, ...] = (64, 128, 256, 512)  # S' values for the sweep; empty skips it
+    random_seed: int = 1234
+    run_reference: bool = False  # also fine-tune the base model without a bottleneck (criterion 3)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; the CLI, the flows and the tests build exactly this."""
+
+    run_dir: str = "runs/default"
+    seed: int = 0
+    offline: bool = True  # never reach a model or dataset hub
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    topic: TopicConfig = field(default_factory=TopicConfig)
+    bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        """Checks that need no model; layer range is checked once the model is known."""
+        _ = self.topic.kind
+        self.bottleneck.validate()
+        self.train.validate()
+        self.mining.validate(self.bottleneck.n_codes)
+        for n_select in self.eval.sweep:
+            MiningConfig(n_select=n_select).validate(self.bottleneck.n_codes)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Build a RunConfig from an optional YAML file and `section.key=value` overrides.
+
+    Raises:
+        ConfigError: an unknown key (naming the closest valid one), a wrongly typed value, or a
+            missing file.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist: pass the path of a YAML file")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    _clear_default_label(raw)  # a file that names keywords needs no label: null
+    for override in overrides:
+        _apply_override(raw, override)
+    override_keys = {o.lstrip("-").partition("=")[0] for o in overrides}
+    if "topic.label" not in override_keys and override_keys & {
+        "topic.keywords",
+        "topic.regex",
+        "topic.examples_file",
+    }:
+        raw["topic"]["label"] = None  # a topic given on the command line replaces the file's or default label
+    config = _build(RunConfig, raw, prefix="")
+    config.validate()
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML-safe data (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def flatten_config(config: RunConfig) -> dict[str, Any]:
+    """`section.key -> value` pairs, for logging as flat parameters."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}{key}." if isinstance(sub, dict) else f"{prefix}{key}", sub)
+        else:
+            flat[prefix] = value
+
+    for key, value in config_to_dict(config).items():
+        walk(f"{key}." if isinstance(value, dict) else key, value)
+    return flat
+
+
+def _clear_default_label(raw: dict[str, Any]) -> None:
+    """A topic given by keywords, regex or examples replaces the default label topic."""
+    topic = raw.get("topic")
+    others = ("keywords", "regex", "examples_file")
+    if isinstance(topic, dict) and "label" not in topic and any(topic.get(key) for key in others):
+        topic["label"] = None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.lstrip("-").partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not of the form section.key=value")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(text) if text != "" else ""
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(item, args[0], name) for item in items)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{name}={value!r} is a {type(value).__name__}, but it must be a {hint.__name__}")
+    return value

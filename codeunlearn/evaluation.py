@@ -1,0 +1,224 @@
+"""Evaluation: held-out NLL per split and per topic for base, codebook and masked models.
+
+The layers below the bottleneck are shared by every codebook variant (mask or no mask), so their
+output is computed once per evaluation set and each variant only runs the layers above.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from codeunlearn.batching import Batch, token_nll
+from codeunlearn.masks import Mask, apply_mask
+from codeunlearn.progress import progress
+from codeunlearn.surgery import CodebookModel, bypassed, forward_from_site, forward_to_site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSet:
+    """Batches of one evaluation split and a group label per example (e.g. its topic)."""
+
+    name: str
+    batches: list[Batch]
+    groups: list[str]
+
+
+def normalized_drop(base_nll: float, codebook_nll: float, edited_nll: float) -> float:
+    """How far an edit moves NLL from the codebook model back to the base model.
+
+    0 means the codebook model's NLL, 1 the base model's; above 1 is past the base model. NaN when the
+    codebook model did not improve on the base (nothing to drop from).
+    """
+    gain = base_nll - codebook_nll
+    if not math.isfinite(gain) or abs(gain) < 1e-6:
+        return float("nan")
+    return (edited_nll - codebook_nll) / gain
+
+
+def group_means(nll_sums: np.ndarray, token_counts: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Token-weighted mean NLL per group label."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for total, count, group in zip(nll_sums, token_counts, groups, strict=True):
+        totals[group][0] += float(total)
+        totals[group][1] += float(count)
+    return {group: s / c for group, (s, c) in totals.items() if c > 0}
+
+
+def _per_example(batches: list[Batch], logits_of: callable) -> tuple[np.ndarray, np.ndarray]:
+    n_rows = sum(len(b.rows) for b in batches)
+    sums, counts = np.zeros(n_rows), np.zeros(n_rows)
+    for index, batch in enumerate(batches):
+        nll = token_nll(logits_of(index, batch).float(), batch)
+        sums[batch.rows.numpy()] = nll.sum(1).cpu().numpy()
+        counts[batch.rows.numpy()] = batch.attention_mask[:, 1:].sum(1).cpu().numpy()
+    return sums, counts
+
+
+class Evaluator:
+    """Scores variants of one codebook model on fixed evaluation sets."""
+
+    def __init__(self, codebook_model: CodebookModel, eval_sets: list[EvalSet]) -> None:
+        self.codebook_model = codebook_model
+        self.eval_sets = eval_sets
+        device = codebook_model.device
+        with torch.no_grad(), bypassed(codebook_model):
+            self.hidden = {
+                s.name: [
+                    forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
+                    for b in progress(s.batches, desc=f"eval cache {s.name}")
+                ]
+                for s in eval_sets
+            }
+
+    @torch.no_grad()
+    def score_codebook(self, mask: Mask | None) -> dict[str, float]:
+        """Mean NLL per split and per `split:group` with `mask` in force (None: no mask)."""
+        cm = self.codebook_model
+        apply_mask(cm, mask)
+        try:
+            return self._score(
+                lambda name, i, b: forward_from_site(
+                    cm, cm.bottleneck(self.hidden[name][i]).hidden, b.attention_mask.to(cm.device)
+                )
+            )
+        finally:
+            apply_mask(cm, None)
+
+    @torch.no_grad()
+    def score_model(self, model: nn.Module) -> dict[str, float]:
+        """Mean NLL of a plain causal LM (e.g. the base model) on the same sets, full forward."""
+        device = next(model.parameters()).device
+        with bypassed(self.codebook_model):  # harmless for a foreign model; needed when it is cm.model
+            return self._score(
+                lambda name, i, b: (
+                    model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits
+                )
+            )
+
+    def _score(self, logits_of: callable) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        for eval_set in self.eval_sets:
+            sums, counts = _per_example(eval_set.batches, lambda i, b, n=eval_set.name: logits_of(n, i, b))
+            scores[eval_set.name] = float(sums.sum() / max(counts.sum(), 1))
+            if len(set(eval_set.groups)) > 1:
+                for group, value in group_means(sums, counts, eval_set.groups).items():
+                    scores[f"{eval_set.name}:{group}"] = value
+        return scores
+
+
+@dataclass
+class EvalReport:
+    """NLL per variant and key (split or split:topic), with drops relative to base and codebook."""
+
+    nll: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> key -> NLL
+    sweep: list[dict[str, float]] = field(default_factory=list)
+
+    def drop(self, variant: str, key: str) -> float:
+        return normalized_drop(self.nll["base"][key], self.nll["codebook"][key], self.nll[variant][key])
+
+    def delta(self, variant: str, key: str) -> float:
+        """NLL change of a variant over the codebook model, nats per token."""
+        return self.nll[variant][key] - self.nll["codebook"][key]
+
+    def to_markdown(self, keys: Sequence[str] = ("forget", "retain")) -> str:
+        lines = [
+            "| model | "
+            + " | ".join(f"{k} NLL" for k in keys)
+            + " | "
+            + " | ".join(f"{k} drop" for k in keys)
+            + " |",
+            "|---" * (1 + 2 * len(keys)) + "|",
+        ]
+        for variant, scores in self.nll.items():
+            drops = [
+                self.drop(variant, k) if "codebook" in self.nll and "base" in self.nll else float("nan")
+                for k in keys
+            ]
+            lines.append(
+                f"| {variant} | "
+                + " | ".join(f"{scores.get(k, float('nan')):.4f}" for k in keys)
+                + " | "
+                + " | ".join(f"{d:.3f}" for d in drops)
+                + " |"
+            )
+        return "\n".join(lines)
+
+    def sweep_markdown(self) -> str:
+        if not self.sweep:
+            return ""
+        lines = [
+            "| S' | mined forget drop | mined retain Δnll | random forget drop | random retain Δnll |",
+            "|---|---|---|---|---|",
+        ]
+        for row in self.sweep:
+            lines.append(
+                f"| {int(row['n_select'])} | {row['mined_forget_drop']:.3f} | "
+                f"{row['mined_retain_delta']:+.4f} | {row['random_forget_drop']:.3f} | "
+                f"{row['random_retain_delta']:+.4f} |"
+            )
+        return "\n".join(lines)
+
+    def topic_markdown(self, variant: str) -> str:
+        keys = sorted(k for k in self.nll["codebook"] if k.startswith("retain:"))
+        lines = ["| topic | base | codebook | " + variant + " | Δ vs codebook |", "|---|---|---|---|---|"]
+        for key in keys:
+            lines.append(
+                f"| {key.removeprefix('retain:')} | {self.nll['base'][key]:.3f} | "
+                f"{self.nll['codebook'][key]:.3f} | {self.nll[variant][key]:.3f} | "
+                f"{self.delta(variant, key):+.4f} |"
+            )
+        return "\n".join(lines)
+
+    def quality_markdown(self) -> str:
+        """Does the bottleneck keep the model usable? Codebook vs base (and vs the fine-tuned reference)
+        on every held-out split: the forget split and each retained topic."""
+        keys = ["forget"] + sorted(k for k in self.nll["codebook"] if k.startswith("retain:"))
+        has_reference = "reference" in self.nll
+        header = "| split | base | codebook | codebook - base |" + (
+            " reference | codebook / reference |" if has_reference else ""
+        )
+        lines = [header, "|---" * (4 + 2 * has_reference) + "|"]
+        for key in keys:
+            base, codebook = self.nll["base"][key], self.nll["codebook"][key]
+            row = f"| {key} | {base:.3f} | {codebook:.3f} | {codebook - base:+.3f} |"
+            if has_reference:
+                reference = self.nll["reference"][key]
+                row += f" {reference:.3f} | {codebook / reference:.3f} |"
+            lines.append(row)
+        worse = [k for k in keys if self.nll["codebook"][k] > self.nll["base"][k]]
+        summary = f"codebook worse than base on {len(worse)} of {len(keys)} held-out splits"
+        if has_reference:
+            ratio = max(self.nll["codebook"][k] / self.nll["reference"][k] for k in keys)
+            summary += f"; worst codebook / reference NLL ratio {ratio:.3f}"
+        return "\n".join(lines) + "\n\n" + summary
+
+    def render(self) -> str:
+        """The whole report as Markdown: main table, mask summary, per-topic damage, quality, sweep."""
+        main = {k: v for k, v in self.nll.items() if "@" not in k}
+        parts = [
+            "## Held-out NLL (nats/token) and normalised drop (0 = codebook, 1 = base)",
+            EvalReport(nll=main).to_markdown(),
+        ]
+        if "masked" in self.nll:
+            forget_rise, random_rise = self.delta("masked", "forget"), self.delta("random", "forget")
+            share = random_rise / forget_rise if forget_rise else float("nan")
+            parts.append(
+                f"\nmasked: forget NLL {forget_rise:+.4f}, retain NLL {self.delta('masked', 'retain'):+.4f} "
+                f"over the codebook model; random codes of the same count: forget {random_rise:+.4f} "
+                f"({share:.2f} of the mined codes' rise)"
+            )
+            parts += ["\n## Per retained topic", self.topic_markdown("masked")]
+        parts += ["\n## Does the bottleneck keep the model usable?", self.quality_markdown()]
+        if self.sweep:
+            parts += ["\n## Sweep over S'", self.sweep_markdown()]
+        return "\n".join(parts) + "\n"

@@ -1,0 +1,66 @@
+"""Mining: run the codebook model up to its bottleneck and count which codes fire on a set of examples."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from codeunlearn.batching import Batch
+from codeunlearn.bottleneck import NO_CODE
+from codeunlearn.progress import progress
+from codeunlearn.selection import CodeCounts
+from codeunlearn.surgery import CodebookModel, forward_to_site
+
+log = logging.getLogger(__name__)
+
+
+def batch_code_counts(
+    codes: torch.Tensor, attention_mask: torch.Tensor, n_codes: int
+) -> tuple[torch.Tensor, ...]:
+    """Token and example firing counts for one batch, on the codes' device.
+
+    Args:
+        codes: (B, T, k) code ids, NO_CODE where none.
+        attention_mask: (B, T) 1 on real tokens.
+    Returns:
+        token_counts (C,), example_counts (C,), and the number of content tokens counted.
+    """
+    valid = attention_mask.bool().clone()
+    valid[:, 0] = False  # BOS passes through the bottleneck and carries no content
+    fired = codes.masked_fill(~valid.unsqueeze(-1), NO_CODE)  # (B, T, k)
+    flat = fired[fired != NO_CODE]
+    token_counts = torch.bincount(flat, minlength=n_codes)
+    # Example counts: mark each (example, code) pair once; NO_CODE (-1) lands in the spare last column.
+    batch = codes.shape[0]
+    rows = torch.arange(batch, device=codes.device).view(batch, 1, 1).expand_as(fired)
+    seen = torch.zeros(batch, n_codes + 1, dtype=torch.bool, device=codes.device)
+    seen[rows.reshape(-1), fired.reshape(-1) % (n_codes + 1)] = True
+    example_counts = seen[:, :n_codes].sum(0)
+    return token_counts, example_counts, valid.sum()
+
+
+@torch.no_grad()
+def count_codes(codebook_model: CodebookModel, batches: list[Batch], desc: str = "mining") -> CodeCounts:
+    """Count code firings over `batches`, computing only the layers up to the bottleneck."""
+    n_codes = codebook_model.bottleneck.n_codes
+    device = codebook_model.device
+    token_counts = torch.zeros(n_codes, dtype=torch.long, device=device)
+    example_counts = torch.zeros(n_codes, dtype=torch.long, device=device)
+    n_tokens = torch.zeros((), dtype=torch.long, device=device)
+    n_examples = 0
+    for batch in progress(batches, desc=desc):
+        batch = batch.to(device)
+        _, output = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)
+        tokens, examples, counted = batch_code_counts(output.codes, batch.attention_mask, n_codes)
+        token_counts += tokens
+        example_counts += examples
+        n_tokens += counted
+        n_examples += batch.input_ids.shape[0]
+    return CodeCounts(
+        token_counts=token_counts.cpu().numpy().astype(np.int64),
+        example_counts=example_counts.cpu().numpy().astype(np.int64),
+        n_tokens=int(n_tokens),
+        n_examples=n_examples,
+    )

@@ -1,0 +1,410 @@
+"""The stages as library functions over one run directory: prepare, train, mine, unlearn, evaluate.
+
+Each stage reads what the previous one wrote under `config.run_dir`, so the CLI, the Prefect tasks
+and the tests call the same functions. Every write is atomic: a failed stage leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from codeunlearn import assets
+from codeunlearn.batching import Batch, encode_texts, make_batches
+from codeunlearn.config import RunConfig, save_config
+from codeunlearn.corpus import content_hash, load_corpus, split_train_test
+from codeunlearn.errors import CodeunlearnError
+from codeunlearn.evaluation import EvalReport, EvalSet, Evaluator
+from codeunlearn.masks import Mask, load_mask, mask_from_codes, save_mask
+from codeunlearn.mining import count_codes
+from codeunlearn.selection import SelectedCodes, random_codes, select_codes
+from codeunlearn.store import CodeStore
+from codeunlearn.surgery import (
+    CodebookModel,
+    decoder_layers,
+    insert_bottleneck,
+    load_codebook_model,
+    remove_bottleneck,
+    save_codebook_model,
+)
+from codeunlearn.topics import Splits, build_splits, read_splits, write_splits
+from codeunlearn.training import TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage keeps its outputs inside the run directory."""
+
+    root: Path
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.root / "data" / "corpus"
+
+    @property
+    def splits_dir(self) -> Path:
+        return self.root / "data" / "topic"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def selection_file(self) -> Path:
+        return self.root / "mining" / "selected.json"
+
+    @property
+    def active_mask(self) -> Path:
+        return self.root / "masks" / "active.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+
+def setup(config: RunConfig) -> RunPaths:
+    """Apply process-wide settings (offline mode, threads) and return the run's paths."""
+    assets.set_offline(config.offline)
+    if config.model.threads:
+        torch.set_num_threads(config.model.threads)
+    return RunPaths(Path(config.run_dir))
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def prepare(config: RunConfig) -> Splits:
+    """Load the corpus, partition it train/test by id hash, and build the topic's splits."""
+    paths = setup(config)
+    corpus = load_corpus(config.data)
+    train_rows, test_rows = split_train_test(corpus, config.data.test_fraction)
+    splits = build_splits(train_rows, test_rows, config.topic, config.seed)
+    _write_tables(
+        paths.corpus_dir,
+        {"train": train_rows, "test": test_rows},
+        {
+            "rows": corpus.num_rows,
+            "train": train_rows.num_rows,
+            "test": test_rows.num_rows,
+            "content_hash": content_hash(corpus.column("text").to_pylist()),
+        },
+    )
+    write_splits(splits, paths.splits_dir)
+    save_config(config, paths.root / "config.yaml")
+    log.info(
+        "prepared %s: %s", config.topic.name, {k: v["count"] for k, v in splits.manifest["splits"].items()}
+    )
+    return splits
+
+
+def _write_tables(directory: Path, tables: dict[str, pa.Table], manifest: dict) -> None:
+    partial = directory.with_name(directory.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, partial / f"{name}.parquet")
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    os.replace(partial, directory)
+
+
+def _read_table(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise CodeunlearnError(f"{path} is missing: run `codeunlearn prepare` with the same run_dir first")
+    return pq.read_table(path)
+
+
+def _batches(texts: list[str], tokenizer, config: RunConfig, batch_size: int) -> list[Batch]:
+    ids = encode_texts(tokenizer, texts, config.data.max_length)
+    return make_batches(ids, batch_size, tokenizer.pad_token_id)
+
+
+def training_texts(config: RunConfig) -> list[str]:
+    """A seeded sample of the train partition: the codebook is trained once, for every topic."""
+    train_rows = _read_table(RunPaths(Path(config.run_dir)).corpus_dir / "train.parquet")
+    rng = np.random.default_rng(config.train.seed)
+    picks = rng.permutation(train_rows.num_rows)[: config.train.max_examples]
+    texts = train_rows.column("text").to_pylist()
+    return [texts[i] for i in sorted(picks)]
+
+
+# ---------------------------------------------------------------- train
+
+
+def train_codebook(config: RunConfig) -> TrainResult:
+    """Insert a bottleneck into the base model, train it, and save the codebook model."""
+    paths = setup(config)
+    device = assets.pick_device(config.model.device)
+    model, tokenizer = assets.load_pretrained(config.model.name, device)
+    config.bottleneck.validate(n_layers=len(decoder_layers(model)))
+    texts = training_texts(config)
+    codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
+    batches = _batches(texts, tokenizer, config, config.train.batch_size)
+    log.info("training %s codebook on %d examples (%d batches)", config.train.mode, len(texts), len(batches))
+    result = train(codebook_model, batches, config.train, checkpoint_dir=paths.checkpoint_dir)
+    save_codebook_model(codebook_model, paths.model_dir)
+    _write_json(paths.model_dir / "training_config.json", _training_stamp(config))
+    _write_json(
+        paths.root / "train" / "result.json", {k: v for k, v in asdict(result).items() if k != "history"}
+    )
+    log.info("trained %d steps in %.0f s; saved to %s", result.steps, result.elapsed_s, paths.model_dir)
+    return result
+
+
+def train_reference(config: RunConfig) -> torch.nn.Module:
+    """The base model fine-tuned on the same data and budget without a bottleneck (criterion 3)."""
+    device = assets.pick_device(config.model.device)
+    model, tokenizer = assets.load_pretrained(config.model.name, device)
+    codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
+    batches = _batches(training_texts(config), tokenizer, config, config.train.batch_size)
+    reference_config = config.train if config.train.mode != "frozen" else _with(config.train, mode="above")
+    train(codebook_model, batches, reference_config, use_bottleneck=False)
+    return remove_bottleneck(codebook_model)
+
+
+def _with(obj, **changes):
+    from dataclasses import replace
+
+    return replace(obj, **changes)
+
+
+def load_model(config: RunConfig) -> CodebookModel:
+    paths = setup(config)
+    return load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+
+
+# ---------------------------------------------------------------- mine
+
+
+def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> SelectedCodes:
+    """Count code firings on the forget, control and retain sets, store them, select S' codes."""
+    paths = setup(config)
+    codebook_model = codebook_model or load_model(config)
+    config.mining.validate(codebook_model.bottleneck.n_codes)
+    splits = read_splits(paths.splits_dir)
+    store = CodeStore(paths.store_dir)
+    run_id = _counts_run_id(config, splits)
+    tokenizer = codebook_model.tokenizer
+    counts = {}
+    for split in ("forget", "control", "retain"):
+        table = getattr(splits, f"{split}_train")
+        batches = _batches(table.column("text").to_pylist(), tokenizer, config, config.mining.batch_size)
+        counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
+        store.write_counts(run_id, split, config.topic.name, counts[split])
+    selected = select_codes(counts["forget"], counts["control"], config.mining)
+    _write_json(
+        paths.selection_file,
+        {
+            "topic": config.topic.name,
+            "counts_run": run_id,
+            "rule": selected.rule,
+            "n_eligible": selected.n_eligible,
+            "code_ids": selected.code_ids.tolist(),
+            "scores": selected.scores.tolist(),
+            "data_hash": splits.manifest["splits"]["forget_train"]["content_hash"],
+        },
+    )
+    log.info(
+        "selected %d codes (%d eligible) for %s",
+        len(selected.code_ids),
+        selected.n_eligible,
+        config.topic.name,
+    )
+    return selected
+
+
+def _counts_run_id(config: RunConfig, splits: Splits) -> str:
+    import hashlib
+
+    key = json.dumps(
+        [
+            config.topic.name,
+            splits.manifest["splits"]["forget_train"]["content_hash"],
+            str(Path(config.run_dir).resolve()),
+        ]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- unlearn
+
+
+def unlearn(config: RunConfig, n_codes: int | None = None) -> Mask:
+    """Turn the selected codes into a mask, union it with the active mask, and save it. No gradients."""
+    paths = setup(config)
+    if not paths.selection_file.is_file():
+        raise CodeunlearnError(f"no selected codes at {paths.selection_file}: run `codeunlearn mine` first")
+    selection = json.loads(paths.selection_file.read_text())
+    n_codes = n_codes or config.bottleneck.n_codes
+    new = mask_from_codes(
+        n_codes,
+        selection["topic"],
+        selection["code_ids"],
+        rule=selection["rule"],
+        data_hash=selection["data_hash"],
+        counts_run=selection["counts_run"],
+    )
+    active = load_mask(paths.active_mask) if paths.active_mask.is_file() else Mask(n_codes)
+    if selection["topic"] in {s.name for s in active.sources}:
+        active = active.without(selection["topic"])  # re-unlearning a topic replaces its earlier codes
+    mask = active.union(new)
+    save_mask(mask, paths.root / "masks" / f"mask-{mask.digest[:12]}.json")
+    save_mask(mask, paths.active_mask)
+    log.info(
+        "mask %s now disables %d codes (%d sources)", mask.digest[:12], len(mask.code_ids), len(mask.sources)
+    )
+    return mask
+
+
+def forget_source(config: RunConfig, name: str) -> Mask:
+    """Remove one source (topic or request) from the active mask: the deletion is undone."""
+    paths = setup(config)
+    mask = load_mask(paths.active_mask).without(name)
+    save_mask(mask, paths.root / "masks" / f"mask-{mask.digest[:12]}.json")
+    save_mask(mask, paths.active_mask)
+    return mask
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluation_sets(config: RunConfig, tokenizer) -> list[EvalSet]:
+    splits = read_splits(RunPaths(Path(config.run_dir)).splits_dir)
+    sets = []
+    for name in ("forget", "retain"):
+        table = getattr(splits, f"{name}_test")
+        texts = table.column("text").to_pylist()
+        groups = table.column("topic").to_pylist() if "topic" in table.column_names else [name] * len(texts)
+        groups = [str(g) if g is not None else name for g in groups]
+        sets.append(EvalSet(name, _batches(texts, tokenizer, config, config.eval.batch_size), groups))
+    return sets
+
+
+def evaluate(config: RunConfig, codebook_model: CodebookModel | None = None) -> EvalReport:
+    """NLL on held-out forget and retain splits for base, codebook, masked, random-mask models, and the
+    S' sweep; writes eval/report.json and eval/report.md."""
+    paths = setup(config)
+    codebook_model = codebook_model or load_model(config)
+    mask = load_mask(paths.active_mask) if paths.active_mask.is_file() else None
+    evaluator = Evaluator(codebook_model, evaluation_sets(config, codebook_model.tokenizer))
+    report = EvalReport()
+    started = time.perf_counter()
+    base_model, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)
+    report.nll["base"] = evaluator.score_model(base_model)
+    del base_model
+    if config.eval.run_reference:
+        report.nll["reference"] = evaluator.score_model(train_reference(config))
+    report.nll["codebook"] = evaluator.score_codebook(None)
+    if mask is not None and mask.code_ids:
+        n_codes = codebook_model.bottleneck.n_codes
+        report.nll["masked"] = evaluator.score_codebook(mask)
+        control = random_codes(n_codes, len(mask.code_ids), config.eval.random_seed)
+        report.nll["random"] = evaluator.score_codebook(mask_from_codes(n_codes, "random", control.tolist()))
+    report.sweep = _sweep(config, evaluator, report)
+    _write_json(
+        paths.eval_dir / "report.json",
+        {
+            "nll": report.nll,
+            "sweep": report.sweep,
+            "mask_digest": mask.digest if mask else None,
+            "elapsed_s": time.perf_counter() - started,
+        },
+    )
+    (paths.eval_dir / "report.md").write_text(render_report(report))
+    return report
+
+
+def _sweep(config: RunConfig, evaluator: Evaluator, report: EvalReport) -> list[dict[str, float]]:
+    paths = RunPaths(Path(config.run_dir))
+    if not config.eval.sweep or not paths.selection_file.is_file():
+        return []
+    selection = json.loads(paths.selection_file.read_text())
+    # Best score first, ties by lower code id: the order select_codes uses.
+    pairs = sorted(zip(selection["scores"], selection["code_ids"], strict=True), key=lambda p: (-p[0], p[1]))
+    ranked = [code for _, code in pairs]
+    n_codes = evaluator.codebook_model.bottleneck.n_codes
+    rows = []
+    for n_select in config.eval.sweep:
+        if n_select > len(ranked):
+            log.warning("sweep S'=%d skipped: only %d codes were selected by mining", n_select, len(ranked))
+            continue
+        mined = evaluator.score_codebook(mask_from_codes(n_codes, "sweep", ranked[:n_select]))
+        random = evaluator.score_codebook(
+            mask_from_codes(
+                n_codes, "random", random_codes(n_codes, n_select, config.eval.random_seed).tolist()
+            )
+        )
+        report.nll[f"mined@{n_select}"], report.nll[f"random@{n_select}"] = mined, random
+        rows.append(
+            {
+                "n_select": n_select,
+                "mined_forget_drop": report.drop(f"mined@{n_select}", "forget"),
+                "mined_retain_delta": report.delta(f"mined@{n_select}", "retain"),
+                "random_forget_drop": report.drop(f"random@{n_select}", "forget"),
+                "random_retain_delta": report.delta(f"random@{n_select}", "retain"),
+            }
+        )
+    return rows
+
+
+def render_report(report: EvalReport) -> str:
+    """The Markdown summary printed at the end of `codeunlearn run`."""
+    return report.render()
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(partial, path)
+
+
+def run_all(config: RunConfig) -> EvalReport:
+    """prepare -> train -> mine -> unlearn -> evaluate, reusing a trained model already in run_dir
+    when it was trained with the same model, data, bottleneck and training settings."""
+    prepare(config)
+    paths = RunPaths(Path(config.run_dir))
+    if _training_stamp(config) == _read_stamp(paths):
+        log.info("reusing the trained codebook model in %s", paths.model_dir)
+    else:
+        train_codebook(config)
+    codebook_model = load_model(config)
+    mine(config, codebook_model)
+    unlearn(config, codebook_model.bottleneck.n_codes)
+    return evaluate(config, codebook_model)
+
+
+def _training_stamp(config: RunConfig) -> dict:
+    stamp = {
+        "model": config.model.name,
+        "data": asdict(config.data),
+        "bottleneck": asdict(config.bottleneck),
+        "train": asdict(config.train),
+    }
+    return json.loads(json.dumps(stamp))
+
+
+def _read_stamp(paths: RunPaths) -> dict | None:
+    stamp = paths.model_dir / "training_config.json"
+    return json.loads(stamp.read_text()) if stamp.is_file() else None

@@ -1,0 +1,269 @@
+"""Putting a bottleneck into a pretrained model, running the parts below and above it, saving, loading.
+
+Architecture differences are data: `ARCHITECTURES` maps a transformers `model_type` to where its
+decoder layers live and whether it adds learned position embeddings to `inputs_embeds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from codeunlearn.bottleneck import BottleneckOutput, CodebookBottleneck
+from codeunlearn.config import BottleneckConfig
+from codeunlearn.errors import CodeunlearnError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Architecture:
+    layers: str  # dotted path of the decoder layer list
+    final_norm: str  # dotted path of the norm applied after the last layer
+    position_embeddings: str | None = None  # learned positions added to inputs_embeds (GPT-2)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "llama": Architecture("model.layers", "model.norm"),
+    "mistral": Architecture("model.layers", "model.norm"),
+    "qwen2": Architecture("model.layers", "model.norm"),
+    "qwen3": Architecture("model.layers", "model.norm"),
+    "gpt2": Architecture("transformer.h", "transformer.ln_f", position_embeddings="transformer.wpe"),
+}
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    model_type = model.config.model_type
+    if model_type not in ARCHITECTURES:
+        raise CodeunlearnError(
+            f"model_type {model_type!r} is not supported yet; supported: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def _resolve(model: nn.Module, path: str) -> Any:
+    node: Any = model
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return _resolve(model, architecture_of(model).layers)
+
+
+def modules_above(model: nn.Module, layer: int) -> list[nn.Module]:
+    """The decoder layers after `layer` and the final norm: what mode `above` trains."""
+    return [*list(decoder_layers(model))[layer + 1 :], _resolve(model, architecture_of(model).final_norm)]
+
+
+@dataclass
+class Site:
+    """Per-model switches read by the bottleneck hook; changed only through the context managers below."""
+
+    enabled: bool = True
+    recorded: list[BottleneckOutput] | None = None
+
+
+@dataclass
+class CodebookModel:
+    """A pretrained causal LM with a codebook bottleneck on one decoder layer's residual output."""
+
+    model: nn.Module
+    tokenizer: Any
+    bottleneck: CodebookBottleneck
+    layer: int
+    base_name: str
+    site: Site = field(default_factory=Site)
+    _handle: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def insert_bottleneck(
+    model: nn.Module, tokenizer: Any, config: BottleneckConfig, base_name: str
+) -> CodebookModel:
+    """Attach a new bottleneck after decoder layer `config.layer` through a forward hook.
+
+    Raises:
+        ConfigError: the layer index is outside the model, or k > C.
+    """
+    layers = decoder_layers(model)
+    config.validate(n_layers=len(layers))
+    bottleneck = CodebookBottleneck(model.config.hidden_size, config).to(next(model.parameters()).device)
+    codebook_model = CodebookModel(model, tokenizer, bottleneck, config.layer, base_name)
+    _attach(codebook_model)
+    return codebook_model
+
+
+def _attach(codebook_model: CodebookModel) -> None:
+    site, bottleneck = codebook_model.site, codebook_model.bottleneck
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if not site.enabled:
+            return output
+        # Llama and GPT-2 layers return a Tensor in transformers 5; older versions and T5 a tuple.
+        hidden = output[0] if isinstance(output, tuple) else output
+        result = bottleneck(hidden)
+        if site.recorded is not None:
+            site.recorded.append(result)
+        return (result.hidden, *output[1:]) if isinstance(output, tuple) else result.hidden
+
+    layer = decoder_layers(codebook_model.model)[codebook_model.layer]
+    codebook_model._handle = layer.register_forward_hook(hook)
+
+
+def remove_bottleneck(codebook_model: CodebookModel) -> nn.Module:
+    """Detach the bottleneck hook for good and return the plain model (e.g. the fine-tuned reference)."""
+    if codebook_model._handle is not None:
+        codebook_model._handle.remove()
+        codebook_model._handle = None
+    return codebook_model.model
+
+
+@contextlib.contextmanager
+def bypassed(codebook_model: CodebookModel) -> Iterator[None]:
+    """Run the model as if no bottleneck were there (the base model, for frozen lower/upper weights)."""
+    previous = codebook_model.site.enabled
+    codebook_model.site.enabled = False
+    try:
+        yield
+    finally:
+        codebook_model.site.enabled = previous
+
+
+@contextlib.contextmanager
+def recording(codebook_model: CodebookModel) -> Iterator[list[BottleneckOutput]]:
+    """Collect every BottleneckOutput produced inside the block (code ids, reconstruction terms)."""
+    outputs: list[BottleneckOutput] = []
+    codebook_model.site.recorded = outputs
+    try:
+        yield outputs
+    finally:
+        codebook_model.site.recorded = None
+
+
+@contextlib.contextmanager
+def only_layers(model: nn.Module, start: int, stop: int) -> Iterator[None]:
+    """Temporarily keep decoder layers [start, stop) so a forward pass computes just those."""
+    arch = architecture_of(model)
+    parent_path, _, attr = arch.layers.rpartition(".")
+    parent = _resolve(model, parent_path)
+    full = getattr(parent, attr)
+    setattr(parent, attr, nn.ModuleList(list(full)[start:stop]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, full)
+
+
+def forward_to_site(
+    codebook_model: CodebookModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, BottleneckOutput | None]:
+    """Run layers 0..layer only; return the layer's residual output before the bottleneck (B, T, d)
+    and, when the bottleneck is enabled, its output for that hidden state."""
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    model, layer = codebook_model.model, codebook_model.layer
+    handle = decoder_layers(model)[layer].register_forward_hook(grab, prepend=True)
+    try:
+        with only_layers(model, 0, layer + 1), recording(codebook_model) as outputs:
+            _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        handle.remove()
+    return captured[0], (outputs[0] if outputs else None)
+
+
+def forward_from_site(
+    codebook_model: CodebookModel, hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Run the layers above the bottleneck layer and the LM head on `hidden` (B, T, d); logits (B, T, V).
+
+    `hidden` must already be the bottleneck's output (or the raw residual, for the base model).
+    """
+    model, layer = codebook_model.model, codebook_model.layer
+    arch = architecture_of(model)
+    inputs_embeds = hidden
+    if arch.position_embeddings is not None:
+        # GPT-2 adds learned positions to inputs_embeds; remove them in advance so they cancel.
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        inputs_embeds = hidden - _resolve(model, arch.position_embeddings)(positions)
+    with only_layers(model, layer + 1, len(decoder_layers(model))):
+        return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+def save_codebook_model(codebook_model: CodebookModel, directory: Path) -> None:
+    """Write base weights (save_pretrained), bottleneck weights and mask (safetensors) and config (JSON).
+
+    The directory is written beside the target and renamed into place, so it is never half-written.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    codebook_model.model.save_pretrained(partial / "base")
+    codebook_model.tokenizer.save_pretrained(partial / "base")
+    state = {k: v.detach().contiguous().cpu() for k, v in codebook_model.bottleneck.state_dict().items()}
+    save_file(state, partial / "bottleneck.safetensors")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "base_name": codebook_model.base_name,
+        "layer": codebook_model.layer,
+        "hidden_dim": codebook_model.bottleneck.hidden_dim,
+        "bottleneck": dataclasses.asdict(codebook_model.bottleneck.config),
+        "masked_codes": torch.nonzero(codebook_model.bottleneck.mask).flatten().tolist(),
+    }
+    (partial / "codebook_config.json").write_text(json.dumps(meta, indent=2))
+    if directory.exists():
+        shutil.rmtree(directory)
+    partial.replace(directory)
+
+
+def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
+    """Rebuild a CodebookModel saved by `save_codebook_model`, mask included.
+
+    Raises:
+        CodebookError: the directory does not hold a saved codebook model.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    meta_path = directory / "codebook_config.json"
+    if not meta_path.is_file():
+        raise CodeunlearnError(
+            f"{directory} holds no codebook model (no codebook_config.json): run `codeunlearn train` first"
+        )
+    meta = json.loads(meta_path.read_text())
+    config = BottleneckConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["bottleneck"].items()}
+    )
+    model = AutoModelForCausalLM.from_pretrained(directory / "base", dtype="float32").to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory / "base")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    codebook_model = insert_bottleneck(model, tokenizer, config, meta["base_name"])
+    codebook_model.bottleneck.load_state_dict(load_file(directory / "bottleneck.safetensors", device=device))
+    return codebook_model

@@ -1,0 +1,349 @@
+"""Training the codebook into the model once (and the no-bottleneck fine-tuned reference).
+
+Modes: `frozen` trains the bottleneck only; `above` also trains the decoder layers above it;
+`joint` trains every weight (the paper's setting, for small models). In `frozen` and `above` the
+layers below the bottleneck never change, so their output is computed once and reused every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from codeunlearn.batching import Batch, token_nll
+from codeunlearn.bottleneck import NO_CODE, kmeans_codes, sample_codes
+from codeunlearn.config import TrainConfig
+from codeunlearn.progress import progress
+from codeunlearn.surgery import (
+    CodebookModel,
+    bypassed,
+    forward_from_site,
+    forward_to_site,
+    modules_above,
+    recording,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    elapsed_s: float
+    final_loss: float
+    final_recon: float
+    dead_share: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def site_activations(codebook_model: CodebookModel, batches: list[Batch]) -> list[torch.Tensor]:
+    """Residual output of the bottleneck layer for each batch (B, T, d), bottleneck bypassed."""
+    device = codebook_model.device
+    with bypassed(codebook_model):
+        return [
+            forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
+            for b in progress(batches, desc="layers below the bottleneck")
+        ]
+
+
+def content_vectors(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The (N, d) vectors the bottleneck really sees: real tokens, position 0 (BOS) excluded."""
+    valid = batch.attention_mask.bool().to(hidden.device).clone()
+    valid[:, 0] = False
+    return hidden[valid]
+
+
+@torch.no_grad()
+def init_codes(
+    codebook_model: CodebookModel, activations: list[torch.Tensor], batches: list[Batch], config: TrainConfig
+) -> None:
+    """Start the codes from real activations (k-means or a sample) so training starts near the identity."""
+    bottleneck = codebook_model.bottleneck
+    generator = torch.Generator().manual_seed(config.seed)
+    samples = torch.cat([content_vectors(h, b) for h, b in zip(activations, batches, strict=True)])
+    picks = torch.randperm(len(samples), generator=generator)[: config.init_vectors]
+    samples = bottleneck.encode(samples[picks].to(codebook_model.device)).cpu()
+    if config.init == "kmeans":
+        codes = kmeans_codes(samples, bottleneck.n_codes, config.kmeans_iters, generator)
+    else:
+        codes = sample_codes(samples, bottleneck.n_codes, generator)
+    bottleneck.reset_codes(torch.arange(bottleneck.n_codes), codes.to(codebook_model.device))
+    log.info("initialised %d codes by %s from %d activations", bottleneck.n_codes, config.init, len(samples))
+
+
+def trainable_parameters(codebook_model: CodebookModel, mode: str, use_bottleneck: bool = True) -> list[dict]:
+    """Optimizer parameter groups for a mode; base weights not in a group get requires_grad False."""
+    model = codebook_model.model
+    for parameter in model.parameters():
+        parameter.requires_grad_(mode == "joint")
+    if mode == "above":
+        for module in modules_above(model, codebook_model.layer):
+            module.requires_grad_(True)
+    base = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": base, "name": "base"}] if base else []
+    if use_bottleneck:
+        groups.append({"params": list(codebook_model.bottleneck.parameters()), "name": "bottleneck"})
+    return groups
+
+
+@dataclass
+class _StepOutput:
+    loss: torch.Tensor
+    nll: float
+    recon: float
+    codes: torch.Tensor | None  # (N, k) code ids at content positions
+    vectors: torch.Tensor | None  # (N, e) encoded inputs at content positions, for re-seeding
+
+
+def _step(
+    codebook_model: CodebookModel,
+    batch: Batch,
+    hidden: torch.Tensor | None,
+    config: TrainConfig,
+    use_bottleneck: bool,
+) -> _StepOutput:
+    device = codebook_model.device
+    batch = batch.to(device)
+    output = None
+    if hidden is not None:  # layers below are frozen: start from their cached output
+        if use_bottleneck:
+            output = codebook_model.bottleneck(hidden)
+        logits = forward_from_site(codebook_model, output.hidden if output else hidden, batch.attention_mask)
+    else:
+        with recording(codebook_model) as outputs:
+            logits = codebook_model.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).logits
+        output = outputs[0] if outputs else None
+    nll = token_nll(logits, batch).sum() / batch.attention_mask[:, 1:].sum()
+    if output is None:
+        return _StepOutput(nll, nll.item(), 0.0, None, None)
+    valid = batch.attention_mask.bool().clone()
+    valid[:, 0] = False
+    recon = output.recon_error[valid].mean()
+    loss = (
+        nll + config.recon_coef * recon + codebook_model.bottleneck.config.l1_coef * output.l1[valid].mean()
+    )
+    vectors = codebook_model.bottleneck.encode(hidden[valid]).detach() if hidden is not None else None
+    return _StepOutput(loss, nll.item(), recon.item(), output.codes[valid], vectors)
+
+
+def _schedule(step: int, total: int, warmup: int = 20) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_share = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+
+
+def _batch_order(n_batches: int, total_steps: int, seed: int) -> Iterator[int]:
+    epoch = 0
+    emitted = 0
+    while emitted < total_steps:
+        order = torch.randperm(n_batches, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        yield from order[: total_steps - emitted]
+        emitted += min(n_batches, total_steps - emitted)
+        epoch += 1
+
+
+def train(
+    codebook_model: CodebookModel,
+    batches: list[Batch],
+    config: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    use_bottleneck: bool = True,
+) -> TrainResult:
+    """Train the codebook (or, with use_bottleneck False, the reference without one) in place.
+
+    Args:
+        batches: padded training batches; their order is shuffled per epoch with config.seed.
+        checkpoint_dir: where to checkpoint every config.checkpoint_every steps and resume from.
+    Returns:
+        Steps, tokens, timings and the last loss, reconstruction error and dead-code share.
+    """
+    if not use_bottleneck:
+        with bypassed(codebook_model):
+            return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck)
+    return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck)
+
+
+def _train(
+    codebook_model: CodebookModel,
+    batches: list[Batch],
+    config: TrainConfig,
+    checkpoint_dir: Path | None,
+    use_bottleneck: bool,
+) -> TrainResult:
+    config.validate()
+    torch.manual_seed(config.seed)
+    groups = trainable_parameters(codebook_model, config.mode, use_bottleneck)
+    lrs = {"base": config.base_lr, "bottleneck": config.lr}
+    optimizer = torch.optim.AdamW(
+        [dict(g, lr=lrs[g["name"]]) for g in groups],
+        weight_decay=config.weight_decay,
+        **({"fused": True} if codebook_model.device.type == "cuda" else {}),
+    )
+    cached = site_activations(codebook_model, batches) if config.mode != "joint" else None
+    state = _TrainState(codebook_model.bottleneck.n_codes)
+    if checkpoint_dir is not None:
+        _resume(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+    if state.step == 0 and use_bottleneck:
+        init_codes(codebook_model, cached or site_activations(codebook_model, batches), batches, config)
+    total = math.ceil(config.epochs * len(batches))
+    codebook_model.model.train(config.mode == "joint")
+    started, tokens = time.perf_counter(), 0
+    bar = progress(
+        total=total, initial=state.step, desc="training codebook" if use_bottleneck else "reference"
+    )
+    for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
+        if step < state.step:
+            continue
+        for group, base_lr in zip(optimizer.param_groups, [lrs[g["name"]] for g in groups], strict=True):
+            group["lr"] = base_lr * _schedule(step, total)
+        out = _train_step(
+            codebook_model,
+            optimizer,
+            batches[index],
+            cached[index] if cached else None,
+            config,
+            use_bottleneck,
+        )
+        tokens += batches[index].n_tokens
+        state.record(out)
+        if use_bottleneck and config.reseed_every and (step + 1) % config.reseed_every == 0:
+            state.reseed(codebook_model, config.seed + step)
+        state.step = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{out.nll:.3f}", recon=f"{out.recon:.3f}", dead=f"{state.dead_share:.1%}")
+        if (
+            checkpoint_dir is not None
+            and config.checkpoint_every
+            and state.step % config.checkpoint_every == 0
+        ):
+            _save_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+    bar.close()
+    codebook_model.model.eval()
+    for parameter in codebook_model.model.parameters():
+        parameter.requires_grad_(False)
+    return state.result(tokens, time.perf_counter() - started)
+
+
+def _train_step(
+    codebook_model: CodebookModel,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    hidden: torch.Tensor | None,
+    config: TrainConfig,
+    use_bottleneck: bool,
+) -> _StepOutput:
+    device_type = codebook_model.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        out = _step(codebook_model, batch, hidden, config, use_bottleneck)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    return out
+
+
+class _TrainState:
+    """Step counter, code usage since the last re-seeding, and recent loss history."""
+
+    def __init__(self, n_codes: int) -> None:
+        self.step = 0
+        self.usage = torch.zeros(n_codes, dtype=torch.long)
+        self.dead_share = 0.0
+        self.recent_vectors: torch.Tensor | None = None
+        self.history: list[dict[str, float]] = []
+
+    def record(self, out: _StepOutput) -> None:
+        self.history.append({"step": self.step, "nll": out.nll, "recon": out.recon})
+        if out.codes is not None:
+            used = out.codes[out.codes != NO_CODE].cpu()
+            self.usage += torch.bincount(used, minlength=self.usage.numel())
+        if out.vectors is not None:
+            self.recent_vectors = out.vectors
+
+    @torch.no_grad()
+    def reseed(self, codebook_model: CodebookModel, seed: int) -> None:
+        """Codes unused since the last call restart at recent inputs, so no code stays dead weight."""
+        dead = torch.nonzero(self.usage == 0).flatten()
+        self.dead_share = dead.numel() / self.usage.numel()
+        if dead.numel() and self.recent_vectors is not None and len(self.recent_vectors):
+            generator = torch.Generator().manual_seed(seed)
+            picks = torch.randint(len(self.recent_vectors), (dead.numel(),), generator=generator)
+            vectors = self.recent_vectors[picks.to(self.recent_vectors.device)]
+            noise = torch.randn(vectors.shape, generator=generator).to(vectors.device) * 0.01
+            scale = codebook_model.bottleneck.codes.norm(dim=-1).mean() / vectors.norm(dim=-1, keepdim=True)
+            codebook_model.bottleneck.reset_codes(dead.to(vectors.device), vectors * scale + noise * scale)
+            log.debug("re-seeded %d dead codes", dead.numel())
+        self.usage.zero_()
+
+    def result(self, tokens: int, elapsed_s: float) -> TrainResult:
+        last = self.history[-20:] or [{"nll": float("nan"), "recon": float("nan")}]
+        return TrainResult(
+            steps=self.step,
+            tokens=tokens,
+            elapsed_s=elapsed_s,
+            final_loss=sum(h["nll"] for h in last) / len(last),
+            final_recon=sum(h["recon"] for h in last) / len(last),
+            dead_share=self.dead_share,
+            history=self.history,
+        )
+
+
+def _trainable_state(codebook_model: CodebookModel, use_bottleneck: bool) -> dict[str, torch.Tensor]:
+    state = {f"model.{n}": p.detach() for n, p in codebook_model.model.named_parameters() if p.requires_grad}
+    if use_bottleneck:
+        state.update({f"bottleneck.{n}": t for n, t in codebook_model.bottleneck.state_dict().items()})
+    return state
+
+
+def _save_checkpoint(
+    codebook_model: CodebookModel,
+    optimizer: torch.optim.Optimizer,
+    state: _TrainState,
+    directory: Path,
+    use_bottleneck: bool,
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "step": state.step,
+        "usage": state.usage,
+        "history": state.history,
+        "weights": _trainable_state(codebook_model, use_bottleneck),
+        "optimizer": optimizer.state_dict(),
+    }
+    partial = directory / "checkpoint.pt.partial"
+    torch.save(payload, partial)
+    os.replace(partial, directory / "checkpoint.pt")  # a crash mid-write never corrupts the last checkpoint
+
+
+def _resume(
+    codebook_model: CodebookModel,
+    optimizer: torch.optim.Optimizer,
+    state: _TrainState,
+    directory: Path,
+    use_bottleneck: bool,
+) -> None:
+    path = directory / "checkpoint.pt"
+    if not path.is_file():
+        return
+    payload = torch.load(path, map_location=codebook_model.device, weights_only=False)
+    weights = payload["weights"]
+    model_state = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
+    codebook_model.model.load_state_dict(model_state, strict=False)
+    if use_bottleneck:
+        codebook_model.bottleneck.load_state_dict(
+            {k.removeprefix("bottleneck."): v for k, v in weights.items() if k.startswith("bottleneck.")}
+        )
+    optimizer.load_state_dict(payload["optimizer"])
+    state.step, state.usage, state.history = payload["step"], payload["usage"].cpu(), payload["history"]
+    log.info("resumed training from %s at step %d", path, state.step)

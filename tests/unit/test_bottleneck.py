@@ -1,0 +1,101 @@
+"""The bottleneck: selection, masking policies, gradients, memory-bounded top-k."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck, kmeans_codes
+from codeunlearn.config import BottleneckConfig
+from codeunlearn.errors import CodeunlearnError, ConfigError
+
+
+def make(n_codes: int = 64, top_k: int = 4, **overrides) -> CodebookBottleneck:
+    torch.manual_seed(0)
+    return CodebookBottleneck(16, BottleneckConfig(n_codes=n_codes, top_k=top_k, **overrides))
+
+
+def brute_force_topk(x: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
+    sims = torch.nn.functional.cosine_similarity(x.double()[:, None], codes.double()[None], dim=-1)
+    return sims.topk(k, dim=-1).indices
+
+
+def test_selection_is_cosine_topk_in_any_chunking():
+    bottleneck = make(chunk_tokens=3)
+    x = torch.randn(2, 9, 16)
+    out = bottleneck(x)
+    expected = brute_force_topk(x[:, 1:].reshape(-1, 16), bottleneck.codes.detach(), 4).view(2, 8, 4)
+    assert torch.equal(out.codes[:, 1:].sort(-1).values, expected.sort(-1).values)
+    assert (out.codes[:, 0] == NO_CODE).all()  # BOS passes through
+    assert torch.equal(out.hidden[:, 0], x[:, 0])
+
+
+def test_output_is_mean_of_chosen_codes_rescaled_to_input_norm():
+    bottleneck = make()
+    x = torch.randn(1, 5, 16)
+    out = bottleneck(x)
+    chosen = bottleneck.codes.detach()[out.codes[0, 1:]].mean(-2)
+    expected = chosen * x[0, 1:].norm(dim=-1, keepdim=True) / chosen.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(out.hidden[0, 1:], expected)
+
+
+def test_gradients_reach_codebook_and_input():
+    bottleneck = make()
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    out = bottleneck(x)
+    (out.hidden.pow(2).sum() + out.recon_error.sum()).backward()
+    assert x.grad is not None and x.grad[:, 1:].abs().sum() > 0
+    assert bottleneck.codes.grad is not None
+    used = out.codes[out.codes != NO_CODE].unique()
+    assert bottleneck.codes.grad[used].abs().sum(-1).gt(0).all()
+
+
+def test_sae_variant_trains_encoder_decoder_and_codes():
+    bottleneck = make(use_sae=True, sae_dim=48)
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    out = bottleneck(x)
+    assert out.l1[:, 1:].gt(0).all()
+    (out.hidden.sum() + out.l1.sum()).backward()
+    for parameter in (bottleneck.encoder.weight, bottleneck.decoder.weight, bottleneck.codes):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("policy", ["next_best", "zero"])
+def test_masked_code_is_never_selected(policy):
+    bottleneck = make(mask_policy=policy)
+    x = torch.randn(4, 12, 16)
+    before = bottleneck(x).codes
+    popular = before[before != NO_CODE].bincount(minlength=64).topk(10).indices
+    bottleneck.set_masked(popular)
+    after = bottleneck(x).codes
+    assert not torch.isin(after, popular).any()
+    if policy == "next_best":  # every slot is refilled by the next most similar unmasked code
+        assert (after[:, 1:] != NO_CODE).all()
+    else:  # slots that held a masked code are emptied, the rest are unchanged
+        emptied = torch.isin(before, popular)
+        assert torch.equal(after == NO_CODE, emptied | (before == NO_CODE))
+        assert torch.equal(after[~emptied], before[~emptied])
+
+
+def test_mask_validation():
+    bottleneck = make(n_codes=8, top_k=4)
+    with pytest.raises(CodeunlearnError, match="fewer than top_k"):
+        bottleneck.set_masked(torch.arange(5))
+    with pytest.raises(CodeunlearnError, match="another codebook"):
+        bottleneck.set_masked(torch.tensor([8]))
+
+
+def test_top_k_larger_than_codebook_is_refused():
+    with pytest.raises(ConfigError, match="top_k=9, but bottleneck.n_codes=8"):
+        make(n_codes=8, top_k=9)
+
+
+def test_kmeans_codes_find_separated_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.eye(4) * 10
+    samples = torch.cat([c + torch.randn(50, 4, generator=generator) * 0.1 for c in centers])
+    codes = kmeans_codes(samples, 4, iters=10, generator=generator)
+    similarity = (
+        torch.nn.functional.normalize(codes, dim=-1) @ torch.nn.functional.normalize(centers, dim=-1).T
+    )
+    assert similarity.max(0).values.min() > 0.99  # every cluster has a code pointing at it

@@ -1,0 +1,50 @@
+"""Config loading: typed overrides, unknown keys with suggestions, range checks before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from codeunlearn.config import RunConfig, flatten_config, load_config
+from codeunlearn.errors import ConfigError
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  mode: frozen\nbottleneck:\n  n_codes: 512\n")
+    config = load_config(path, ["--train.lr=3e-4", "eval.sweep=[8, 16]", "topic.label=noun.animal"])
+    assert config.train.lr == 3e-4 and config.train.mode == "frozen"
+    assert config.bottleneck.n_codes == 512 and config.eval.sweep == (8, 16)
+    assert config.topic.name == "noun.animal"
+    assert flatten_config(config)["train.lr"] == 3e-4
+
+
+def test_unknown_key_names_the_closest():
+    with pytest.raises(
+        ConfigError, match="unknown config key train.bach_size; did you mean train.batch_size"
+    ):
+        load_config(None, ["train.bach_size=1"])
+    with pytest.raises(ConfigError, match="did you mean bottleneck"):
+        load_config(None, ["botleneck.layer=1"])
+
+
+def test_wrong_type_and_ranges():
+    with pytest.raises(ConfigError, match="train.batch_size='big' is a str, but it must be a int"):
+        load_config(None, ["train.batch_size=big"])
+    with pytest.raises(ConfigError, match="top_k=9000, but bottleneck.n_codes=4096"):
+        load_config(None, ["bottleneck.top_k=9000"])
+    with pytest.raises(ConfigError, match="mining.n_select=5000, but the codebook has 4096 codes"):
+        load_config(None, ["mining.n_select=5000"])
+    with pytest.raises(ConfigError, match="exactly one of label, keywords"):
+        load_config(None, ["topic.keywords=[love]", "topic.label=noun.food"])
+
+
+def test_word_topic_replaces_the_default_label(tmp_path):
+    config = load_config(None, ["topic.keywords=[love, hate]"])
+    assert config.topic.kind == "keywords" and config.topic.label is None
+    path = tmp_path / "c.yaml"
+    path.write_text("topic:\n  label: noun.food\n")
+    assert load_config(path, ["--topic.regex=lov(e|ing)"]).topic.kind == "regex"
+
+
+def test_defaults_validate():
+    RunConfig().validate()

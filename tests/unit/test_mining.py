@@ -1,0 +1,38 @@
+"""Mining counts equal a brute-force count of the bottleneck's choices."""
+
+from __future__ import annotations
+
+import torch
+
+from codeunlearn.batching import encode_texts, make_batches
+from codeunlearn.bottleneck import NO_CODE
+from codeunlearn.config import BottleneckConfig
+from codeunlearn.mining import count_codes
+from codeunlearn.surgery import insert_bottleneck, recording
+
+
+def test_counts_equal_brute_force(tiny_llama, tokenizer, texts):
+    codebook_model = insert_bottleneck(
+        tiny_llama, tokenizer, BottleneckConfig(layer=0, n_codes=16, top_k=3), "t"
+    )
+    batches = make_batches(encode_texts(tokenizer, texts, 32), 3, tokenizer.pad_token_id)
+    counts = count_codes(codebook_model, batches)
+
+    token_counts = torch.zeros(16, dtype=torch.long)
+    example_counts = torch.zeros(16, dtype=torch.long)
+    n_tokens = 0
+    for text in texts:  # one example at a time: no padding, nothing shared
+        ids = torch.tensor([encode_texts(tokenizer, [text], 32)[0]])
+        with torch.no_grad(), recording(codebook_model) as outputs:
+            codebook_model.model(input_ids=ids)
+        codes = outputs[0].codes[0, 1:]  # position 0 is BOS
+        assert (codes != NO_CODE).all()
+        for code in codes.flatten().tolist():
+            token_counts[code] += 1
+        for code in set(codes.flatten().tolist()):
+            example_counts[code] += 1
+        n_tokens += codes.shape[0]
+    assert counts.token_counts.tolist() == token_counts.tolist()
+    assert counts.example_counts.tolist() == example_counts.tolist()
+    assert counts.n_tokens == n_tokens and counts.n_examples == len(texts)
+    assert counts.token_counts.sum() == 3 * n_tokens

@@ -1,0 +1,69 @@
+"""Model surgery: partial forwards match the full model; save/load round-trips logits and mask."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codeunlearn.config import BottleneckConfig
+from codeunlearn.errors import ConfigError
+from codeunlearn.masks import apply_mask, mask_from_codes
+from codeunlearn.surgery import (
+    bypassed,
+    forward_from_site,
+    forward_to_site,
+    insert_bottleneck,
+    load_codebook_model,
+    save_codebook_model,
+)
+
+
+def inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, vocab, (3, 9), generator=generator)
+    ids[:, 0] = 1
+    mask = torch.ones_like(ids)
+    mask[2, 6:] = 0
+    return ids, mask
+
+
+def test_lower_then_upper_equals_full_forward(tiny_model, tokenizer):
+    codebook_model = insert_bottleneck(
+        tiny_model, tokenizer, BottleneckConfig(layer=0, n_codes=32, top_k=4), "t"
+    )
+    ids, mask = inputs(len(tokenizer))
+    with torch.no_grad():
+        full = tiny_model(input_ids=ids, attention_mask=mask).logits
+        hidden, out = forward_to_site(codebook_model, ids, mask)
+        split = forward_from_site(codebook_model, out.hidden, mask)
+        with bypassed(codebook_model):
+            base = tiny_model(input_ids=ids, attention_mask=mask).logits
+            base_split = forward_from_site(codebook_model, hidden, mask)
+    real = mask.bool()
+    torch.testing.assert_close(split[real], full[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(base_split[real], base[real], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full, base)  # the bottleneck really changes the model
+
+
+def test_save_load_round_trips_logits_exactly_with_mask(tiny_model, tokenizer, tmp_path):
+    codebook_model = insert_bottleneck(
+        tiny_model, tokenizer, BottleneckConfig(layer=1, n_codes=32, top_k=4), "t"
+    )
+    apply_mask(codebook_model, mask_from_codes(32, "topic", [0, 5, 7]))
+    ids, mask = inputs(len(tokenizer))
+    with torch.no_grad():
+        before = tiny_model(input_ids=ids, attention_mask=mask).logits
+    save_codebook_model(codebook_model, tmp_path / "model")
+    loaded = load_codebook_model(tmp_path / "model")
+    assert loaded.bottleneck.mask.nonzero().flatten().tolist() == [0, 5, 7]
+    with torch.no_grad():
+        after = loaded.model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(before, after)
+    assert not (tmp_path / "model.partial").exists()
+
+
+def test_layer_out_of_range_names_the_valid_range(tiny_llama, tokenizer):
+    with pytest.raises(
+        ConfigError, match="bottleneck.layer=34, but the model has 2 decoder layers: set it between 0 and 1"
+    ):
+        insert_bottleneck(tiny_llama, tokenizer, BottleneckConfig(layer=34), "t")

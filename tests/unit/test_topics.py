@@ -1,0 +1,288 @@
+"""Topic splits on a small synthetic corpus: every topic kind, controls, errors, determinism, files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from codeunlearn.config import TopicConfig
+from codeunlearn.corpus import content_hash, split_train_test
+from codeunlearn.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.topics import (
+    NEUTRAL_WORDS,
+    SPLIT_NAMES,
+    Splits,
+    build_splits,
+    read_splits,
+    write_splits,
+)
+
+NOUNS = {
+    "food": ["bread", "cheese", "apple", "soup"],
+    "animal": ["horse", "otter", "eagle", "whale"],
+    "tool": ["hammer", "chisel", "saw", "drill"],
+    "place": ["harbour", "valley", "market", "village"],
+}
+LABELS = sorted(NOUNS)
+
+
+def _corpus(n: int = 480, labelled: bool = True) -> pa.Table:
+    ids, texts, labels = [], [], []
+    for i in range(n):
+        label = LABELS[i % 4]
+        noun = NOUNS[label][(i // 4) % 4]
+        texts.append(f"{noun.capitalize()} number {i}: " + "and so on " * (i % 9) + f"about the {noun}.")
+        ids.append(f"r{i:04d}")
+        labels.append(label)
+    texts[1] = "The breadth of the valley, number 1."  # `bread` inside a word is not the keyword
+    return pa.table({"id": ids, "text": texts, "label": labels if labelled else [None] * n})
+
+
+def _topic(**fields: object) -> TopicConfig:
+    caps = {"max_forget": 60, "max_control": 50, "max_retain": 80, "max_eval_forget": 20}
+    return TopicConfig(**{"label": None, **caps, "max_eval_retain_per_topic": 5, **fields})
+
+
+@pytest.fixture(scope="module")
+def sides() -> tuple[pa.Table, pa.Table]:
+    return split_train_test(_corpus(), 0.25)
+
+
+def _ids(table: pa.Table) -> set[str]:
+    return set(table.column("id").to_pylist())
+
+
+def _assert_shared_invariants(splits: Splits, topic: TopicConfig) -> None:
+    tables = splits.tables()
+    for name, table in tables.items():
+        assert table.column_names[:3] == ["id", "text", "label"], name
+        assert table.num_rows > 0, name
+        assert splits.manifest["splits"][name]["count"] == table.num_rows
+        assert splits.manifest["splits"][name]["content_hash"] == content_hash(
+            table.column("text").to_pylist()
+        )
+    forget = _ids(splits.forget_train) | _ids(splits.forget_test)
+    assert not forget & (_ids(splits.retain_train) | _ids(splits.retain_test))
+    assert not forget & (_ids(splits.control_train) | _ids(splits.control_test))
+    assert not _ids(splits.forget_train) & _ids(splits.forget_test)
+    assert splits.forget_train.num_rows <= topic.max_forget
+    assert splits.control_train.num_rows <= topic.max_control
+    assert splits.retain_train.num_rows <= topic.max_retain
+    assert splits.forget_test.num_rows <= topic.max_eval_forget
+    for retain in (splits.retain_train, splits.retain_test):
+        assert retain.column("topic").to_pylist() == retain.column("label").to_pylist()
+
+
+def test_label_topic_with_length_matched_control(sides: tuple[pa.Table, pa.Table]) -> None:
+    topic = _topic(label="food")
+    splits = build_splits(*sides, topic, seed=0)
+    _assert_shared_invariants(splits, topic)
+    assert set(splits.forget_train.column("label").to_pylist()) == {"food"}
+    assert set(splits.forget_test.column("label").to_pylist()) == {"food"}
+    assert "food" not in set(splits.retain_train.column("label").to_pylist())
+    assert "food" not in set(splits.control_train.column("label").to_pylist())
+    manifest = splits.manifest
+    assert (manifest["topic"], manifest["kind"], manifest["seed"]) == ("food", "label", 0)
+    assert manifest["control_method"] == "length_matched_sample"
+    assert manifest["splits"]["control_train"]["control_method"] == "length_matched_sample"
+    # Control rows are real corpus rows, paired with forget rows of nearly the same length.
+    forget_length = dict(
+        zip(*(splits.forget_train.column(c).to_pylist() for c in ("id", "text")), strict=True)
+    )
+    pairs = zip(*(splits.control_train.column(c).to_pylist() for c in ("source_id", "text")), strict=True)
+    gaps = [abs(len(forget_length[source]) - len(text)) for source, text in pairs]
+    assert splits.control_train.num_rows == topic.max_control
+    assert max(gaps) <= 3
+    assert not _ids(splits.control_train) & _ids(splits.retain_train)
+    assert not _ids(splits.control_test) & _ids(splits.retain_test)
+
+
+def test_retain_test_is_stratified_by_label(sides: tuple[pa.Table, pa.Table]) -> None:
+    splits = build_splits(*sides, _topic(label="food"), seed=0)
+    per_topic = Counter(splits.retain_test.column("topic").to_pylist())
+    assert per_topic == {"animal": 5, "place": 5, "tool": 5}
+
+
+def test_keyword_topic_with_word_swap_control(sides: tuple[pa.Table, pa.Table]) -> None:
+    topic = _topic(keywords=("bread", "Cheese"))
+    splits = build_splits(*sides, topic, seed=3)
+    _assert_shared_invariants(splits, topic)
+    topic_word = re.compile(r"\b(bread|cheese)\b", re.IGNORECASE)
+    for table in (splits.forget_train, splits.forget_test):
+        assert all(topic_word.search(text) for text in table.column("text").to_pylist())
+    retain_texts = (
+        splits.retain_train.column("text").to_pylist() + splits.retain_test.column("text").to_pylist()
+    )
+    assert not any(topic_word.search(text) for text in retain_texts)
+    assert "r0001" not in _ids(splits.forget_train) | _ids(splits.forget_test)  # "breadth"
+    control, forget = splits.control_train, splits.forget_train
+    assert control.num_rows == forget.num_rows  # 20 topic rows on the train side, under the cap
+    assert control.column("source_id").to_pylist() == forget.column("id").to_pylist()
+    assert not any(topic_word.search(text) for text in control.column("text").to_pylist())
+    assert splits.control_test.num_rows == splits.forget_test.num_rows
+    for before, after in zip(
+        forget.column("text").to_pylist(), control.column("text").to_pylist(), strict=True
+    ):
+        first = after.split(" ")[0]
+        assert first[0].isupper() and first.lower() in NEUTRAL_WORDS  # the capital is kept
+        assert after.split(" ")[1:-1] == before.split(" ")[1:-1]  # only the topic words change
+    words = splits.manifest["splits"]["control_train"]["replacement_words"]
+    assert splits.manifest["control_method"] == "word_swap"
+    assert words and set(words) <= set(NEUTRAL_WORDS)
+
+
+def test_regex_topic(sides: tuple[pa.Table, pa.Table]) -> None:
+    splits = build_splits(*sides, _topic(regex=r"\b(?:otters?|eagles?)\b"), seed=0)
+    texts = splits.forget_train.column("text").to_pylist()
+    assert texts and all(("otter" in t.lower()) or ("eagle" in t.lower()) for t in texts)
+    assert splits.manifest["kind"] == "regex"
+    assert not any(re.search("otter|eagle", t, re.I) for t in splits.control_train.column("text").to_pylist())
+
+
+@pytest.mark.parametrize("regex", ["(unclosed", "[a-"])
+def test_invalid_regex_is_a_config_error(sides: tuple[pa.Table, pa.Table], regex: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        build_splits(*sides, _topic(regex=regex), seed=0)
+
+
+def test_regex_matching_everything_is_refused(sides: tuple[pa.Table, pa.Table]) -> None:
+    with pytest.raises(ConfigError, match="matches the empty string"):
+        build_splits(*sides, _topic(regex="x*"), seed=0)
+
+
+def test_examples_file_topic(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -> None:
+    train, test = sides
+    corpus_texts = train.column("text").to_pylist()[:3] + test.column("text").to_pylist()[:2]
+    own = [f"My own sentence about gardening, number {i}." for i in range(10)]
+    path = tmp_path / "forget.txt"
+    path.write_text("\n".join(own + corpus_texts + ["", own[0]]) + "\n")  # a blank and a repeat
+    splits = build_splits(train, test, _topic(examples_file=str(path)), seed=0)
+    forget_texts = (
+        splits.forget_train.column("text").to_pylist() + splits.forget_test.column("text").to_pylist()
+    )
+    assert sorted(forget_texts) == sorted(own + corpus_texts)
+    assert splits.forget_test.num_rows == 3  # 20% of 15, never zero
+    others = [splits.retain_train, splits.retain_test, splits.control_train, splits.control_test]
+    assert not set(corpus_texts) & {t for table in others for t in table.column("text").to_pylist()}
+    assert splits.manifest["control_method"] == "length_matched_sample"
+    assert splits.manifest["topic"] == "examples:forget.txt"
+
+
+def test_examples_parquet_needs_a_text_column(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -> None:
+    path = tmp_path / "forget.parquet"
+    pq.write_table(pa.table({"sentence": ["a b", "c d"]}), path)
+    with pytest.raises(ConfigError, match="no column 'text'; its columns are: sentence"):
+        build_splits(*sides, _topic(examples_file=str(path)), seed=0)
+    pq.write_table(pa.table({"text": ["first example here", "second one", "third"]}), path)
+    splits = build_splits(*sides, _topic(examples_file=str(path)), seed=0)
+    assert splits.forget_train.num_rows + splits.forget_test.num_rows == 3
+
+
+def test_examples_file_errors(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -> None:
+    with pytest.raises(MissingAssetError, match="does not exist"):
+        build_splits(*sides, _topic(examples_file=str(tmp_path / "absent.txt")), seed=0)
+    single = tmp_path / "one.txt"
+    single.write_text("only one example\n")
+    with pytest.raises(CodeunlearnError, match="at least 2"):
+        build_splits(*sides, _topic(examples_file=str(single)), seed=0)
+
+
+def test_unmatched_label_suggests_the_closest(sides: tuple[pa.Table, pa.Table]) -> None:
+    with pytest.raises(CodeunlearnError) as error:
+        build_splits(*sides, _topic(label="fod"), seed=0)
+    message = str(error.value)
+    assert "topic label='fod' matches no example in the corpus (0 of 480 rows)" in message
+    assert "labels that exist: animal, food, place, tool" in message
+    assert "did you mean food?" in message
+
+
+def test_unmatched_keywords_say_what_was_tried(sides: tuple[pa.Table, pa.Table]) -> None:
+    with pytest.raises(
+        CodeunlearnError, match="matches no example.*tried whole-word, case-insensitive: 'pasta'"
+    ):
+        build_splits(*sides, _topic(keywords=("pasta",)), seed=0)
+
+
+def test_label_topic_needs_labels() -> None:
+    train, test = split_train_test(_corpus(labelled=False), 0.25)
+    with pytest.raises(ConfigError, match="needs a corpus with labels"):
+        build_splits(train, test, _topic(label="food"), seed=0)
+    splits = build_splits(train, test, _topic(keywords=("horse",)), seed=0)  # keywords need none
+    assert splits.retain_test.num_rows == 20  # no labels to stratify by: max_eval_forget rows
+
+
+def test_bad_sizes_and_two_kinds_are_config_errors(sides: tuple[pa.Table, pa.Table]) -> None:
+    with pytest.raises(ConfigError, match="topic.max_forget=0"):
+        build_splits(*sides, _topic(label="food", max_forget=0), seed=0)
+    with pytest.raises(ConfigError, match="seed=-1"):
+        build_splits(*sides, _topic(label="food"), seed=-1)
+    with pytest.raises(ConfigError, match="exactly one of"):
+        build_splits(*sides, _topic(label="food", keywords=("bread",)), seed=0)
+
+
+def test_same_seed_same_splits_other_seed_other_samples(sides: tuple[pa.Table, pa.Table]) -> None:
+    topic = _topic(label="food", max_forget=30, max_retain=40)
+    first, again = build_splits(*sides, topic, seed=7), build_splits(*sides, topic, seed=7)
+    for name in SPLIT_NAMES:
+        assert getattr(first, name).equals(getattr(again, name)), name
+    assert first.manifest == again.manifest
+    other = build_splits(*sides, topic, seed=8)
+    for name in ("forget_train", "retain_train"):
+        assert (
+            other.manifest["splits"][name]["content_hash"] != first.manifest["splits"][name]["content_hash"]
+        )
+
+
+def test_write_read_round_trip_without_raw_text(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -> None:
+    splits = build_splits(*sides, _topic(keywords=("bread",)), seed=0)
+    target = tmp_path / "splits"
+    write_splits(splits, target)
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        [f"{n}.parquet" for n in SPLIT_NAMES] + ["manifest.json"]
+    )
+    loaded = read_splits(target)
+    for name in SPLIT_NAMES:
+        assert getattr(loaded, name).equals(getattr(splits, name)), name
+    assert loaded.manifest == splits.manifest
+    manifest_text = (target / "manifest.json").read_text()
+    assert not any(text in manifest_text for text in splits.forget_train.column("text").to_pylist())
+
+
+def test_failed_write_leaves_the_old_splits(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -> None:
+    old = build_splits(*sides, _topic(label="food"), seed=0)
+    target = tmp_path / "splits"
+    write_splits(old, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    new = build_splits(*sides, _topic(label="tool"), seed=1)
+    broken = dataclasses.replace(new, manifest={**new.manifest, "bad": object()})  # fails after the parquet
+    with pytest.raises(TypeError):
+        write_splits(broken, target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["splits"]  # no staging or backup directory left
+    write_splits(new, target)  # a good write replaces the old one whole
+    assert read_splits(target).manifest["topic"] == "tool"
+    assert [p.name for p in tmp_path.iterdir()] == ["splits"]
+
+
+def test_read_splits_tells_to_run_prepare(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -> None:
+    with pytest.raises(CodeunlearnError, match="does not exist.*run `codeunlearn prepare` first"):
+        read_splits(tmp_path / "nowhere")
+    write_splits(build_splits(*sides, _topic(label="food"), seed=0), tmp_path / "splits")
+    (tmp_path / "splits" / "retain_test.parquet").unlink()
+    with pytest.raises(CodeunlearnError, match="missing retain_test.parquet.*codeunlearn prepare"):
+        read_splits(tmp_path / "splits")
+
+
+def test_manifest_is_plain_json(sides: tuple[pa.Table, pa.Table]) -> None:
+    splits = build_splits(*sides, _topic(regex="horse"), seed=0)
+    assert json.loads(json.dumps(splits.manifest)) == splits.manifest
+    assert splits.manifest["topic_rows"]["train"] == sum(
+        "horse" in t.lower() for t in sides[0].column("text").to_pylist()
+    )
