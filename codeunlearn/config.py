@@ -43,7 +43,7 @@ class DataConfig:
     wordnet_pos: tuple[str, ...] = ("noun",)
     include_examples: bool = False  # WordNet glosses: keep the quoted usage examples
     test_fraction: float = 0.1
-    max_length: int = 64  # tokens per example, BOS included
+    max_length: int = 48  # tokens per example, BOS included
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,11 @@ class TopicConfig:
     keywords: tuple[str, ...] = ()
     regex: str | None = None
     examples_file: str | None = None
-    max_forget: int = 1500  # examples per set used for mining (train side)
-    max_control: int = 1500
-    max_retain: int = 1500
-    max_eval_forget: int = 300  # held-out examples per split used for evaluation
-    max_eval_retain_per_topic: int = 12
+    max_forget: int = 1200  # examples per set used for mining (train side)
+    max_control: int = 1200
+    max_retain: int = 1200
+    max_eval_forget: int = 250  # held-out examples per split used for evaluation
+    max_eval_retain_per_topic: int = 20
 
     @property
     def kind(self) -> str:
@@ -130,11 +130,11 @@ class TrainConfig:
     """Codebook training. `mode`: frozen (bottleneck only), above (bottleneck + layers above), joint."""
 
     mode: str = "above"
-    max_examples: int = 3000
+    max_examples: int = 12000
     epochs: float = 1.0
     batch_size: int = 16
-    lr: float = 1e-3  # bottleneck learning rate
-    base_lr: float = 5e-5  # learning rate of base-model weights in modes above/joint
+    lr: float = 1e-3  # bottleneck learning rate (codes are unit vectors)
+    base_lr: float = 2e-4  # learning rate of base-model weights in modes above/joint
     weight_decay: float = 0.0
     recon_coef: float = 0.1
     init: str = "kmeans"  # "kmeans" or "sample": codes start from real activations
@@ -160,7 +160,7 @@ class MiningConfig:
     """How topic codes are scored and selected."""
 
     rule: str = "enrichment"  # a name in codeunlearn.selection.SELECTION_RULES
-    n_select: int = 256  # S': codes to mask (top S'); 0 means all codes past the thresholds
+    n_select: int = 192  # S': codes to mask (top S'); 0 means all codes past the thresholds
     min_count: int = 5  # token firings on the forget set below which a code is never selected
     max_p_value: float = 1e-3  # chi-squared significance guard
     min_enrichment: float = 2.0
@@ -181,7 +181,7 @@ class EvalConfig:
     """Evaluation of base, codebook, masked and random-mask models."""
 
     batch_size: int = 32
-    sweep: tuple[int, ...] = (64, 128, 256, 512)  # S' values for the sweep; empty skips it
+    sweep: tuple[int, ...] = (64, 128, 192, 256, 384)  # S' values for the sweep; empty skips it
     random_seed: int = 1234
     run_reference: bool = False  # also fine-tune the base model without a bottleneck (criterion 3)
 

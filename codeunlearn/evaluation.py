@@ -131,26 +131,17 @@ class EvalReport:
         return self.nll[variant][key] - self.nll["codebook"][key]
 
     def to_markdown(self, keys: Sequence[str] = ("forget", "retain")) -> str:
-        lines = [
-            "| model | "
-            + " | ".join(f"{k} NLL" for k in keys)
-            + " | "
-            + " | ".join(f"{k} drop" for k in keys)
-            + " |",
-            "|---" * (1 + 2 * len(keys)) + "|",
-        ]
+        """One row per variant: NLL and perplexity per split, then the normalised drop per split."""
+        header = [f"{k} NLL" for k in keys] + [f"{k} ppl" for k in keys] + [f"{k} drop" for k in keys]
+        lines = ["| model | " + " | ".join(header) + " |", "|---" * (1 + len(header)) + "|"]
+        comparable = "codebook" in self.nll and "base" in self.nll
         for variant, scores in self.nll.items():
-            drops = [
-                self.drop(variant, k) if "codebook" in self.nll and "base" in self.nll else float("nan")
-                for k in keys
-            ]
-            lines.append(
-                f"| {variant} | "
-                + " | ".join(f"{scores.get(k, float('nan')):.4f}" for k in keys)
-                + " | "
-                + " | ".join(f"{d:.3f}" for d in drops)
-                + " |"
+            nll = [scores.get(k, float("nan")) for k in keys]
+            drops = [self.drop(variant, k) if comparable else float("nan") for k in keys]
+            cells = (
+                [f"{v:.4f}" for v in nll] + [f"{math.exp(v):.1f}" for v in nll] + [f"{d:.3f}" for d in drops]
             )
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def sweep_markdown(self) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +124,6 @@ def _write_tables(directory: Path, tables: dict[str, pa.Table], manifest: dict) 
         pq.write_table(table, partial / f"{name}.parquet")
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if directory.exists():
-        import shutil
-
         shutil.rmtree(directory)
     os.replace(partial, directory)
 
@@ -162,14 +161,25 @@ def train_codebook(config: RunConfig) -> TrainResult:
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
     batches = _batches(texts, tokenizer, config, config.train.batch_size)
     log.info("training %s codebook on %d examples (%d batches)", config.train.mode, len(texts), len(batches))
-    result = train(codebook_model, batches, config.train, checkpoint_dir=paths.checkpoint_dir)
+    result = train(codebook_model, batches, config.train, checkpoint_dir=_checkpoints_for(config, paths))
     save_codebook_model(codebook_model, paths.model_dir)
     _write_json(paths.model_dir / "training_config.json", _training_stamp(config))
+    shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)  # the saved model supersedes them
     _write_json(
         paths.root / "train" / "result.json", {k: v for k, v in asdict(result).items() if k != "history"}
     )
     log.info("trained %d steps in %.0f s; saved to %s", result.steps, result.elapsed_s, paths.model_dir)
     return result
+
+
+def _checkpoints_for(config: RunConfig, paths: RunPaths) -> Path:
+    """The checkpoint directory, emptied first if its checkpoints come from other training settings."""
+    stamp_path = paths.checkpoint_dir / "training_config.json"
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != _training_stamp(config):
+        log.info("discarding checkpoints in %s: they were made with other settings", paths.checkpoint_dir)
+        shutil.rmtree(paths.checkpoint_dir)
+    _write_json(stamp_path, _training_stamp(config))
+    return paths.checkpoint_dir
 
 
 def train_reference(config: RunConfig) -> torch.nn.Module:
@@ -178,15 +188,9 @@ def train_reference(config: RunConfig) -> torch.nn.Module:
     model, tokenizer = assets.load_pretrained(config.model.name, device)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
     batches = _batches(training_texts(config), tokenizer, config, config.train.batch_size)
-    reference_config = config.train if config.train.mode != "frozen" else _with(config.train, mode="above")
+    reference_config = config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
     train(codebook_model, batches, reference_config, use_bottleneck=False)
     return remove_bottleneck(codebook_model)
-
-
-def _with(obj, **changes):
-    from dataclasses import replace
-
-    return replace(obj, **changes)
 
 
 def load_model(config: RunConfig) -> CodebookModel:
@@ -213,6 +217,8 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
         store.write_counts(run_id, split, config.topic.name, counts[split])
     selected = select_codes(counts["forget"], counts["control"], config.mining)
+    eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
+    order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
     _write_json(
         paths.selection_file,
         {
@@ -222,6 +228,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
             "n_eligible": selected.n_eligible,
             "code_ids": selected.code_ids.tolist(),
             "scores": selected.scores.tolist(),
+            "ranked_eligible": eligible.code_ids[order].tolist(),  # for sweeps past n_select
             "data_hash": splits.manifest["splits"]["forget_train"]["content_hash"],
         },
     )
@@ -340,14 +347,12 @@ def _sweep(config: RunConfig, evaluator: Evaluator, report: EvalReport) -> list[
     if not config.eval.sweep or not paths.selection_file.is_file():
         return []
     selection = json.loads(paths.selection_file.read_text())
-    # Best score first, ties by lower code id: the order select_codes uses.
-    pairs = sorted(zip(selection["scores"], selection["code_ids"], strict=True), key=lambda p: (-p[0], p[1]))
-    ranked = [code for _, code in pairs]
+    ranked = selection["ranked_eligible"]
     n_codes = evaluator.codebook_model.bottleneck.n_codes
     rows = []
     for n_select in config.eval.sweep:
         if n_select > len(ranked):
-            log.warning("sweep S'=%d skipped: only %d codes were selected by mining", n_select, len(ranked))
+            log.warning("sweep S'=%d skipped: only %d codes are eligible", n_select, len(ranked))
             continue
         mined = evaluator.score_codebook(mask_from_codes(n_codes, "sweep", ranked[:n_select]))
         random = evaluator.score_codebook(

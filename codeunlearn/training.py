@@ -76,6 +76,10 @@ def init_codes(
         codes = kmeans_codes(samples, bottleneck.n_codes, config.kmeans_iters, generator)
     else:
         codes = sample_codes(samples, bottleneck.n_codes, generator)
+    if bottleneck.config.rescale == "input_norm":
+        # Output norm comes from the input, so only directions matter; unit codes also make the
+        # optimizer's step size mean the same thing whatever the activations' scale (~250 here).
+        codes = torch.nn.functional.normalize(codes, dim=-1)
     bottleneck.reset_codes(torch.arange(bottleneck.n_codes), codes.to(codebook_model.device))
     log.info("initialised %d codes by %s from %d activations", bottleneck.n_codes, config.init, len(samples))
 

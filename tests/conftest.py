@@ -28,6 +28,22 @@ def make_tiny(kind: str, vocab_size: int, n_layers: int = 2, width: int = 32) ->
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    if kind in ("qwen2", "mistral"):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.for_model(
+            kind,
+            vocab_size=vocab_size,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+        return AutoModelForCausalLM.from_config(config).eval()
     if kind == "llama":
         config = LlamaConfig(
             vocab_size=vocab_size,

@@ -17,6 +17,8 @@ from codeunlearn.surgery import (
     save_codebook_model,
 )
 
+from ..conftest import make_tiny
+
 
 def inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
@@ -67,3 +69,19 @@ def test_layer_out_of_range_names_the_valid_range(tiny_llama, tokenizer):
         ConfigError, match="bottleneck.layer=34, but the model has 2 decoder layers: set it between 0 and 1"
     ):
         insert_bottleneck(tiny_llama, tokenizer, BottleneckConfig(layer=34), "t")
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral"])
+def test_other_llama_family_models(kind, tokenizer, tmp_path):
+    model = make_tiny(kind, len(tokenizer))
+    codebook_model = insert_bottleneck(model, tokenizer, BottleneckConfig(layer=0, n_codes=32, top_k=4), kind)
+    ids, mask = inputs(len(tokenizer))
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        _, out = forward_to_site(codebook_model, ids, mask)
+        split = forward_from_site(codebook_model, out.hidden, mask)
+    torch.testing.assert_close(split[mask.bool()], full[mask.bool()], atol=1e-5, rtol=1e-5)
+    save_codebook_model(codebook_model, tmp_path / kind)
+    with torch.no_grad():
+        again = load_codebook_model(tmp_path / kind).model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(full, again)
