@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -44,15 +46,20 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _run_stage(ctx: typer.Context, config: Path | None, verbose: bool, stage: Callable[[Any], Any]) -> Any:
+    """Load the config and run one library stage; bad input becomes a message and exit code 2."""
+    try:
+        return stage(_load(ctx, config, verbose))
+    except CodeunlearnError as error:
+        _fail(error)
+
+
 @app.command(context_settings=EXTRA)
 def prepare(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """Load the corpus, split it train/test, and build the topic's forget/control/retain splits."""
     from codeunlearn import pipeline
 
-    try:
-        splits = pipeline.prepare(_load(ctx, config, verbose))
-    except CodeunlearnError as error:
-        _fail(error)
+    splits = _run_stage(ctx, config, verbose, pipeline.prepare)
     for name, entry in splits.manifest["splits"].items():
         typer.echo(f"{name:14s} {entry['count']:7d} examples  sha256 {entry['content_hash'][:16]}")
 
@@ -62,10 +69,7 @@ def train(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool
     """Train the codebook bottleneck into the base model once, and save the codebook model."""
     from codeunlearn import pipeline
 
-    try:
-        result = pipeline.train_codebook(_load(ctx, config, verbose))
-    except CodeunlearnError as error:
-        _fail(error)
+    result = _run_stage(ctx, config, verbose, pipeline.train_codebook)
     typer.echo(
         f"trained {result.steps} steps, {result.tokens} tokens in {result.elapsed_s:.0f} s: "
         f"loss {result.final_loss:.3f}, reconstruction {result.final_recon:.3f}, "
@@ -78,10 +82,7 @@ def mine(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool 
     """Count code firings on the forget, control and retain sets and select the topic's codes."""
     from codeunlearn import pipeline
 
-    try:
-        selected = pipeline.mine(_load(ctx, config, verbose))
-    except CodeunlearnError as error:
-        _fail(error)
+    selected = _run_stage(ctx, config, verbose, pipeline.mine)
     typer.echo(f"selected {len(selected.code_ids)} codes ({selected.n_eligible} eligible) by {selected.rule}")
 
 
@@ -95,11 +96,10 @@ def unlearn(
     """Mask the selected codes (union with the active mask); no gradient steps. --remove undoes one topic."""
     from codeunlearn import pipeline
 
-    try:
-        run_config = _load(ctx, config, verbose)
-        mask = pipeline.forget_source(run_config, remove) if remove else pipeline.unlearn(run_config)
-    except CodeunlearnError as error:
-        _fail(error)
+    def stage(run_config: Any) -> Any:
+        return pipeline.forget_source(run_config, remove) if remove else pipeline.unlearn(run_config)
+
+    mask = _run_stage(ctx, config, verbose, stage)
     typer.echo(
         f"active mask {mask.digest[:12]}: {len(mask.code_ids)} codes from "
         f"{', '.join(s.name for s in mask.sources) or 'no sources'}"
@@ -111,10 +111,7 @@ def evaluate(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: b
     """Held-out NLL for base, codebook, masked and random-mask models, normalised drops, S' sweep."""
     from codeunlearn import pipeline
 
-    try:
-        report = pipeline.evaluate(_load(ctx, config, verbose))
-    except CodeunlearnError as error:
-        _fail(error)
+    report = _run_stage(ctx, config, verbose, pipeline.evaluate)
     typer.echo(pipeline.render_report(report))
 
 
@@ -126,10 +123,7 @@ def run(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool =
     from codeunlearn import pipeline
 
     started = time.perf_counter()
-    try:
-        report = pipeline.run_all(_load(ctx, config, verbose))
-    except CodeunlearnError as error:
-        _fail(error)
+    report = _run_stage(ctx, config, verbose, pipeline.run_all)
     typer.echo(pipeline.render_report(report))
     typer.echo(f"total {time.perf_counter() - started:.0f} s")
 
