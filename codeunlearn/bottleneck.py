@@ -28,6 +28,29 @@ class BottleneckOutput:
     l1: torch.Tensor  # (B, T) mean |value| of the chosen code vectors (SAE variant), else zeros
 
 
+def combine_mean(chosen: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The chosen codes' mean (Codebook Features, the paper). chosen (..., k, e), h (..., e).
+
+    Straight-through: the value is the mean, the gradient also reaches h (so the SAE encoder and the
+    layers below learn) as if code selection were the identity.
+    """
+    return chosen.mean(dim=-2) + (h - h.detach())
+
+
+def combine_projection(chosen: torch.Tensor, h: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+    """h projected onto the span of its chosen codes (least squares, a little ridge for zeroed slots).
+
+    Differentiable in both h and the codes, so no straight-through term is needed.
+    """
+    gram = chosen @ chosen.transpose(-1, -2)  # (..., k, k)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    weights = torch.linalg.solve(gram + ridge * eye, (chosen @ h.unsqueeze(-1)))  # (..., k, 1)
+    return (chosen.transpose(-1, -2) @ weights).squeeze(-1)
+
+
+COMBINATIONS = {"mean": combine_mean, "projection": combine_projection}
+
+
 class CodebookBottleneck(nn.Module):
     """C learnable codes; each token keeps the k codes most cosine-similar to it and is replaced
     by their mean (optionally rescaled to the input's norm, optionally through an SAE)."""
@@ -89,9 +112,7 @@ class CodebookBottleneck(nn.Module):
             kept = ~self.mask[ids]  # (B, T', k)
             chosen = chosen * kept.unsqueeze(-1).to(chosen.dtype)
             ids = ids.masked_fill(~kept, NO_CODE)
-        # Straight-through: the value is the codes' mean, the gradient also reaches h (so the SAE
-        # encoder and the layers below learn) as if code selection were the identity.
-        z = chosen.mean(dim=-2) + (h - h.detach())  # (B, T', e)
+        z = COMBINATIONS[self.config.combine](chosen, h)  # (B, T', e)
         rebuilt = self.decoder(z) if self.config.use_sae else z
         if self.config.rescale == "input_norm":
             rebuilt = rebuilt * (

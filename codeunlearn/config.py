@@ -98,6 +98,7 @@ class BottleneckConfig:
     layer: int = 20  # decoder layer whose residual output is replaced
     n_codes: int = 4096
     top_k: int = 8
+    combine: str = "mean"  # "mean" of the chosen codes (the paper) or "projection" of x onto them
     rescale: str = "input_norm"  # "input_norm" gives the output the input's norm; "none" keeps the mean
     use_sae: bool = False  # the paper's SAE-codebook variant
     sae_dim: int = 0  # 0 means 4 x hidden size
@@ -114,6 +115,8 @@ class BottleneckConfig:
                 f"bottleneck.top_k={self.top_k}, but bottleneck.n_codes={self.n_codes}: "
                 f"top_k must be between 1 and n_codes (YAML or --bottleneck.top_k)"
             )
+        if self.combine not in ("mean", "projection"):
+            raise ConfigError(f"bottleneck.combine={self.combine!r}: use 'mean' or 'projection'")
         if self.rescale not in ("input_norm", "none"):
             raise ConfigError(f"bottleneck.rescale={self.rescale!r}: use 'input_norm' or 'none'")
         if self.mask_policy not in ("next_best", "zero"):

@@ -99,3 +99,18 @@ def test_kmeans_codes_find_separated_clusters():
         torch.nn.functional.normalize(codes, dim=-1) @ torch.nn.functional.normalize(centers, dim=-1).T
     )
     assert similarity.max(0).values.min() > 0.99  # every cluster has a code pointing at it
+
+
+def test_projection_is_least_squares_onto_the_chosen_codes():
+    bottleneck = make(n_codes=16, top_k=4, combine="projection", rescale="none")
+    x = torch.randn(1, 6, 16, requires_grad=True)
+    out = bottleneck(x)
+    codes = bottleneck.codes.detach().double()
+    for t in range(1, 6):
+        basis = codes[out.codes[0, t]].T  # (e, k)
+        solution = torch.linalg.lstsq(basis, x[0, t].detach().double().unsqueeze(-1)).solution
+        torch.testing.assert_close(
+            out.hidden[0, t].double(), (basis @ solution).squeeze(-1), atol=1e-3, rtol=1e-3
+        )
+    out.hidden.sum().backward()
+    assert x.grad.abs().sum() > 0 and bottleneck.codes.grad.abs().sum() > 0
