@@ -22,6 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+OVERRIDES_HELP = (
+    "Any number of section.key=value overrides may follow, e.g. train.lr=3e-4 topic.label=noun.animal "
+    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, eval "
+    "(see configs/default.yaml)."
+)
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file (see configs/).")
 RUN_DIR_OPTION = typer.Option(Path("runs/default"), help="Run directory holding store/.")
 VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log per-batch detail (DEBUG).")
@@ -54,7 +59,7 @@ def _run_stage(ctx: typer.Context, config: Path | None, verbose: bool, stage: Ca
         _fail(error)
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def prepare(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """Load the corpus, split it train/test, and build the topic's forget/control/retain splits."""
     from codeunlearn import pipeline
@@ -64,7 +69,7 @@ def prepare(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bo
         typer.echo(f"{name:14s} {entry['count']:7d} examples  sha256 {entry['content_hash'][:16]}")
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def train(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """Train the codebook bottleneck into the base model once, and save the codebook model."""
     from codeunlearn import pipeline
@@ -77,7 +82,7 @@ def train(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool
     )
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def mine(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """Count code firings on the forget, control and retain sets and select the topic's codes."""
     from codeunlearn import pipeline
@@ -86,7 +91,7 @@ def mine(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool 
     typer.echo(f"selected {len(selected.code_ids)} codes ({selected.n_eligible} eligible) by {selected.rule}")
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def unlearn(
     ctx: typer.Context,
     config: Path | None = CONFIG_OPTION,
@@ -106,7 +111,7 @@ def unlearn(
     )
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def evaluate(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """Held-out NLL for base, codebook, masked and random-mask models, normalised drops, S' sweep."""
     from codeunlearn import pipeline
@@ -115,7 +120,7 @@ def evaluate(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: b
     typer.echo(pipeline.render_report(report))
 
 
-@app.command(context_settings=EXTRA)
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def run(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """All stages from one config: prepare, train (reused when unchanged), mine, unlearn, evaluate."""
     import time
