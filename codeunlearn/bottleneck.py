@@ -42,10 +42,13 @@ def combine_projection(chosen: torch.Tensor, h: torch.Tensor, ridge: float = 1e-
 
     Differentiable in both h and the codes, so no straight-through term is needed.
     """
-    gram = chosen @ chosen.transpose(-1, -2)  # (..., k, k)
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    weights = torch.linalg.solve(gram + ridge * eye, (chosen @ h.unsqueeze(-1)))  # (..., k, 1)
-    return (chosen.transpose(-1, -2) @ weights).squeeze(-1)
+    # A k x k solve is not defined in bf16, so this runs in fp32 even under autocast.
+    with torch.autocast(h.device.type, enabled=False):
+        basis = chosen.float()
+        gram = basis @ basis.transpose(-1, -2)  # (..., k, k)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        weights = torch.linalg.solve(gram + ridge * eye, basis @ h.float().unsqueeze(-1))  # (..., k, 1)
+        return (basis.transpose(-1, -2) @ weights).squeeze(-1).to(h.dtype)
 
 
 COMBINATIONS = {"mean": combine_mean, "projection": combine_projection}
@@ -53,7 +56,8 @@ COMBINATIONS = {"mean": combine_mean, "projection": combine_projection}
 
 class CodebookBottleneck(nn.Module):
     """C learnable codes; each token keeps the k codes most cosine-similar to it and is replaced
-    by their mean (optionally rescaled to the input's norm, optionally through an SAE)."""
+    by their combination (mean or projection; optionally rescaled to the input's norm, optionally
+    through an SAE)."""
 
     def __init__(self, hidden_dim: int, config: BottleneckConfig) -> None:
         super().__init__()
