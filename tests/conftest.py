@@ -25,12 +25,10 @@ def tokenizer():
 
 def make_tiny(kind: str, vocab_size: int, n_layers: int = 2, width: int = 32) -> torch.nn.Module:
     """A tiny random-weight model of a real architecture, in eval mode."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    if kind in ("qwen2", "mistral"):
-        from transformers import AutoConfig, AutoModelForCausalLM
-
+    if kind in ("llama", "qwen2", "mistral"):  # one Llama-family shape, built by model_type
         config = AutoConfig.for_model(
             kind,
             vocab_size=vocab_size,
@@ -44,19 +42,6 @@ def make_tiny(kind: str, vocab_size: int, n_layers: int = 2, width: int = 32) ->
             pad_token_id=2,
         )
         return AutoModelForCausalLM.from_config(config).eval()
-    if kind == "llama":
-        config = LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=n_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=2,
-        )
-        return LlamaForCausalLM(config).eval()
     config = GPT2Config(
         vocab_size=vocab_size, n_embd=width, n_layer=n_layers, n_head=4, bos_token_id=1, eos_token_id=2
     )
