@@ -104,10 +104,14 @@ class CodebookBottleneck(nn.Module):
             chunks.append(sims.topk(self.config.top_k, dim=-1).indices)
         return torch.cat(chunks) if chunks else h.new_zeros((0, self.config.top_k), dtype=torch.long)
 
-    def forward(self, x: torch.Tensor) -> BottleneckOutput:
-        """Replace each vector of x (B, T, d) by the combination of its chosen codes."""
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None) -> BottleneckOutput:
+        """Replace each vector of x (B, T, d) by the combination of its chosen codes.
+
+        `position_ids` (from the decoder layer's call) tell a cached decoding step, which is one token
+        past position 0, from a forward over whole sequences, whose first token is BOS.
+        """
         batch, seq, _ = x.shape
-        start = 1 if self.config.skip_first_token else 0
+        start = 1 if self.config.skip_first_token and _starts_at_bos(seq, position_ids) else 0
         body = x[:, start:]  # (B, T', d)
         h = self.encode(body)
         ids = self.select(h.reshape(-1, self.code_dim)).view(batch, seq - start, -1)  # (B, T', k)
@@ -206,3 +210,12 @@ def sample_codes(samples: torch.Tensor, n_codes: int, generator: torch.Generator
         else torch.randperm(samples.shape[0], generator=generator)[:n_codes]
     )
     return samples[picks].float().clone()
+
+
+def _starts_at_bos(seq: int, position_ids: torch.Tensor | None) -> bool:
+    """Whether index 0 of this forward is sequence position 0. Full forwards (seq > 1) are assumed to
+    start at 0, so training never syncs with the device; a one-token forward is a decoding step unless
+    its position is 0 (reading it syncs, as decoding does anyway)."""
+    if position_ids is None or seq > 1:
+        return True
+    return int(position_ids.reshape(-1)[0]) == 0

@@ -24,11 +24,12 @@ app = typer.Typer(
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 OVERRIDES_HELP = (
     "Any number of section.key=value overrides may follow, e.g. train.lr=3e-4 topic.label=noun.animal "
-    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, eval "
+    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, eval, tracking, gates "
     "(see configs/default.yaml)."
 )
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file (see configs/).")
 RUN_DIR_OPTION = typer.Option(Path("runs/default"), help="Run directory holding store/.")
+EXAMPLES_OPTION = typer.Option(None, help="A .jsonl/.csv/.parquet file of the texts to forget.")
 VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log per-batch detail (DEBUG).")
 
 
@@ -133,9 +134,35 @@ def run(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool =
     typer.echo(f"total {time.perf_counter() - started:.0f} s")
 
 
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def pipeline(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
+    """The tracked pipeline without Prefect: every stage an MLflow run, the codebook and the mask
+    registered, `production` moved if the gates pass (the Prefect flow runs the same stages)."""
+    from codeunlearn import tracked
+
+    def stage(run_config: Any) -> dict:
+        return tracked.run_pipeline(run_config)
+
+    outcome = _run_stage(ctx, config, verbose, stage)
+    verdict = (
+        "promoted to production"
+        if outcome["promoted"]
+        else "not promoted: " + "; ".join(outcome["gate_failures"])
+    )
+    typer.echo(
+        f"codebook version {outcome['codebook_version']}, mask version {outcome['mask_version']}: "
+        f"forget drop {outcome['forget_drop']:.3f}, retain drop {outcome['retain_drop']:.3f}; {verdict}"
+    )
+    typer.echo(f"MLflow run {outcome['mlflow_run_id']} ({outcome['tracking_uri']})")
+
+
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="SQL over the views code_counts and code_rates."),
+    query: str = typer.Argument(
+        ...,
+        help="SQL over the views code_counts, code_rates, requests, request_events, masks, mask_codes, "
+        "evaluations (see codeunlearn/schema.py).",
+    ),
     run_dir: Path = RUN_DIR_OPTION,
 ) -> None:
     """Query the code store (DuckDB over Parquet) of a run directory."""
@@ -145,7 +172,164 @@ def sql(
         table = CodeStore(run_dir / "store").sql(query)
     except CodeunlearnError as error:
         _fail(error)
-    typer.echo(table.to_string(preview_cols=20) if hasattr(table, "to_string") else str(table))
+    typer.echo(table.to_pandas().to_string(index=False) if table.num_rows else "(no rows)")
+
+
+request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)
+app.add_typer(request_app, name="request")
+
+
+def _processor(ctx: typer.Context, config: Path | None, verbose: bool):
+    from codeunlearn.deletion import Processor
+    from codeunlearn.tracking import Tracker
+
+    run_config = _load(ctx, config, verbose)
+    return Processor(run_config, Tracker(run_config))
+
+
+@request_app.command("add", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_add(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    label: str | None = typer.Option(None, help="Forget every example with this label (e.g. noun.food)."),
+    keywords: str | None = typer.Option(None, help="Comma-separated words; examples containing any."),
+    regex: str | None = typer.Option(None, help="Examples matching this regular expression."),
+    examples: Path | None = EXAMPLES_OPTION,
+    model_version: str = typer.Option("", help="Codebook model version (default: the latest)."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Record a pending deletion request after checking its topic and codebook version."""
+    from codeunlearn.config import TopicConfig
+
+    given = {
+        k: v
+        for k, v in {"label": label, "keywords": keywords, "regex": regex, "examples": examples}.items()
+        if v
+    }
+    if len(given) != 1:
+        _fail(
+            CodeunlearnError(
+                f"give exactly one of --label, --keywords, --regex, --examples; got {list(given) or 'none'}"
+            )
+        )
+    topic = TopicConfig(
+        label=label,
+        keywords=tuple(w.strip() for w in keywords.split(",") if w.strip()) if keywords else (),
+        regex=regex,
+        examples_file=str(examples) if examples else None,
+    )
+    try:
+        request = _processor(ctx, config, verbose).submit(topic, model_version)
+    except CodeunlearnError as error:
+        _fail(error)
+    typer.echo(
+        f"{request.request_id} pending (codebook {request.model_name} version {request.model_version})"
+    )
+    _announce(request.request_id)
+
+
+def _announce(request_id: str) -> None:
+    """Emit the `codeunlearn.request.added` Prefect event that triggers processing, if a server is set."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        from prefect.events import emit_event
+    except ImportError:
+        return
+    emit_event(
+        event="codeunlearn.request.added",
+        resource={"prefect.resource.id": f"codeunlearn.request.{request_id}", "request_id": request_id},
+    )
+    typer.echo(f"announced {request_id} to the Prefect server")
+
+
+@request_app.command("list", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_list(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    status: str | None = typer.Option(None, help="Only requests with this status."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """List deletion requests and their status."""
+    from codeunlearn.requests import RequestStore
+
+    run_config = _load(ctx, config, verbose)
+    store = RequestStore(Path(run_config.run_dir) / "store")
+    try:
+        requests = store.list((status,) if status else ())
+    except CodeunlearnError as error:
+        _fail(error)
+    for r in requests:
+        typer.echo(
+            f"{r.request_id}  {r.status:10s} {r.topic_kind:13s} codebook v{r.model_version} "
+            f"mask v{r.mask_version or '-'}  {r.submitted_at:%Y-%m-%d %H:%M:%S}  {r.error[:80]}"
+        )
+    if not requests:
+        typer.echo("no requests")
+
+
+@request_app.command("show", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_show(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., help="The request id (req-...)."),
+    config: Path | None = CONFIG_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Show one request whole, error included."""
+    from dataclasses import asdict
+
+    from codeunlearn.requests import RequestStore
+
+    run_config = _load(ctx, config, verbose)
+    try:
+        request = RequestStore(Path(run_config.run_dir) / "store").get(request_id)
+    except CodeunlearnError as error:
+        _fail(error)
+    for key, value in asdict(request).items():
+        typer.echo(f"{key:14s} {value}")
+
+
+@request_app.command("process", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_process(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    wait: float = typer.Option(600.0, help="Seconds to wait for another processor to finish."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Process every pending request now, without Prefect (the scheduled deployment does the same)."""
+    from codeunlearn.deletion import process_open_requests
+    from codeunlearn.tracking import Tracker
+
+    run_config = _load(ctx, config, verbose)
+    try:
+        done = process_open_requests(run_config, Tracker(run_config), wait)
+    except CodeunlearnError as error:
+        _fail(error)
+    for r in done:
+        typer.echo(f"{r.request_id}  {r.status:10s} mask v{r.mask_version or '-'}  {r.error}")
+    if not done:
+        typer.echo("no pending requests")
+
+
+@request_app.command("revert", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_revert(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., help="The done request whose codes to unmask."),
+    config: Path | None = CONFIG_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Undo one request: remove its codes from the active mask and register that as a new version."""
+    from codeunlearn.deletion import revert_request
+    from codeunlearn.tracking import Tracker
+
+    run_config = _load(ctx, config, verbose)
+    try:
+        request = revert_request(run_config, Tracker(run_config), request_id)
+    except CodeunlearnError as error:
+        _fail(error)
+    typer.echo(f"{request.request_id} reverted: mask version {request.mask_version} is production")
 
 
 if __name__ == "__main__":

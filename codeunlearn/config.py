@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,6 +80,16 @@ class TopicConfig:
                 "set one (e.g. --topic.label=noun.food) and clear the others (--topic.label=null)"
             )
         return given[0]
+
+    @property
+    def key(self) -> str:
+        """A name safe to log and track: the label itself, else the kind and a hash of the words,
+        pattern or file, which may be sensitive (a person's name, a private document)."""
+        if self.kind == "label":
+            return str(self.label)
+        value = getattr(self, self.kind)
+        digest = hashlib.sha256(json.dumps(list(value) if self.kind == "keywords" else value).encode())
+        return f"{self.kind}-{digest.hexdigest()[:12]}"
 
     @property
     def name(self) -> str:
@@ -190,6 +202,44 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Where MLflow runs, registered models and deletion requests live.
+
+    Empty strings take defaults under `state_dir`, so one directory holds the whole tracked state.
+    """
+
+    state_dir: str = "state"
+    tracking_uri: str = ""  # default: sqlite:///<state_dir>/mlflow.db
+    artifact_root: str = ""  # default: <state_dir>/mlartifacts
+    experiment: str = ""  # default: codeunlearn-<model>; one experiment per base model
+    model_name: str = ""  # registered-model prefix; default: the model name made registry-safe
+    enabled: bool = True  # False runs the flows without MLflow (no registry, no promotion)
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(Path(self.state_dir) / 'mlflow.db').resolve()}"
+
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str((Path(self.state_dir) / "mlartifacts").resolve())
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    """A new mask version becomes `production` only if its evaluation clears both gates."""
+
+    min_forget_drop: float = 0.5  # normalised forget drop (0 = codebook model, 1 = base model)
+    max_retain_drop: float = 0.1  # normalised retain drop allowed (same scale)
+
+    def check(self, forget_drop: float, retain_drop: float) -> list[str]:
+        """The reasons the gates fail; empty when the version may be promoted."""
+        reasons = []
+        if not forget_drop >= self.min_forget_drop:
+            reasons.append(f"forget drop {forget_drop:.3f} < gates.min_forget_drop {self.min_forget_drop}")
+        if not retain_drop <= self.max_retain_drop:
+            reasons.append(f"retain drop {retain_drop:.3f} > gates.max_retain_drop {self.max_retain_drop}")
+        return reasons
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs; the CLI, the flows and the tests build exactly this."""
 
@@ -203,6 +253,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
 
     def validate(self) -> None:
         """Checks that need no model; layer range is checked once the model is known."""

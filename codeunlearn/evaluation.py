@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -213,3 +215,35 @@ class EvalReport:
         if self.sweep:
             parts += ["\n## Sweep over S'", self.sweep_markdown()]
         return "\n".join(parts) + "\n"
+
+
+def evaluation_rows(
+    evaluation_id: str,
+    mask: Mask,
+    mask_version: str,
+    codebook_version: str,
+    nll: Mapping[str, Mapping[str, float]],
+    passed: bool,
+) -> pa.Table:
+    """The code store's `evaluations` rows: one per split of `nll` (variant -> split -> NLL), which
+    holds the base, codebook and masked variants."""
+    splits = list(nll["masked"])
+    n = len(splits)
+    return pa.table(
+        {
+            "evaluation_id": [evaluation_id] * n,
+            "mask_digest": [mask.digest] * n,
+            "mask_version": [mask_version] * n,
+            "codebook_version": [codebook_version] * n,
+            "request_ids": [",".join(s.name for s in mask.sources)] * n,
+            "split": splits,
+            "base_nll": [nll["base"][s] for s in splits],
+            "codebook_nll": [nll["codebook"][s] for s in splits],
+            "masked_nll": [nll["masked"][s] for s in splits],
+            "normalized_drop": [
+                normalized_drop(nll["base"][s], nll["codebook"][s], nll["masked"][s]) for s in splits
+            ],
+            "gates_passed": [passed] * n,
+            "created_at": [datetime.now(UTC)] * n,
+        }
+    )

@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 
 from codeunlearn.errors import CodeunlearnError
@@ -124,3 +126,18 @@ def load_mask(path: Path) -> Mask:
             f"mask {path} does not match its recorded digest: the file was edited or corrupted"
         )
     return mask
+
+
+def mask_rows(mask: Mask, version: str, codebook_version: str) -> pa.Table:
+    """The code store's `mask_codes` rows of a registered mask version: one per (source, code)."""
+    rows = [(source.name, code) for source in mask.sources for code in source.code_ids]
+    return pa.table(
+        {
+            "mask_digest": [mask.digest] * len(rows),
+            "mask_version": [version] * len(rows),
+            "codebook_version": [codebook_version] * len(rows),
+            "source": [name for name, _ in rows],
+            "code_id": [code for _, code in rows],
+            "created_at": [datetime.now(UTC)] * len(rows),
+        }
+    )

@@ -112,7 +112,7 @@ def prepare(config: RunConfig) -> Splits:
     write_splits(splits, paths.splits_dir)
     save_config(config, paths.root / "config.yaml")
     log.info(
-        "prepared %s: %s", config.topic.name, {k: v["count"] for k, v in splits.manifest["splits"].items()}
+        "prepared %s: %s", config.topic.key, {k: v["count"] for k, v in splits.manifest["splits"].items()}
     )
     return splits
 
@@ -128,20 +128,20 @@ def _write_tables(directory: Path, tables: dict[str, pa.Table], manifest: dict) 
     os.replace(partial, directory)
 
 
-def _read_table(path: Path) -> pa.Table:
+def read_table(path: Path) -> pa.Table:
     if not path.is_file():
         raise CodeunlearnError(f"{path} is missing: run `codeunlearn prepare` with the same run_dir first")
     return pq.read_table(path)
 
 
-def _batches(texts: list[str], tokenizer, config: RunConfig, batch_size: int) -> list[Batch]:
+def batch_texts(texts: list[str], tokenizer, config: RunConfig, batch_size: int) -> list[Batch]:
     ids = encode_texts(tokenizer, texts, config.data.max_length)
     return make_batches(ids, batch_size, tokenizer.pad_token_id)
 
 
 def training_texts(config: RunConfig) -> list[str]:
     """A seeded sample of the train partition: the codebook is trained once, for every topic."""
-    train_rows = _read_table(RunPaths(Path(config.run_dir)).corpus_dir / "train.parquet")
+    train_rows = read_table(RunPaths(Path(config.run_dir)).corpus_dir / "train.parquet")
     rng = np.random.default_rng(config.train.seed)
     picks = rng.permutation(train_rows.num_rows)[: config.train.max_examples]
     texts = train_rows.column("text").to_pylist()
@@ -159,7 +159,7 @@ def train_codebook(config: RunConfig) -> TrainResult:
     config.bottleneck.validate(n_layers=len(decoder_layers(model)))
     texts = training_texts(config)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
-    batches = _batches(texts, tokenizer, config, config.train.batch_size)
+    batches = batch_texts(texts, tokenizer, config, config.train.batch_size)
     log.info("training %s codebook on %d examples (%d batches)", config.train.mode, len(texts), len(batches))
     result = train(codebook_model, batches, config.train, checkpoint_dir=_checkpoints_for(config, paths))
     save_codebook_model(codebook_model, paths.model_dir)
@@ -187,7 +187,7 @@ def train_reference(config: RunConfig) -> torch.nn.Module:
     device = assets.pick_device(config.model.device)
     model, tokenizer = assets.load_pretrained(config.model.name, device)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
-    batches = _batches(training_texts(config), tokenizer, config, config.train.batch_size)
+    batches = batch_texts(training_texts(config), tokenizer, config, config.train.batch_size)
     reference_config = config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
     train(codebook_model, batches, reference_config, use_bottleneck=False)
     return remove_bottleneck(codebook_model)
@@ -213,16 +213,16 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     counts = {}
     for split in ("forget", "control", "retain"):
         table = getattr(splits, f"{split}_train")
-        batches = _batches(table.column("text").to_pylist(), tokenizer, config, config.mining.batch_size)
+        batches = batch_texts(table.column("text").to_pylist(), tokenizer, config, config.mining.batch_size)
         counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
-        store.write_counts(run_id, split, config.topic.name, counts[split])
+        store.write_counts(run_id, split, config.topic.key, counts[split])
     selected = select_codes(counts["forget"], counts["control"], config.mining)
     eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
     order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
     _write_json(
         paths.selection_file,
         {
-            "topic": config.topic.name,
+            "topic": config.topic.key,
             "counts_run": run_id,
             "rule": selected.rule,
             "n_eligible": selected.n_eligible,
@@ -236,7 +236,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         "selected %d codes (%d eligible) for %s",
         len(selected.code_ids),
         selected.n_eligible,
-        config.topic.name,
+        config.topic.key,
     )
     return selected
 
@@ -297,14 +297,18 @@ def forget_source(config: RunConfig, name: str) -> Mask:
 
 
 def evaluation_sets(config: RunConfig, tokenizer) -> list[EvalSet]:
-    splits = read_splits(RunPaths(Path(config.run_dir)).splits_dir)
+    return eval_sets_of(read_splits(RunPaths(Path(config.run_dir)).splits_dir), config, tokenizer)
+
+
+def eval_sets_of(splits: Splits, config: RunConfig, tokenizer) -> list[EvalSet]:
+    """The held-out forget set and the retain set grouped by topic, batched for evaluation."""
     sets = []
     for name in ("forget", "retain"):
         table = getattr(splits, f"{name}_test")
         texts = table.column("text").to_pylist()
         groups = table.column("topic").to_pylist() if "topic" in table.column_names else [name] * len(texts)
         groups = [str(g) if g is not None else name for g in groups]
-        sets.append(EvalSet(name, _batches(texts, tokenizer, config, config.eval.batch_size), groups))
+        sets.append(EvalSet(name, batch_texts(texts, tokenizer, config, config.eval.batch_size), groups))
     return sets
 
 
@@ -389,15 +393,19 @@ def run_all(config: RunConfig) -> EvalReport:
     """prepare -> train -> mine -> unlearn -> evaluate, reusing a trained model already in run_dir
     when it was trained with the same model, data, bottleneck and training settings."""
     prepare(config)
-    paths = RunPaths(Path(config.run_dir))
-    if _training_stamp(config) == _read_stamp(paths):
-        log.info("reusing the trained codebook model in %s", paths.model_dir)
+    if trained_model_matches(config):
+        log.info("reusing the trained codebook model in %s", RunPaths(Path(config.run_dir)).model_dir)
     else:
         train_codebook(config)
     codebook_model = load_model(config)
     mine(config, codebook_model)
     unlearn(config, codebook_model.bottleneck.n_codes)
     return evaluate(config, codebook_model)
+
+
+def trained_model_matches(config: RunConfig) -> bool:
+    """Whether run_dir holds a model trained with this config's model, data, bottleneck and training."""
+    return _training_stamp(config) == _read_stamp(RunPaths(Path(config.run_dir)))
 
 
 def _training_stamp(config: RunConfig) -> dict:

@@ -29,48 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codeunlearn.errors import CodeunlearnError
+from codeunlearn.schema import COUNTS_SCHEMA, DERIVED_VIEWS_SQL, TABLES, empty_select
 from codeunlearn.selection import CodeCounts
 
 logger = logging.getLogger(__name__)
 
-COUNTS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("split", pa.string()),
-        ("topic", pa.string()),
-        ("code_id", pa.int32()),
-        ("token_count", pa.int64()),
-        ("example_count", pa.int64()),
-        ("n_tokens", pa.int64()),
-        ("n_examples", pa.int64()),
-    ]
-)
-"""One row per code per write; n_tokens / n_examples repeat the file's totals on every row."""
-
 # run_id and split become path parts, so they are kept to characters that are safe in paths and globs.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-# The view used when no count file exists yet: read_parquet fails on a glob that matches nothing.
-_EMPTY_COUNTS_SQL = (
-    "SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS split, NULL::VARCHAR AS topic, "
-    "NULL::INTEGER AS code_id, "
-    "NULL::BIGINT AS token_count, NULL::BIGINT AS example_count, NULL::BIGINT AS n_tokens, "
-    "NULL::BIGINT AS n_examples, NULL::VARCHAR AS filename WHERE false"
-)
-
-_CODE_RATES_SQL = """
-CREATE OR REPLACE VIEW code_rates AS
-SELECT run_id, split, topic, code_id,
-       sum(token_count)::BIGINT AS token_count,
-       sum(example_count)::BIGINT AS example_count,
-       sum(n_tokens)::BIGINT AS n_tokens,
-       sum(n_examples)::BIGINT AS n_examples,
-       count(*)::BIGINT AS n_files,
-       sum(token_count)::DOUBLE / nullif(sum(n_tokens), 0) AS rate
-FROM code_counts
-GROUP BY run_id, split, topic, code_id
-"""
-"""Files of the same run/split/topic summed: per code, its counts, totals and rate token_count/n_tokens."""
 
 ENRICHMENT_SQL = """
 -- Per-code enrichment of a forget split over a control split, as codeunlearn.selection.enrichment computes
@@ -138,17 +103,32 @@ class CodeStore:
         """
         _check_name(run_id, "run_id")
         _check_name(split, "split")
-        directory = self.counts_dir / f"run={run_id}"
+        path = self.append("code_counts", _counts_table(run_id, split, topic, counts), f"run={run_id}", split)
+        logger.info("stored %s counts of run %s in %s", split, run_id, path)
+        return path
+
+    def append(self, view: str, table: pa.Table, partition: str = "", prefix: str = "part") -> Path:
+        """Add `table` as one new Parquet file of the store table behind `view` (see codeunlearn.schema).
+
+        The file appears atomically: it is written under a temporary name that the views' glob does not
+        match and renamed, so a concurrent reader sees either no file or the whole file.
+
+        Returns:
+            The path of the new file.
+        """
+        spec = TABLES[view]
+        table = table.select(spec.schema.names).cast(spec.schema)
+        directory = self.root / spec.directory / partition if partition else self.root / spec.directory
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{split}-{uuid.uuid4().hex}.parquet"
-        # The temporary name does not end in .parquet, so the views' glob never sees a partial file.
+        path = directory / f"{prefix}-{uuid.uuid4().hex}.parquet"
         temporary = directory / f".{path.name}.tmp"
         try:
-            pq.write_table(_counts_table(run_id, split, topic, counts), temporary)
+            pq.write_table(table, temporary)
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())  # the data reaches the disk before the rename publishes it
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
-        logger.info("stored %s counts of run %s, topic %r, in %s", split, run_id, topic, path)
         self.refresh_database()
         return path
 
@@ -300,19 +280,29 @@ class CodeStore:
             connection.close()
 
     def _views_sql(self) -> str:
-        if self._count_files():
-            glob = _sql_literal(str(self.counts_dir.resolve() / "**" / "*.parquet"))
-            source = (
-                "SELECT run_id, split, topic, code_id, token_count, example_count, n_tokens, n_examples, "
-                "filename "
-                f"FROM read_parquet({glob}, filename = true, hive_partitioning = false)"
-            )
-        else:
-            source = _EMPTY_COUNTS_SQL
-        return f"CREATE OR REPLACE VIEW code_counts AS {source};\n{_CODE_RATES_SQL};"
+        views = []
+        for spec in TABLES.values():
+            directory = self.root / spec.directory
+            if any(directory.glob("**/*.parquet")):
+                glob = _sql_literal(str(directory.resolve() / "**" / "*.parquet"))
+                columns = ", ".join(spec.schema.names)
+                source = (
+                    f"SELECT {columns}, filename "
+                    f"FROM read_parquet({glob}, filename = true, hive_partitioning = false, "
+                    "union_by_name = true)"
+                )
+            else:
+                source = empty_select(spec.schema)
+            views.append(f"CREATE OR REPLACE VIEW {spec.view} AS {source};")
+        return "\n".join(views) + DERIVED_VIEWS_SQL
 
     def _count_files(self) -> list[Path]:
         return sorted(self.counts_dir.glob("**/*.parquet"))
+
+    def _all_files(self) -> list[Path]:
+        return sorted(
+            path for spec in TABLES.values() for path in (self.root / spec.directory).glob("**/*.parquet")
+        )
 
     def _inventory(self) -> str:
         """What the store holds, for error messages."""
@@ -333,7 +323,7 @@ class CodeStore:
         """Name the corrupt count files if there are any, else pass DuckDB's message on."""
         message = str(error)
         corrupt = [
-            path for path in self._count_files() if str(path.resolve()) in message or not _readable(path)
+            path for path in self._all_files() if str(path.resolve()) in message or not _readable(path)
         ]
         if corrupt:
             names = ", ".join(str(path) for path in corrupt)

@@ -113,18 +113,18 @@ def insert_bottleneck(
 def _attach(codebook_model: CodebookModel) -> None:
     site, bottleneck = codebook_model.site, codebook_model.bottleneck
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+    def hook(_module: nn.Module, _inputs: Any, kwargs: dict[str, Any], output: Any) -> Any:
         if not site.enabled:
             return output
         # Llama and GPT-2 layers return a Tensor in transformers 5; older versions and T5 a tuple.
         hidden = output[0] if isinstance(output, tuple) else output
-        result = bottleneck(hidden)
+        result = bottleneck(hidden, kwargs.get("position_ids"))
         if site.recorded is not None:
             site.recorded.append(result)
         return (result.hidden, *output[1:]) if isinstance(output, tuple) else result.hidden
 
     layer = decoder_layers(codebook_model.model)[codebook_model.layer]
-    codebook_model._handle = layer.register_forward_hook(hook)
+    codebook_model._handle = layer.register_forward_hook(hook, with_kwargs=True)
 
 
 def remove_bottleneck(codebook_model: CodebookModel) -> nn.Module:

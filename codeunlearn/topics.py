@@ -133,7 +133,7 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     words = {"control_train": words_train, "control_test": words_test} if pattern is not None else {}
     manifest = _manifest(topic, seed, tables, method, words)
     manifest["topic_rows"] = {"train": train_side.topic.num_rows, "test": test_side.topic.num_rows}
-    logger.info("topic %s: %s", topic.name, {name: table.num_rows for name, table in tables.items()})
+    logger.info("topic %s: %s", topic.key, {name: table.num_rows for name, table in tables.items()})
     return Splits(**tables, manifest=manifest)
 
 

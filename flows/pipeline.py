@@ -1,6 +1,7 @@
-"""The end-to-end pipeline as a Prefect flow: prepare -> train -> mine -> unlearn -> evaluate.
+"""The end-to-end pipeline flow: prepare -> train -> mine -> unlearn -> evaluate, every stage an MLflow
+run nested under one pipeline run.
 
-Run it with `python -m flows.pipeline configs/default.yaml` (needs `pip install -e ".[pipeline]"`).
+    python -m flows.pipeline configs/default.yaml [section.key=value ...]
 """
 
 from __future__ import annotations
@@ -9,18 +10,51 @@ import sys
 
 from prefect import flow
 
+from codeunlearn import tracked
 from codeunlearn.config import load_config
 from tasks import stages
+from tasks.stages import results_in_run_dir
 
 
 @flow(name="codeunlearn-pipeline")
 def pipeline_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
+    """Train the codebook once, forget the config's topic, evaluate, and promote if the gates pass."""
     config = load_config(config_path, overrides or [])
-    stages.prepare_data(config)
-    stages.train_codebook(config)
-    stages.mine_codes(config)
-    mask_digest = stages.unlearn(config)
-    return {"mask": mask_digest, "nll": stages.evaluate(config)}
+    with tracked.pipeline_run(config) as parent:
+        manifest = results_in_run_dir(stages.prepare_data, config)(config, parent)
+        codebook_version = results_in_run_dir(stages.train_codebook, config)(config, parent)
+        codes = results_in_run_dir(stages.mine_codes, config)(config, parent)
+        mask_version = stages.unlearn(config, parent, codebook_version)
+        evaluation = stages.evaluate(config, parent, mask_version, codebook_version)
+    return {
+        "mlflow_run_id": parent,
+        "codebook_version": codebook_version,
+        "mask_version": mask_version,
+        "n_examples": {name: entry["count"] for name, entry in manifest["splits"].items()},
+        "n_selected": codes["n_selected"],
+        **evaluation,
+    }
+
+
+@flow(name="codeunlearn-train")
+def train_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> str:
+    """Prepare the data and train and register the codebook model; returns its version."""
+    config = load_config(config_path, overrides or [])
+    with tracked.pipeline_run(config) as parent:
+        results_in_run_dir(stages.prepare_data, config)(config, parent)
+        return results_in_run_dir(stages.train_codebook, config)(config, parent)
+
+
+@flow(name="codeunlearn-unlearn")
+def unlearn_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
+    """Forget the config's topic on the trained codebook model: mine, mask, evaluate, gate."""
+    config = load_config(config_path, overrides or [])
+    with tracked.pipeline_run(config) as parent:
+        results_in_run_dir(stages.prepare_data, config)(config, parent)
+        codebook_version = results_in_run_dir(stages.train_codebook, config)(config, parent)
+        results_in_run_dir(stages.mine_codes, config)(config, parent)
+        mask_version = stages.unlearn(config, parent, codebook_version)
+        return stages.evaluate(config, parent, mask_version, codebook_version)
 
 
 if __name__ == "__main__":

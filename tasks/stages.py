@@ -1,36 +1,66 @@
-"""Thin Prefect tasks over the library's stages (codeunlearn.pipeline). No logic lives here."""
+"""Thin Prefect tasks over the tracked stages (codeunlearn.tracked) and request processing.
+
+Expensive stages cache on their inputs (the config) and on this file's source, not on the MLflow parent
+run, so a rerun after a failure skips what finished. Their results live in the run directory
+(`results_in_run_dir`), so deleting a run directory also forgets its cache. Stages that use the
+accelerator hold one slot of the `gpu` global concurrency limit (create it with
+`prefect gcl create gpu --limit 1`; without it they run unthrottled).
+"""
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from contextlib import contextmanager
+from pathlib import Path
 
-from codeunlearn import pipeline
+from prefect import Task, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.concurrency.sync import concurrency
+
+from codeunlearn import tracked
 from codeunlearn.config import RunConfig
 
-
-@task(cache_policy=INPUTS + TASK_SOURCE)
-def prepare_data(config: RunConfig) -> dict:
-    """Corpus partition and topic splits; returns the manifest (counts and hashes, no text)."""
-    return pipeline.prepare(config).manifest
+CACHE_ON_CONFIG = (INPUTS - "parent_run_id") + TASK_SOURCE
 
 
-@task(cache_policy=INPUTS + TASK_SOURCE, tags=["gpu"])
-def train_codebook(config: RunConfig) -> dict:
-    result = pipeline.train_codebook(config)
-    return {"steps": result.steps, "final_loss": result.final_loss, "elapsed_s": result.elapsed_s}
+@contextmanager
+def gpu_slot():
+    with concurrency("gpu", occupy=1, strict=False):
+        yield
 
 
-@task(tags=["gpu"])
-def mine_codes(config: RunConfig) -> list[int]:
-    return pipeline.mine(config).code_ids.tolist()
+def results_in_run_dir(stage: Task, config: RunConfig) -> Task:
+    """The task with its cached results stored under `<run_dir>/.prefect-results`."""
+    return stage.with_options(result_storage=(Path(config.run_dir) / ".prefect-results").resolve())
+
+
+@task(cache_policy=CACHE_ON_CONFIG, persist_result=True)
+def prepare_data(config: RunConfig, parent_run_id: str) -> dict:
+    """Corpus partition and topic splits; returns the public manifest (counts and hashes, no text)."""
+    return tracked.prepare(config, parent_run_id)
+
+
+@task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
+def train_codebook(config: RunConfig, parent_run_id: str) -> str:
+    """Train (or reuse) and register the codebook model; returns its registered version."""
+    with gpu_slot():
+        return tracked.train(config, parent_run_id)
+
+
+@task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
+def mine_codes(config: RunConfig, parent_run_id: str) -> dict:
+    """Code counts into the store and the selected codes; returns the code-statistics summary."""
+    with gpu_slot():
+        return tracked.mine(config, parent_run_id)
 
 
 @task
-def unlearn(config: RunConfig) -> str:
-    return pipeline.unlearn(config).digest
+def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str:
+    """Mask the mined codes; returns the registered masked-model version."""
+    return tracked.unlearn(config, parent_run_id, codebook_version)
 
 
 @task(tags=["gpu"])
-def evaluate(config: RunConfig) -> dict:
-    return pipeline.evaluate(config).nll
+def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_version: str) -> dict:
+    """Evaluate the mask version and promote it to production if it clears the gates."""
+    with gpu_slot():
+        return tracked.evaluate(config, parent_run_id, mask_version, codebook_version)

@@ -1,18 +1,23 @@
-"""The core runs on a bare GPU box: importing every library module pulls in neither Prefect nor MLflow."""
+"""The core runs on a bare GPU box: importing every library module except the tracking layer
+(`tracking`, the one module that imports MLflow, and `tracked`, the stages that log through it) pulls
+in neither Prefect nor MLflow."""
 
 from __future__ import annotations
 
 import pkgutil
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import codeunlearn
 
+TRACKING_LAYER = ("tracking", "tracked")
+
 
 def test_core_imports_neither_prefect_nor_mlflow():
-    modules = [
-        f"codeunlearn.{m.name}" for m in pkgutil.iter_modules(codeunlearn.__path__) if m.name != "__main__"
-    ]
+    names = [m.name for m in pkgutil.iter_modules(codeunlearn.__path__)]
+    modules = [f"codeunlearn.{name}" for name in names if name not in ("__main__", *TRACKING_LAYER)]
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
@@ -22,3 +27,13 @@ def test_core_imports_neither_prefect_nor_mlflow():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert len(modules) >= 15
+
+
+def test_only_the_tracking_module_imports_mlflow_and_no_module_imports_prefect():
+    package = Path(codeunlearn.__file__).parent
+    importers = {
+        path.stem: set(re.findall(r"^\s*(?:import|from)\s+(mlflow|prefect)\b", path.read_text(), re.M))
+        for path in package.glob("*.py")
+    }
+    assert {name for name, found in importers.items() if "mlflow" in found} == {"tracking"}
+    assert not any("prefect" in found for name, found in importers.items() if name != "cli")

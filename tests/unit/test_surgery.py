@@ -85,3 +85,23 @@ def test_other_llama_family_models(kind, tokenizer, tmp_path):
     with torch.no_grad():
         again = load_codebook_model(tmp_path / kind).model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(full, again)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_cached_generation_applies_the_bottleneck_to_every_new_token(kind, tokenizer):
+    """Each KV-cached decoding step is one token past position 0: it must go through the codebook
+    (and its mask) exactly as in a full forward over the whole sequence."""
+    codebook_model = insert_bottleneck(
+        make_tiny(kind, len(tokenizer)), tokenizer, BottleneckConfig(layer=0, n_codes=32, top_k=2), "t"
+    )
+    apply_mask(codebook_model, mask_from_codes(32, "m", list(range(0, 32, 2))))
+    prompt = torch.tensor([[1, 40, 41, 42]])
+    with torch.no_grad():
+        cached = codebook_model.model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=2)
+        uncached = codebook_model.model.generate(
+            prompt, max_new_tokens=6, do_sample=False, pad_token_id=2, use_cache=False
+        )
+        full = codebook_model.model(input_ids=cached).logits
+    assert torch.equal(cached, uncached)
+    # Greedy decoding picked the argmax of the full (bottlenecked) forward at every new position.
+    assert torch.equal(full[0, 3:-1].argmax(-1), cached[0, 4:])

@@ -1,0 +1,335 @@
+"""Answering deletion requests: mine each request's codes, add them to the active mask, evaluate,
+register the masked model, promote it if it clears the gates, and record the outcome on the request.
+
+Every step is safe to repeat: a run killed at any point leaves its request in `processing`, and the
+next run (under the same lock) redoes it. The mask it computes has the same digest, so the masked
+version registered by the killed run is found and reused rather than registered twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+from codeunlearn import assets
+from codeunlearn.config import RunConfig
+from codeunlearn.errors import CodeunlearnError
+from codeunlearn.evaluation import Evaluator, evaluation_rows, normalized_drop
+from codeunlearn.failpoints import failpoint
+from codeunlearn.masks import Mask, load_mask, mask_from_codes, mask_rows, save_mask
+from codeunlearn.mining import count_codes
+from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, read_table, setup
+from codeunlearn.requests import DeletionRequest, RequestStore, topic_hash
+from codeunlearn.selection import select_codes
+from codeunlearn.surgery import CodebookModel
+from codeunlearn.topics import Splits, build_splits, write_splits
+
+log = logging.getLogger(__name__)
+
+
+class Registry(Protocol):
+    """What deletion needs from a model registry (codeunlearn.tracking.Tracker implements it)."""
+
+    codebook_name: str
+
+    def latest_codebook_version(self) -> str: ...
+
+    def codebook_tags(self, version: str) -> dict[str, str]: ...
+
+    def find_mask_version(self, digest: str, request_key: str) -> str | None: ...
+
+    def register_mask(
+        self, mask: Mask, codebook_version: str, request_key: str, tags: dict[str, str], run_id: str
+    ) -> str: ...
+
+    def promote(self, version: str) -> None: ...
+
+    def start_request_run(self, request: DeletionRequest, action: str) -> str: ...
+
+    def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A request's evaluation: normalised drops of its forget set and of the retain set."""
+
+    forget: dict[str, float]  # base, codebook, masked NLL on the request's held-out forget set
+    retain: dict[str, float]
+
+    @property
+    def forget_drop(self) -> float:
+        return normalized_drop(self.forget["base"], self.forget["codebook"], self.forget["masked"])
+
+    @property
+    def retain_drop(self) -> float:
+        return normalized_drop(self.retain["base"], self.retain["codebook"], self.retain["masked"])
+
+    def metrics(self) -> dict[str, float]:
+        flat = {
+            f"{split}_nll_{variant}": value
+            for split in ("forget", "retain")
+            for variant, value in getattr(self, split).items()
+        }
+        return {**flat, "forget_drop": self.forget_drop, "retain_drop": self.retain_drop}
+
+
+def weights_hash(model_dir: Path) -> str:
+    """sha256 over the saved codebook model's weight files, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class Processor:
+    """Processes requests of one run directory against one registry; load models once, lazily."""
+
+    def __init__(self, config: RunConfig, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.paths = setup(config)
+        self.requests = RequestStore(self.paths.store_dir)
+
+    # ------------------------------------------------------------ submission
+
+    def submit(self, topic_config, model_version: str = "") -> DeletionRequest:
+        """Check a new request (its codebook version exists, its topic matches examples) and record it."""
+        version = model_version or self.registry.latest_codebook_version()
+        self.registry.codebook_tags(version)
+        topic = replace(
+            self.config.topic,
+            **{k: getattr(topic_config, k) for k in ("label", "keywords", "regex", "examples_file")},
+        )
+        self._splits(topic)  # raises with the reason when the topic matches nothing
+        request = self.requests.add(topic, self.registry.codebook_name, version)
+        log.info(
+            "recorded deletion request %s (%s topic) against codebook version %s",
+            request.request_id,
+            request.topic_kind,
+            version,
+        )
+        return request
+
+    # ------------------------------------------------------------ processing
+
+    def process(self, request_id: str) -> DeletionRequest:
+        """Answer one open request; the caller holds `self.requests.exclusive()`."""
+        request = self.requests.get(request_id)
+        if request.status not in ("pending", "processing"):
+            log.info("request %s is already %s", request_id, request.status)
+            return request
+        request = self.requests.mark(request, "processing")
+        failpoint("after-claim")
+        run_id = self.registry.start_request_run(request, "unlearn")
+        try:
+            outcome, mask, version = self._answer(request, run_id)
+        except CodeunlearnError as error:
+            self.registry.finish_run(run_id, {}, "FAILED")
+            log.warning(
+                "request %s failed (%s); see `codeunlearn request show %s`",
+                request_id,
+                type(error).__name__,
+                request_id,
+            )
+            return self.requests.mark(request, "failed", error=str(error))
+        reasons = self.config.gates.check(outcome.forget_drop, outcome.retain_drop)
+        self._record_evaluation(request, mask, version, outcome, passed=not reasons)
+        self.registry.finish_run(
+            run_id, {**outcome.metrics(), "gates_passed": float(not reasons)}, "FINISHED"
+        )
+        if reasons:
+            log.info("request %s: version %s not promoted: %s", request_id, version, "; ".join(reasons))
+            return self.requests.mark(
+                request,
+                "rejected",
+                error="gates failed: " + "; ".join(reasons),
+                mask_version=version,
+                mask_digest=mask.digest,
+            )
+        self._activate(mask, version)
+        failpoint("after-promote")
+        log.info(
+            "request %s done: mask version %s (%d codes) is production",
+            request_id,
+            version,
+            len(mask.code_ids),
+        )
+        return self.requests.mark(request, "done", error="", mask_version=version, mask_digest=mask.digest)
+
+    def revert(self, request_id: str) -> DeletionRequest:
+        """Take one done request's codes out of the active mask and register that as a new version."""
+        request = self.requests.get(request_id)
+        if request.status != "done":
+            raise CodeunlearnError(
+                f"request {request_id} is {request.status}; only done requests can be reverted"
+                + (" (it was never applied)" if request.status in ("rejected", "failed") else "")
+            )
+        active = self.active_mask()
+        if request_id not in {source.name for source in active.sources}:
+            raise CodeunlearnError(
+                f"request {request_id} has no codes in the active mask {active.digest[:12]}"
+            )
+        mask = active.without(request_id)
+        run_id = self.registry.start_request_run(request, "revert")
+        key = f"revert:{request_id}"
+        version = self.registry.find_mask_version(mask.digest, key) or self.registry.register_mask(
+            mask, request.model_version, key, {"reverted_request": request_id}, run_id
+        )
+        self._record_mask(mask, version, request.model_version)
+        self._activate(mask, version)
+        self.registry.finish_run(run_id, {"n_codes": float(len(mask.code_ids))}, "FINISHED")
+        return self.requests.mark(request, "reverted", mask_version=version, mask_digest=mask.digest)
+
+    def active_mask(self) -> Mask:
+        if self.paths.active_mask.is_file():
+            return load_mask(self.paths.active_mask)
+        return Mask(self.codebook_model.bottleneck.n_codes)
+
+    # ------------------------------------------------------------ steps
+
+    def _answer(self, request: DeletionRequest, run_id: str) -> tuple[Outcome, Mask, str]:
+        self._check_model(request)
+        topic = request.topic(self.config.topic)
+        if topic_hash(topic) != request.topic_hash:
+            raise CodeunlearnError(
+                f"the topic of {request.request_id} changed since it was submitted (its examples file was "
+                "edited): submit a new request"
+            )
+        splits = self._splits(topic)
+        write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
+        mask = self._mask_for(request, splits)
+        outcome = self._evaluate(splits, mask)
+        version = self.registry.find_mask_version(mask.digest, request.request_id)
+        if version is None:
+            version = self.registry.register_mask(
+                mask,
+                request.model_version,
+                request.request_id,
+                {
+                    "request_id": request.request_id,
+                    "topic_hash": request.topic_hash,
+                    "forget_data_hash": splits.manifest["splits"]["forget_train"]["content_hash"],
+                    "control_data_hash": splits.manifest["splits"]["control_train"]["content_hash"],
+                    "forget_drop": f"{outcome.forget_drop:.4f}",
+                    "retain_drop": f"{outcome.retain_drop:.4f}",
+                },
+                run_id,
+            )
+            failpoint("after-register")
+        self._record_mask(mask, version, request.model_version)
+        return outcome, mask, version
+
+    def _check_model(self, request: DeletionRequest) -> None:
+        tags = self.registry.codebook_tags(request.model_version)
+        expected = tags.get("weights_sha256")
+        if expected and expected != self.local_weights_hash:
+            raise CodeunlearnError(
+                f"request {request.request_id} targets codebook version {request.model_version}, but "
+                f"{self.paths.model_dir} holds other weights: process it from that version's run_dir"
+            )
+
+    @cached_property
+    def local_weights_hash(self) -> str:
+        return weights_hash(self.paths.model_dir)
+
+    def _splits(self, topic) -> Splits:
+        corpus = self.paths.corpus_dir
+        return build_splits(
+            read_table(corpus / "train.parquet"),
+            read_table(corpus / "test.parquet"),
+            topic,
+            self.config.seed,
+        )
+
+    def _mask_for(self, request: DeletionRequest, splits: Splits) -> Mask:
+        counts = {}
+        for split in ("forget", "control"):
+            texts = getattr(splits, f"{split}_train").column("text").to_pylist()
+            batches = batch_texts(
+                texts, self.codebook_model.tokenizer, self.config, self.config.mining.batch_size
+            )
+            counts[split] = count_codes(self.codebook_model, batches, desc=f"mining {split}")
+            self.requests.store.write_counts(request.request_id, split, request.request_id, counts[split])
+        selected = select_codes(counts["forget"], counts["control"], self.config.mining)
+        new = mask_from_codes(
+            self.codebook_model.bottleneck.n_codes,
+            request.request_id,
+            selected.code_ids.tolist(),
+            rule=selected.rule,
+            data_hash=splits.manifest["splits"]["forget_train"]["content_hash"],
+            counts_run=request.request_id,
+        )
+        active = self.active_mask()
+        if request.request_id in {source.name for source in active.sources}:
+            active = active.without(request.request_id)
+        return active.union(new)
+
+    def _evaluate(self, splits: Splits, mask: Mask) -> Outcome:
+        evaluator = Evaluator(
+            self.codebook_model, eval_sets_of(splits, self.config, self.codebook_model.tokenizer)
+        )
+        scores = {
+            "base": evaluator.score_model(self.base_model),
+            "codebook": evaluator.score_codebook(None),
+            "masked": evaluator.score_codebook(mask),
+        }
+        return Outcome(
+            forget={variant: s["forget"] for variant, s in scores.items()},
+            retain={variant: s["retain"] for variant, s in scores.items()},
+        )
+
+    def _activate(self, mask: Mask, version: str) -> None:
+        self.registry.promote(version)
+        save_mask(mask, self.paths.root / "masks" / f"mask-{mask.digest[:12]}.json")
+        save_mask(mask, self.paths.active_mask)
+
+    def _record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
+        self.requests.store.append(
+            "mask_codes", mask_rows(mask, version, codebook_version), prefix=f"v{version}"
+        )
+
+    def _record_evaluation(
+        self, request: DeletionRequest, mask: Mask, version: str, outcome: Outcome, passed: bool
+    ) -> None:
+        nll = {
+            v: {"forget": outcome.forget[v], "retain": outcome.retain[v]}
+            for v in ("base", "codebook", "masked")
+        }
+        rows = evaluation_rows(
+            f"{request.request_id}-v{version}", mask, version, request.model_version, nll, passed
+        )
+        self.requests.store.append("evaluations", rows, prefix=request.request_id)
+
+    # ------------------------------------------------------------ models
+
+    @cached_property
+    def codebook_model(self) -> CodebookModel:
+        return load_model(self.config)
+
+    @cached_property
+    def base_model(self):
+        model, _ = assets.load_pretrained(self.config.model.name, self.codebook_model.device.type)
+        return model
+
+
+def process_open_requests(
+    config: RunConfig, registry: Registry, wait_s: float = 600.0
+) -> list[DeletionRequest]:
+    """Under the processing lock, answer every pending request (and any a dead run left processing)."""
+    processor = Processor(config, registry)
+    with processor.requests.exclusive(wait_s):
+        return [processor.process(r.request_id) for r in processor.requests.open_requests()]
+
+
+def revert_request(
+    config: RunConfig, registry: Registry, request_id: str, wait_s: float = 600.0
+) -> DeletionRequest:
+    """Under the processing lock, take a done request's codes out of the active mask."""
+    processor = Processor(config, registry)
+    with processor.requests.exclusive(wait_s):
+        return processor.revert(request_id)

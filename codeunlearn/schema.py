@@ -1,0 +1,132 @@
+"""The code store's tables: one Arrow schema and one Parquet directory per table, and the SQL views.
+
+Every table is an append-only Parquet dataset (`<store>/<directory>/**/*.parquet`); history is kept,
+current state is a view. `codeunlearn sql` and `duckdb <store>/store.duckdb` see the same views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    view: str  # the DuckDB view over the raw rows
+    directory: str  # under the store root
+    schema: pa.Schema
+
+
+COUNTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("split", pa.string()),
+        ("topic", pa.string()),
+        ("code_id", pa.int32()),
+        ("token_count", pa.int64()),
+        ("example_count", pa.int64()),
+        ("n_tokens", pa.int64()),
+        ("n_examples", pa.int64()),
+    ]
+)
+"""One row per code per write; n_tokens / n_examples repeat the file's totals on every row."""
+
+REQUEST_EVENTS_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("seq", pa.int64()),  # nanoseconds since the epoch; the latest event is the request's state
+        ("status", pa.string()),  # pending | processing | done | rejected | failed | reverted
+        ("topic_kind", pa.string()),  # label | keywords | regex | examples_file
+        ("topic_spec", pa.string()),  # JSON of the topic value; stays in the store, never in MLflow
+        ("topic_hash", pa.string()),  # sha256 of the spec (and of the examples file's content)
+        ("model_name", pa.string()),  # registered codebook model
+        ("model_version", pa.string()),  # its version the request targets
+        ("submitted_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("error", pa.string()),  # why it failed or was rejected
+        ("mask_version", pa.string()),  # registered masked-model version that answers it
+        ("mask_digest", pa.string()),
+        ("worker", pa.string()),  # host:pid of the process that wrote the event
+    ]
+)
+
+MASK_CODES_SCHEMA = pa.schema(
+    [
+        ("mask_digest", pa.string()),
+        ("mask_version", pa.string()),
+        ("codebook_version", pa.string()),
+        ("source", pa.string()),  # request id or topic the code was mined for
+        ("code_id", pa.int32()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+EVALUATIONS_SCHEMA = pa.schema(
+    [
+        ("evaluation_id", pa.string()),
+        ("mask_digest", pa.string()),
+        ("mask_version", pa.string()),
+        ("codebook_version", pa.string()),
+        ("request_ids", pa.string()),  # comma-separated
+        ("split", pa.string()),  # forget (of the request) or retain
+        ("base_nll", pa.float64()),
+        ("codebook_nll", pa.float64()),
+        ("masked_nll", pa.float64()),
+        ("normalized_drop", pa.float64()),
+        ("gates_passed", pa.bool_()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.view: spec
+    for spec in (
+        TableSpec("code_counts", "counts", COUNTS_SCHEMA),
+        TableSpec("request_events", "requests", REQUEST_EVENTS_SCHEMA),
+        TableSpec("mask_codes", "masks", MASK_CODES_SCHEMA),
+        TableSpec("evaluations", "evaluations", EVALUATIONS_SCHEMA),
+    )
+}
+
+DERIVED_VIEWS_SQL = """
+CREATE OR REPLACE VIEW code_rates AS
+SELECT run_id, split, topic, code_id,
+       sum(token_count)::BIGINT AS token_count,
+       sum(example_count)::BIGINT AS example_count,
+       sum(n_tokens)::BIGINT AS n_tokens,
+       sum(n_examples)::BIGINT AS n_examples,
+       count(*)::BIGINT AS n_files,
+       sum(token_count)::DOUBLE / nullif(sum(n_tokens), 0) AS rate
+FROM code_counts
+GROUP BY run_id, split, topic, code_id;
+
+CREATE OR REPLACE VIEW requests AS
+SELECT * EXCLUDE (filename) FROM request_events
+QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq DESC, filename DESC) = 1;
+
+CREATE OR REPLACE VIEW masks AS
+SELECT mask_digest, any_value(mask_version) AS mask_version, any_value(codebook_version) AS codebook_version,
+       count(DISTINCT code_id)::BIGINT AS n_codes,
+       string_agg(DISTINCT source, ',' ORDER BY source) AS sources,
+       min(created_at) AS created_at
+FROM mask_codes
+GROUP BY mask_digest;
+"""
+"""code_rates: counts summed over the files of each run/split/topic/code, with rate = tokens fired / tokens.
+requests: each request's latest event, i.e. its current state.
+masks: one row per mask version: its codes, sources (request ids or topics) and codebook version."""
+
+
+def empty_select(schema: pa.Schema) -> str:
+    """A SELECT with the table's columns (plus `filename`) and no rows, for a table with no files yet."""
+    duck_types = {
+        pa.string(): "VARCHAR",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float64(): "DOUBLE",
+        pa.bool_(): "BOOLEAN",
+        pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+    }
+    columns = [f"NULL::{duck_types[field.type]} AS {field.name}" for field in schema]
+    return f"SELECT {', '.join(columns)}, NULL::VARCHAR AS filename WHERE false"

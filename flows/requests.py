@@ -1,0 +1,37 @@
+"""The deletion-request flow: answer every pending request, once each, under the processing lock.
+
+python -m flows.requests configs/default.yaml [section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow
+
+from codeunlearn.config import load_config
+from codeunlearn.deletion import Processor
+from codeunlearn.tracking import Tracker
+from tasks.requests import process_request
+
+
+@flow(name="process-deletion-requests")
+def process_deletion_requests(
+    config_path: str = "configs/default.yaml",
+    overrides: list[str] | None = None,
+    wait_s: float = 600.0,
+    request_id: str | None = None,
+) -> list[dict]:
+    """Take the pending requests (and any a killed run left processing) and process each once.
+
+    `request_id` (set by the "request arrived" event trigger) is informational: every open request is
+    processed, in submission order, so none waits for the next schedule.
+    """
+    config = load_config(config_path, overrides or [])
+    processor = Processor(config, Tracker(config))
+    with processor.requests.exclusive(wait_s):
+        return [process_request(processor, r.request_id) for r in processor.requests.open_requests()]
+
+
+if __name__ == "__main__":
+    process_deletion_requests(*sys.argv[1:2], overrides=sys.argv[2:])

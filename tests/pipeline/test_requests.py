@@ -1,0 +1,139 @@
+"""Deletion requests against a real MLflow registry (SQLite) and the real DuckDB/Parquet store: revert,
+bad input refused with nothing half-written, gates that hold production back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from codeunlearn.config import TopicConfig
+from codeunlearn.deletion import Processor, process_open_requests, revert_request
+from codeunlearn.errors import CodeunlearnError
+from codeunlearn.masks import load_mask
+from codeunlearn.requests import RequestStore
+from codeunlearn.store import CodeStore
+from codeunlearn.tracking import PRODUCTION, Tracker
+
+from .conftest import Setup
+
+
+def masked_versions(tracker: Tracker) -> dict[str, dict[str, str]]:
+    return {str(v.version): dict(v.tags) for v in tracker._versions(tracker.masked_name)}
+
+
+def production(tracker: Tracker) -> str:
+    return str(MlflowClient(tracker.uri).get_model_version_by_alias(tracker.masked_name, PRODUCTION).version)
+
+
+def test_add_two_requests_then_revert_the_first_leaves_the_second_alone(trained: Setup):
+    config = trained.config
+    tracker = Tracker(config)
+    processor = Processor(config, tracker)
+    first = processor.submit(TopicConfig(label="noun.animal"))
+    second = processor.submit(TopicConfig(label="noun.plant"))
+    assert [r.status for r in process_open_requests(config, tracker)] == ["done", "done"]
+
+    requests = RequestStore(trained.run_dir / "store")
+    a, b = requests.get(first.request_id), requests.get(second.request_id)
+    versions = masked_versions(tracker)
+    assert versions[a.mask_version]["request_ids"] == a.request_id
+    assert versions[b.mask_version]["request_ids"] == f"{a.request_id},{b.request_id}"
+    assert versions[b.mask_version]["parent_codebook_version"] == "1"
+    b_codes = set(load_mask(trained.run_dir / "masks" / "active.json").sources[1].code_ids)
+
+    reverted = revert_request(config, tracker, a.request_id)
+
+    active = load_mask(trained.run_dir / "masks" / "active.json")
+    assert set(active.code_ids) == b_codes and [s.name for s in active.sources] == [b.request_id]
+    assert reverted.status == "reverted" and production(tracker) == reverted.mask_version
+    assert len(masked_versions(tracker)) == 3  # A, A+B, B: each step a registered version
+    assert masked_versions(tracker)[reverted.mask_version]["mask_digest"] == active.digest
+    rows = CodeStore(trained.run_dir / "store").sql(
+        "SELECT sources, n_codes FROM masks WHERE mask_version = $v", {"v": reverted.mask_version}
+    )
+    assert rows.to_pylist() == [{"sources": b.request_id, "n_codes": len(b_codes)}]
+    with pytest.raises(CodeunlearnError, match="only done requests can be reverted"):
+        revert_request(config, tracker, a.request_id)
+
+
+def test_topic_that_matches_nothing_is_refused_and_nothing_recorded(trained: Setup):
+    result = trained.cli("request", "add", "--keywords", "zzqxv,qqxzv")
+    assert result.returncode == 2
+    assert "matches no example" in result.stderr and "choose words that occur" in result.stderr
+    assert RequestStore(trained.run_dir / "store").list() == []
+
+
+def test_request_against_a_missing_model_version_is_refused(trained: Setup):
+    result = trained.cli("request", "add", "--label", "noun.animal", "--model-version", "9")
+    assert result.returncode == 2
+    assert "has no version '9' (versions: 1)" in result.stderr
+    assert RequestStore(trained.run_dir / "store").list() == []
+
+
+def test_corrupted_parquet_file_in_the_store_is_named_and_nothing_processed(trained: Setup):
+    config = trained.config
+    tracker = Tracker(config)
+    request = Processor(config, tracker).submit(TopicConfig(label="noun.animal"))
+    event_file = next((trained.run_dir / "store" / "requests").glob("*.parquet"))
+    event_file.write_bytes(event_file.read_bytes()[:40])
+
+    result = trained.cli("request", "process")
+
+    assert result.returncode == 2
+    assert "unreadable Parquet" in result.stderr and str(event_file) in result.stderr
+    assert masked_versions(tracker) == {}
+    assert len(list((trained.run_dir / "store" / "requests").glob("*.parquet"))) == 1  # no new event
+    assert request.request_id in event_file.name
+
+
+def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
+    from codeunlearn import tracked
+
+    setup = make_setup(gates={"min_forget_drop": -1e9, "max_retain_drop": 1e9})
+    config = setup.config
+    outcome = tracked.run_pipeline(config)  # open gates: version 1 becomes production
+    assert outcome["promoted"] and production(Tracker(config)) == outcome["mask_version"]
+
+    strict = make_gates(setup, min_forget_drop=1e9)
+    tracker = Tracker(strict)
+    request = Processor(strict, tracker).submit(TopicConfig(label="noun.animal"))
+    (processed,) = process_open_requests(strict, tracker)
+
+    assert processed.status == "rejected"
+    assert (
+        "gates failed: forget drop" in processed.error
+        and "< gates.min_forget_drop 1000000000.0" in processed.error
+    )
+    assert processed.mask_version in masked_versions(tracker)  # registered ...
+    assert production(tracker) == outcome["mask_version"]  # ... but production did not move
+    assert [s.name for s in load_mask(setup.run_dir / "masks" / "active.json").sources] == ["noun.food"]
+    stored = RequestStore(setup.run_dir / "store").get(request.request_id)
+    assert stored.status == "rejected" and stored.error == processed.error
+    gates = CodeStore(setup.run_dir / "store").sql(
+        "SELECT DISTINCT gates_passed FROM evaluations WHERE mask_version = $v", {"v": processed.mask_version}
+    )
+    assert gates.column("gates_passed").to_pylist() == [False]
+
+
+def make_gates(setup: Setup, **gates: float):
+    from dataclasses import replace
+
+    config = setup.config
+    return replace(config, gates=replace(config.gates, **gates))
+
+
+def test_examples_file_edited_after_submission_fails_the_request(trained: Setup, tmp_path: Path):
+    examples = tmp_path / "forget.jsonl"
+    examples.write_text('{"text": "the first secret line"}\n{"text": "the second secret line"}\n')
+    config = trained.config
+    tracker = Tracker(config)
+    request = Processor(config, tracker).submit(TopicConfig(label=None, examples_file=str(examples)))
+    examples.write_text('{"text": "something else entirely"}\n{"text": "and more"}\n')
+
+    (processed,) = process_open_requests(config, tracker)
+
+    assert processed.request_id == request.request_id and processed.status == "failed"
+    assert "changed since it was submitted" in processed.error
+    assert masked_versions(tracker) == {}
