@@ -225,10 +225,10 @@ def request_add(
     typer.echo(
         f"{request.request_id} pending (codebook {request.model_name} version {request.model_version})"
     )
-    _announce(request.request_id)
+    _announce(request.request_id, config)
 
 
-def _announce(request_id: str) -> None:
+def _announce(request_id: str, config: Path | None) -> None:
     """Emit the `codeunlearn.request.added` Prefect event that triggers processing, if a server is set."""
     import os
 
@@ -240,7 +240,11 @@ def _announce(request_id: str) -> None:
         return
     emit_event(
         event="codeunlearn.request.added",
-        resource={"prefect.resource.id": f"codeunlearn.request.{request_id}", "request_id": request_id},
+        resource={
+            "prefect.resource.id": f"codeunlearn.request.{request_id}",
+            "request_id": request_id,
+            "config_path": str(config.resolve()) if config else "configs/default.yaml",
+        },
     )
     typer.echo(f"announced {request_id} to the Prefect server")
 

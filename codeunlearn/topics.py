@@ -316,7 +316,7 @@ def _normalise_examples(table: pa.Table, path: Path) -> pa.Table:
         ids = pa.array(["example-" + hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts])
     label = table.column("label") if "label" in table.column_names else pa.nulls(table.num_rows, pa.string())
     rest = [name for name in table.column_names if name not in ("id", "text", "label")]
-    logger.info("%s: %d distinct examples", path, table.num_rows)
+    logger.info("examples file: %d distinct examples", table.num_rows)  # its name may be private too
     return pa.table(
         [
             ids,

@@ -10,7 +10,6 @@ import sys
 
 from prefect import flow
 
-from codeunlearn import tracked
 from codeunlearn.config import load_config
 from tasks import stages
 from tasks.stages import results_in_run_dir
@@ -19,6 +18,8 @@ from tasks.stages import results_in_run_dir
 @flow(name="codeunlearn-pipeline")
 def pipeline_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
     """Train the codebook once, forget the config's topic, evaluate, and promote if the gates pass."""
+    from codeunlearn import tracked  # heavy (torch): imported when the flow runs, not at deploy time
+
     config = load_config(config_path, overrides or [])
     with tracked.pipeline_run(config) as parent:
         manifest = results_in_run_dir(stages.prepare_data, config)(config, parent)
@@ -39,6 +40,8 @@ def pipeline_flow(config_path: str = "configs/default.yaml", overrides: list[str
 @flow(name="codeunlearn-train")
 def train_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> str:
     """Prepare the data and train and register the codebook model; returns its version."""
+    from codeunlearn import tracked  # heavy (torch): imported when the flow runs, not at deploy time
+
     config = load_config(config_path, overrides or [])
     with tracked.pipeline_run(config) as parent:
         results_in_run_dir(stages.prepare_data, config)(config, parent)
@@ -48,6 +51,8 @@ def train_flow(config_path: str = "configs/default.yaml", overrides: list[str] |
 @flow(name="codeunlearn-unlearn")
 def unlearn_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
     """Forget the config's topic on the trained codebook model: mine, mask, evaluate, gate."""
+    from codeunlearn import tracked  # heavy (torch): imported when the flow runs, not at deploy time
+
     config = load_config(config_path, overrides or [])
     with tracked.pipeline_run(config) as parent:
         results_in_run_dir(stages.prepare_data, config)(config, parent)

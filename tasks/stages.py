@@ -5,6 +5,9 @@ run, so a rerun after a failure skips what finished. Their results live in the r
 (`results_in_run_dir`), so deleting a run directory also forgets its cache. Stages that use the
 accelerator hold one slot of the `gpu` global concurrency limit (create it with
 `prefect gcl create gpu --limit 1`; without it they run unthrottled).
+
+The library is imported inside each task: `prefect deploy` imports this module to read the flows'
+parameters, and should not pay for (or race on) importing torch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from prefect import Task, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.concurrency.sync import concurrency
 
-from codeunlearn import tracked
 from codeunlearn.config import RunConfig
 
 CACHE_ON_CONFIG = (INPUTS - "parent_run_id") + TASK_SOURCE
@@ -36,12 +38,16 @@ def results_in_run_dir(stage: Task, config: RunConfig) -> Task:
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True)
 def prepare_data(config: RunConfig, parent_run_id: str) -> dict:
     """Corpus partition and topic splits; returns the public manifest (counts and hashes, no text)."""
+    from codeunlearn import tracked
+
     return tracked.prepare(config, parent_run_id)
 
 
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
 def train_codebook(config: RunConfig, parent_run_id: str) -> str:
     """Train (or reuse) and register the codebook model; returns its registered version."""
+    from codeunlearn import tracked
+
     with gpu_slot():
         return tracked.train(config, parent_run_id)
 
@@ -49,6 +55,8 @@ def train_codebook(config: RunConfig, parent_run_id: str) -> str:
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
 def mine_codes(config: RunConfig, parent_run_id: str) -> dict:
     """Code counts into the store and the selected codes; returns the code-statistics summary."""
+    from codeunlearn import tracked
+
     with gpu_slot():
         return tracked.mine(config, parent_run_id)
 
@@ -56,11 +64,15 @@ def mine_codes(config: RunConfig, parent_run_id: str) -> dict:
 @task
 def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str:
     """Mask the mined codes; returns the registered masked-model version."""
+    from codeunlearn import tracked
+
     return tracked.unlearn(config, parent_run_id, codebook_version)
 
 
 @task(tags=["gpu"])
 def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_version: str) -> dict:
     """Evaluate the mask version and promote it to production if it clears the gates."""
+    from codeunlearn import tracked
+
     with gpu_slot():
         return tracked.evaluate(config, parent_run_id, mask_version, codebook_version)

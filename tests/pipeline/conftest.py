@@ -16,6 +16,10 @@ from codeunlearn.config import RunConfig, load_config
 from .setup_files import tiny_config, write_config, write_corpus, write_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
+# The library's log lines join the Prefect flow-run logs (as flows/__init__.py arranges for deployments),
+# so the privacy test reads them from the API too. Set before anything imports Prefect.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "codeunlearn")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +31,6 @@ def tiny_assets(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def prefect_api():
     """A real Prefect API for the session; yields its URL so subprocesses can use it too."""
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
@@ -52,18 +55,31 @@ class Setup:
     def state_dir(self) -> Path:
         return self.root / "state"
 
-    def cli(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
-    ) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
         """`codeunlearn ARGS -c CONFIG` in a subprocess, as a user runs it."""
-        return subprocess.run(
-            [sys.executable, "-m", "codeunlearn", *args, "-c", str(self.config_path)],
-            capture_output=True,
+        return self.run(["-m", "codeunlearn", *args, "-c", str(self.config_path)], env, timeout)
+
+    def flow(self, module: str, env: dict[str, str] | None = None, timeout: float = 300):
+        """`python -m flows.MODULE CONFIG` in a subprocess (needs PREFECT_API_URL in env)."""
+        return self.run(["-m", f"flows.{module}", str(self.config_path)], env, timeout)
+
+    def popen(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             cwd=REPO,
             env={**os.environ, "CODEUNLEARN_PROGRESS": "0", **(env or {})},
         )
+
+    def run(self, args: list[str], env: dict[str, str] | None, timeout: float) -> subprocess.CompletedProcess:
+        process = self.popen(args, env)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        finally:
+            process.kill()
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from codeunlearn.deletion import Processor
 from tasks.stages import gpu_slot
+
+if TYPE_CHECKING:
+    from codeunlearn.deletion import Processor
 
 
 @task(tags=["gpu"], cache_policy=NO_CACHE)

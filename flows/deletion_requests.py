@@ -1,6 +1,6 @@
 """The deletion-request flow: answer every pending request, once each, under the processing lock.
 
-python -m flows.requests configs/default.yaml [section.key=value ...]
+python -m flows.deletion_requests configs/default.yaml [section.key=value ...]
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import sys
 from prefect import flow
 
 from codeunlearn.config import load_config
-from codeunlearn.deletion import Processor
-from codeunlearn.tracking import Tracker
-from tasks.requests import process_request
+from tasks.deletion_requests import process_request
 
 
 @flow(name="process-deletion-requests")
@@ -27,6 +25,9 @@ def process_deletion_requests(
     `request_id` (set by the "request arrived" event trigger) is informational: every open request is
     processed, in submission order, so none waits for the next schedule.
     """
+    from codeunlearn.deletion import Processor  # heavy (torch): imported when the flow runs
+    from codeunlearn.tracking import Tracker
+
     config = load_config(config_path, overrides or [])
     processor = Processor(config, Tracker(config))
     with processor.requests.exclusive(wait_s):
