@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from codeunlearn import assets
-from codeunlearn.config import RunConfig
+from codeunlearn.config import RunConfig, TopicConfig
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.evaluation import Evaluator, evaluation_rows, normalized_drop
 from codeunlearn.failpoints import failpoint
@@ -97,7 +97,7 @@ class Processor:
 
     # ------------------------------------------------------------ submission
 
-    def submit(self, topic_config, model_version: str = "") -> DeletionRequest:
+    def submit(self, topic_config: TopicConfig, model_version: str = "") -> DeletionRequest:
         """Check a new request (its codebook version exists, its topic matches examples) and record it."""
         version = model_version or self.registry.latest_codebook_version()
         self.registry.codebook_tags(version)
@@ -237,7 +237,7 @@ class Processor:
     def local_weights_hash(self) -> str:
         return weights_hash(self.paths.model_dir)
 
-    def _splits(self, topic) -> Splits:
+    def _splits(self, topic: TopicConfig) -> Splits:
         corpus = self.paths.corpus_dir
         return build_splits(
             read_table(corpus / "train.parquet"),

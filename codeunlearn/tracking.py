@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -113,8 +113,9 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        for key, value in params.items():
-            self.client.log_param(run_id, key, str(value)[:500])
+        entries = [Param(key, str(value)[:500]) for key, value in params.items()]
+        for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=entries[start : start + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         for key, value in metrics.items():

@@ -48,3 +48,17 @@ def test_word_topic_replaces_the_default_label(tmp_path):
 
 def test_defaults_validate():
     RunConfig().validate()
+
+
+def test_gates_name_each_failure():
+    from codeunlearn.config import GatesConfig
+
+    gates = GatesConfig(min_forget_drop=0.5, max_retain_drop=0.1)
+    assert gates.check(0.9, 0.01) == []
+    assert gates.check(0.4, 0.2) == [
+        "forget drop 0.400 < gates.min_forget_drop 0.5",
+        "retain drop 0.200 > gates.max_retain_drop 0.1",
+    ]
+    assert gates.check(float("nan"), 0.0) == [
+        "forget drop nan < gates.min_forget_drop 0.5"
+    ]  # NaN never passes

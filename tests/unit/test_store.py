@@ -158,3 +158,16 @@ def test_top_enriched_needs_both_splits(store: CodeStore) -> None:
     store.write_counts("run1", "forget", "t", make_counts(0))
     with pytest.raises(CodeunlearnError, match="split 'control'"):
         store.top_enriched("run1", min_count=1, limit=5)
+
+
+def test_every_view_answers_on_an_empty_store(store: CodeStore) -> None:
+    for view in (
+        "code_counts",
+        "code_rates",
+        "requests",
+        "request_events",
+        "masks",
+        "mask_codes",
+        "evaluations",
+    ):
+        assert store.sql(f"SELECT count(*) AS n FROM {view}").column("n").to_pylist() == [0]
