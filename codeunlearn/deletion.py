@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -48,7 +50,9 @@ class Registry(Protocol):
 
     def promote(self, version: str) -> None: ...
 
-    def start_request_run(self, request: DeletionRequest, action: str) -> str: ...
+    def start_request_run(self, request: DeletionRequest, action: str, parent_run_id: str | None) -> str: ...
+
+    def run(self, name: str) -> AbstractContextManager[str]: ...
 
     def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None: ...
 
@@ -89,9 +93,10 @@ def weights_hash(model_dir: Path) -> str:
 class Processor:
     """Processes requests of one run directory against one registry; load models once, lazily."""
 
-    def __init__(self, config: RunConfig, registry: Registry) -> None:
+    def __init__(self, config: RunConfig, registry: Registry, parent_run_id: str | None = None) -> None:
         self.config = config
         self.registry = registry
+        self.parent_run_id = parent_run_id  # the tracking run each request's run nests under
         self.paths = setup(config)
         self.requests = RequestStore(self.paths.store_dir)
 
@@ -125,7 +130,7 @@ class Processor:
             return request
         request = self.requests.mark(request, "processing")
         failpoint("after-claim")
-        run_id = self.registry.start_request_run(request, "unlearn")
+        run_id = self.registry.start_request_run(request, "unlearn", self.parent_run_id)
         try:
             outcome, mask, version = self._answer(request, run_id)
         except CodeunlearnError as error:
@@ -175,7 +180,7 @@ class Processor:
                 f"request {request_id} has no codes in the active mask {active.digest[:12]}"
             )
         mask = active.without(request_id)
-        run_id = self.registry.start_request_run(request, "revert")
+        run_id = self.registry.start_request_run(request, "revert", self.parent_run_id)
         key = f"revert:{request_id}"
         version = self.registry.find_mask_version(mask.digest, key) or self.registry.register_mask(
             mask, request.model_version, key, {"reverted_request": request_id}, run_id
@@ -217,6 +222,8 @@ class Processor:
                     "control_data_hash": splits.manifest["splits"]["control_train"]["content_hash"],
                     "forget_drop": f"{outcome.forget_drop:.4f}",
                     "retain_drop": f"{outcome.retain_drop:.4f}",
+                    "gates": "; ".join(self.config.gates.check(outcome.forget_drop, outcome.retain_drop))
+                    or "passed",
                 },
                 run_id,
             )
@@ -318,12 +325,24 @@ class Processor:
 
 
 def process_open_requests(
-    config: RunConfig, registry: Registry, wait_s: float = 600.0
+    config: RunConfig,
+    registry: Registry,
+    wait_s: float = 600.0,
+    each: Callable[[Processor, str], object] | None = None,
 ) -> list[DeletionRequest]:
-    """Under the processing lock, answer every pending request (and any a dead run left processing)."""
+    """Under the processing lock, answer every pending request (and any a dead run left processing),
+    in submission order, inside one tracking run; `each(processor, request_id)` (a Prefect task, say)
+    replaces the plain call per request. Nothing is tracked when nothing is pending."""
     processor = Processor(config, registry)
     with processor.requests.exclusive(wait_s):
-        return [processor.process(r.request_id) for r in processor.requests.open_requests()]
+        open_ids = [r.request_id for r in processor.requests.open_requests()]
+        if not open_ids:
+            return []
+        with registry.run("process-deletion-requests") as parent:
+            processor.parent_run_id = parent
+            for request_id in open_ids:
+                (each or Processor.process)(processor, request_id)
+        return [processor.requests.get(request_id) for request_id in open_ids]
 
 
 def revert_request(

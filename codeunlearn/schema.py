@@ -106,16 +106,17 @@ SELECT * EXCLUDE (filename) FROM request_events
 QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY seq DESC, filename DESC) = 1;
 
 CREATE OR REPLACE VIEW masks AS
-SELECT mask_digest, any_value(mask_version) AS mask_version, any_value(codebook_version) AS codebook_version,
+SELECT mask_version, any_value(mask_digest) AS mask_digest, any_value(codebook_version) AS codebook_version,
        count(DISTINCT code_id)::BIGINT AS n_codes,
        string_agg(DISTINCT source, ',' ORDER BY source) AS sources,
        min(created_at) AS created_at
 FROM mask_codes
-GROUP BY mask_digest;
+GROUP BY mask_version;
 """
 """code_rates: counts summed over the files of each run/split/topic/code, with rate = tokens fired / tokens.
 requests: each request's latest event, i.e. its current state.
-masks: one row per mask version: its codes, sources (request ids or topics) and codebook version."""
+masks: one row per registered mask version: its digest, code count, sources (request ids or topics)
+and codebook version (a revert can give a later version the digest of an earlier one)."""
 
 
 def empty_select(schema: pa.Schema) -> str:

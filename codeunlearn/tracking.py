@@ -231,9 +231,12 @@ class Tracker:
         except MlflowException:
             return None
 
-    def start_request_run(self, request: DeletionRequest, action: str) -> str:
+    def start_request_run(
+        self, request: DeletionRequest, action: str, parent_run_id: str | None = None
+    ) -> str:
         return self.start_run(
             f"{action} {request.request_id}",
+            parent_run_id,
             params={
                 "request_id": request.request_id,
                 "topic_kind": request.topic_kind,

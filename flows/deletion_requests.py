@@ -25,13 +25,14 @@ def process_deletion_requests(
     `request_id` (set by the "request arrived" event trigger) is informational: every open request is
     processed, in submission order, so none waits for the next schedule.
     """
-    from codeunlearn.deletion import Processor  # heavy (torch): imported when the flow runs
+    from codeunlearn.deletion import process_open_requests  # heavy (torch): imported when the flow runs
     from codeunlearn.tracking import Tracker
 
     config = load_config(config_path, overrides or [])
-    processor = Processor(config, Tracker(config))
-    with processor.requests.exclusive(wait_s):
-        return [process_request(processor, r.request_id) for r in processor.requests.open_requests()]
+    processed = process_open_requests(config, Tracker(config), wait_s, each=process_request)
+    return [
+        {"request_id": r.request_id, "status": r.status, "mask_version": r.mask_version} for r in processed
+    ]
 
 
 if __name__ == "__main__":

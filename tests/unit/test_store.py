@@ -171,3 +171,19 @@ def test_every_view_answers_on_an_empty_store(store: CodeStore) -> None:
         "evaluations",
     ):
         assert store.sql(f"SELECT count(*) AS n FROM {view}").column("n").to_pylist() == [0]
+
+
+def test_masks_view_has_one_row_per_version_even_when_digests_repeat(store: CodeStore) -> None:
+    from codeunlearn.masks import mask_from_codes, mask_rows
+
+    topic = mask_from_codes(16, "noun.food", [1, 2, 3])
+    both = topic.union(mask_from_codes(16, "req-a", [3, 4]))
+    for version, mask in (("1", topic), ("2", both), ("3", both.without("req-a"))):  # 3 reverts 2
+        store.append("mask_codes", mask_rows(mask, version, "7"), prefix=f"v{version}")
+    rows = store.sql("SELECT mask_version, n_codes, sources, mask_digest FROM masks ORDER BY mask_version")
+    assert [(r["mask_version"], r["n_codes"], r["sources"]) for r in rows.to_pylist()] == [
+        ("1", 3, "noun.food"),
+        ("2", 4, "noun.food,req-a"),
+        ("3", 3, "noun.food"),
+    ]
+    assert rows.column("mask_digest")[0] == rows.column("mask_digest")[2]
