@@ -106,7 +106,8 @@ def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
         "gates failed: forget drop" in processed.error
         and "< gates.min_forget_drop 1000000000.0" in processed.error
     )
-    assert masked_versions(tracker)[processed.mask_version]["gates"].startswith("forget drop")  # registered ...
+    registered = masked_versions(tracker)[processed.mask_version]
+    assert registered["gates"].startswith("forget drop")  # registered ...
     assert production(tracker) == outcome["mask_version"]  # ... but production did not move
     assert [s.name for s in load_mask(setup.run_dir / "masks" / "active.json").sources] == ["noun.food"]
     stored = RequestStore(setup.run_dir / "store").get(request.request_id)
