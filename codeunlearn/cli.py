@@ -175,6 +175,50 @@ def sql(
     typer.echo(table.to_pandas().to_string(index=False) if table.num_rows else "(no rows)")
 
 
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def compare(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    methods: str = typer.Option("ga,graddiff,npo", help="Gradient baselines to run (ga, graddiff, npo)."),
+    forget_limit: int = typer.Option(200, help="Forget examples the baselines unlearn (trained-on first)."),
+    epochs: int = typer.Option(10, help="Baseline epochs over the forget examples (NPO's usual budget)."),
+    lr: float = typer.Option(1e-5, help="Baseline learning rate (AdamW)."),
+    batch_size: int = typer.Option(8, help="Baseline batch size."),
+    relearn: str = typer.Option("", help="Relearning attack: comma-separated step counts, e.g. 5,10,20."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Masking against gradient ascent, gradient difference and NPO on the same codebook model and
+    evaluation: forget/retain drops, membership-inference AUC, wall-clock. Needs `codeunlearn run` first."""
+    import json
+
+    from codeunlearn import comparison
+    from codeunlearn.baselines import BaselineConfig
+
+    def stage(run_config: Any) -> list:
+        baseline = BaselineConfig(lr=lr, epochs=epochs, batch_size=batch_size)
+        baseline.validate()
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+        for method in chosen:
+            BaselineConfig(method=method).validate()
+        steps = tuple(int(n) for n in relearn.split(",") if n.strip())
+        return comparison.compare(run_config, chosen, baseline, forget_limit, steps)
+
+    scores = _run_stage(ctx, config, verbose, stage)
+    table = comparison.render(scores)
+    relearning = comparison.render_relearning(scores)
+    if relearning:
+        table += (
+            "\n\nRelearning attack: forget NLL after N steps (recovery toward the codebook model)\n\n"
+            + relearning
+        )
+    typer.echo(table)
+    run_dir = Path(_load(ctx, config, False).run_dir)
+    (run_dir / "compare").mkdir(parents=True, exist_ok=True)
+    (run_dir / "compare" / "methods.md").write_text(table + "\n")
+    (run_dir / "compare" / "methods.json").write_text(json.dumps(comparison.to_json(scores), indent=2))
+    typer.echo(f"written to {run_dir / 'compare'}")
+
+
 request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)
 app.add_typer(request_app, name="request")
 
