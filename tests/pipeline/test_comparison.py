@@ -15,7 +15,17 @@ def test_compare_scores_masks_and_baselines_on_the_same_evaluation(make_setup):
     tracked.run_pipeline(setup.config)
 
     result = setup.cli(
-        "compare", "--methods", "ga,npo", "--forget-limit", "24", "--epochs", "1", "--lr", "1e-3"
+        "compare",
+        "--methods",
+        "ga,npo",
+        "--forget-limit",
+        "24",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--relearn",
+        "3",
     )
 
     assert result.returncode == 0, result.stderr[-2000:]
