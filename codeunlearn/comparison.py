@@ -72,6 +72,9 @@ def compare(
     sets = eval_sets_of(splits, config, codebook_model.tokenizer)
     scorer = _Scorer(config, sets, _base_scores(config, codebook_model, sets), members, nonmembers)
     scores = [scorer.score("codebook", codebook_model, None, 0.0)]
+    if relearn_steps:  # the control: how far the same attack lowers forget NLL with nothing unlearned
+        control_attack = _Attack(config, subset, sets[0], scores[0].forget_nll, baseline.lr, relearn_steps)
+        scores[0].relearning = control_attack.run(load_model(config), None)
     control = splits.control_train.column("text").to_pylist()
     for forget, control_part in ((forget_texts, control), (subset, control[:forget_limit])):
         started = time.perf_counter()
@@ -206,13 +209,22 @@ def render_relearning(scores: list[MethodScore]) -> str:
     steps = [int(p["steps"]) for p in attacked[0].relearning]
     lines = ["| method | " + " | ".join(f"N={n}" for n in steps) + " |", "|---" * (1 + len(steps)) + "|"]
     for s in attacked:
-        cells = [f"{p['forget_nll']:.3f} ({p['recovery']:.0%})" for p in s.relearning]
+        cells = [
+            f"{p['forget_nll']:.3f}" + ("" if np.isnan(p["recovery"]) else f" ({p['recovery']:.0%})")
+            for p in s.relearning
+        ]
         lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def to_json(scores: list[MethodScore]) -> list[dict]:
-    return [
-        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(s).items()}
-        for s in scores
-    ]
+    """The scores as JSON-safe dicts: NaN (unknown or undefined) becomes null."""
+    return [_without_nan(asdict(score)) for score in scores]
+
+
+def _without_nan(value):
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(v) for v in value]
+    return None if isinstance(value, float) and np.isnan(value) else value

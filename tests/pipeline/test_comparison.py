@@ -41,7 +41,7 @@ def test_compare_scores_masks_and_baselines_on_the_same_evaluation(make_setup):
         assert math.isfinite(row["forget_nll"])
     assert "| npo |" in (setup.run_dir / "compare" / "methods.md").read_text()
     # The relearning attack: the unlearned model at N=0, then 3 fine-tuning steps on the forget text.
-    for method in ("mask (120 mined)", "ga", "npo"):
+    for method in ("codebook", "mask (120 mined)", "ga", "npo"):
         curve = rows[method]["relearning"]
         assert [point["steps"] for point in curve] == [0, 3]
         assert curve[0]["forget_nll"] == rows[method]["forget_nll"]
