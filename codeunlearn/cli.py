@@ -194,41 +194,47 @@ def compare(
     from codeunlearn import comparison
     from codeunlearn.baselines import BaselineConfig
 
-    def stage(run_config: Any) -> list:
+    def stage(run_config: Any) -> Path:
         baseline = BaselineConfig(lr=lr, epochs=epochs, batch_size=batch_size)
         baseline.validate()
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
         for method in chosen:
             BaselineConfig(method=method).validate()
-        steps = tuple(int(n) for n in relearn.split(",") if n.strip())
-        return comparison.compare(run_config, chosen, baseline, forget_limit, steps)
+        try:
+            steps = tuple(int(n) for n in relearn.split(",") if n.strip())
+        except ValueError:
+            raise CodeunlearnError(f"--relearn={relearn!r}: give step counts like 5,10,20") from None
+        scores = comparison.compare(run_config, chosen, baseline, forget_limit, steps)
+        table = comparison.render(scores)
+        if relearning := comparison.render_relearning(scores):
+            table += (
+                "\n\nRelearning attack: forget NLL after N steps (recovery toward the codebook model)\n\n"
+                + relearning
+            )
+        typer.echo(table)
+        out = Path(run_config.run_dir) / "compare"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "methods.md").write_text(table + "\n")
+        (out / "methods.json").write_text(json.dumps(comparison.to_json(scores), indent=2))
+        return out
 
-    scores = _run_stage(ctx, config, verbose, stage)
-    table = comparison.render(scores)
-    relearning = comparison.render_relearning(scores)
-    if relearning:
-        table += (
-            "\n\nRelearning attack: forget NLL after N steps (recovery toward the codebook model)\n\n"
-            + relearning
-        )
-    typer.echo(table)
-    run_dir = Path(_load(ctx, config, False).run_dir)
-    (run_dir / "compare").mkdir(parents=True, exist_ok=True)
-    (run_dir / "compare" / "methods.md").write_text(table + "\n")
-    (run_dir / "compare" / "methods.json").write_text(json.dumps(comparison.to_json(scores), indent=2))
-    typer.echo(f"written to {run_dir / 'compare'}")
+    typer.echo(f"written to {_run_stage(ctx, config, verbose, stage)}")
 
 
 request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)
 app.add_typer(request_app, name="request")
 
 
-def _processor(ctx: typer.Context, config: Path | None, verbose: bool):
-    from codeunlearn.deletion import Processor
+def _request_store(run_config: Any):
+    from codeunlearn.requests import RequestStore
+
+    return RequestStore(Path(run_config.run_dir) / "store")
+
+
+def _tracker(run_config: Any):
     from codeunlearn.tracking import Tracker
 
-    run_config = _load(ctx, config, verbose)
-    return Processor(run_config, Tracker(run_config))
+    return Tracker(run_config)
 
 
 @request_app.command("add", context_settings=EXTRA, epilog=OVERRIDES_HELP)
@@ -262,10 +268,11 @@ def request_add(
         regex=regex,
         examples_file=str(examples) if examples else None,
     )
-    try:
-        request = _processor(ctx, config, verbose).submit(topic, model_version)
-    except CodeunlearnError as error:
-        _fail(error)
+    from codeunlearn.deletion import Processor
+
+    request = _run_stage(
+        ctx, config, verbose, lambda c: Processor(c, _tracker(c)).submit(topic, model_version)
+    )
     typer.echo(
         f"{request.request_id} pending (codebook {request.model_name} version {request.model_version})"
     )
@@ -301,14 +308,7 @@ def request_list(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """List deletion requests and their status."""
-    from codeunlearn.requests import RequestStore
-
-    run_config = _load(ctx, config, verbose)
-    store = RequestStore(Path(run_config.run_dir) / "store")
-    try:
-        requests = store.list((status,) if status else ())
-    except CodeunlearnError as error:
-        _fail(error)
+    requests = _run_stage(ctx, config, verbose, lambda c: _request_store(c).list((status,) if status else ()))
     for r in requests:
         typer.echo(
             f"{r.request_id}  {r.status:10s} {r.topic_kind:13s} codebook v{r.model_version} "
@@ -328,13 +328,7 @@ def request_show(
     """Show one request whole, error included."""
     from dataclasses import asdict
 
-    from codeunlearn.requests import RequestStore
-
-    run_config = _load(ctx, config, verbose)
-    try:
-        request = RequestStore(Path(run_config.run_dir) / "store").get(request_id)
-    except CodeunlearnError as error:
-        _fail(error)
+    request = _run_stage(ctx, config, verbose, lambda c: _request_store(c).get(request_id))
     for key, value in asdict(request).items():
         typer.echo(f"{key:14s} {value}")
 
@@ -348,13 +342,8 @@ def request_process(
 ) -> None:
     """Process every pending request now, without Prefect (the scheduled deployment does the same)."""
     from codeunlearn.deletion import process_open_requests
-    from codeunlearn.tracking import Tracker
 
-    run_config = _load(ctx, config, verbose)
-    try:
-        done = process_open_requests(run_config, Tracker(run_config), wait)
-    except CodeunlearnError as error:
-        _fail(error)
+    done = _run_stage(ctx, config, verbose, lambda c: process_open_requests(c, _tracker(c), wait))
     for r in done:
         typer.echo(f"{r.request_id}  {r.status:10s} mask v{r.mask_version or '-'}  {r.error}")
     if not done:
@@ -370,13 +359,8 @@ def request_revert(
 ) -> None:
     """Undo one request: remove its codes from the active mask and register that as a new version."""
     from codeunlearn.deletion import revert_request
-    from codeunlearn.tracking import Tracker
 
-    run_config = _load(ctx, config, verbose)
-    try:
-        request = revert_request(run_config, Tracker(run_config), request_id)
-    except CodeunlearnError as error:
-        _fail(error)
+    request = _run_stage(ctx, config, verbose, lambda c: revert_request(c, _tracker(c), request_id))
     typer.echo(f"{request.request_id} reverted: mask version {request.mask_version} is production")
 
 

@@ -60,7 +60,8 @@ def compare(
     forget_texts = splits.forget_train.column("text").to_pylist()
     members, nonmembers = _membership_sets(config, splits)
     # The baselines unlearn the examples the model was trained on first; MIA asks about exactly those.
-    subset = (members + [t for t in forget_texts if t not in set(members)])[:forget_limit]
+    trained = set(members)
+    subset = (members + [t for t in forget_texts if t not in trained])[:forget_limit]
     members = members[:forget_limit]
     log.info(
         "forget subset %d examples; MIA: %d members, %d non-members",

@@ -174,11 +174,7 @@ class RequestStore:
         fields = set(DeletionRequest.__dataclass_fields__)
         return [
             DeletionRequest(
-                **{
-                    k: ("" if v is None and k not in ("updated_at",) else v)
-                    for k, v in row.items()
-                    if k in fields
-                }
+                **{k: ("" if v is None and k != "updated_at" else v) for k, v in row.items() if k in fields}
             )
             for row in table.to_pylist()
         ]

@@ -146,3 +146,19 @@ def test_layer_out_of_range_is_refused(tmp_path, tiny_model_dir):
     assert result.returncode != 0
     assert "bottleneck.layer=34, but the model has 2 decoder layers: set it between 0 and 1" in result.stderr
     assert not (run_dir / "model").exists() and not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("request", "list"),
+        ("request", "show", "req-x"),
+        ("request", "process"),
+        ("request", "revert", "req-x"),
+    ],
+)
+def test_request_commands_refuse_a_missing_config_cleanly(tmp_path, args):
+    result = cli(*args, "-c", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert "config file" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
