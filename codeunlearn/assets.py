@@ -82,18 +82,21 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
 
 
 def load_pretrained(name: str, device: str = "cpu") -> tuple[Any, Any]:
-    """Load (model, tokenizer) for a causal LM, in eval mode and float32.
+    """Load (model, tokenizer) for a causal LM (or a T5-family encoder-decoder), in eval mode and float32.
 
     Raises:
         MissingAssetError: the name is neither the offline default, a local directory, nor a hub id
             reachable now (or cached, when offline).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     location = resolve_model_dir(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype="float32")
+        # Encoder-decoders (T5) load as seq2seq models: the translation setting's architecture.
+        is_seq2seq = getattr(AutoConfig.from_pretrained(location), "is_encoder_decoder", False)
+        auto_class = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+        model = auto_class.from_pretrained(location, dtype="float32")
     except (OSError, ValueError) as error:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         why = "offline mode is on (offline: true), so hub ids must already be cached; " if offline else ""

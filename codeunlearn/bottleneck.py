@@ -75,6 +75,8 @@ class CodebookBottleneck(nn.Module):
         self.code_dim = code_dim
         self.codes = nn.Parameter(torch.randn(config.n_codes, code_dim) / code_dim**0.5)
         self.register_buffer("mask", torch.zeros(config.n_codes, dtype=torch.bool))
+        self._any_masked = False  # mirrors mask.any(); set by set_masked and after load_state_dict
+        self.register_load_state_dict_post_hook(_refresh_any_masked)
 
     @property
     def n_codes(self) -> int:
@@ -88,21 +90,58 @@ class CodebookBottleneck(nn.Module):
     def select(self, h: torch.Tensor) -> torch.Tensor:
         """Top-k code ids by cosine similarity, with masked codes excluded under `next_best`.
 
+        Memory stays bounded whatever the sizes: at most chunk_tokens x chunk_codes similarities at
+        a time (chunk_codes 0: all codes), each code chunk's top-k merged into a running top-k.
+        With coarse_candidates m > 0 the ranking runs in bf16 and the best m are re-ranked in fp32.
+
         Args:
             h: (N, e) encoded vectors.
         Returns:
             (N, k) int64 code ids, most similar first.
         """
         codes = F.normalize(self.codes.float(), dim=-1)  # (C, e)
-        excluded = self.mask if self.config.mask_policy == "next_best" and self.mask.any() else None
+        # A Python flag rather than mask.any(): reading the mask would sync with the device every call.
+        excluded = self.mask if self.config.mask_policy == "next_best" and self._any_masked else None
+        top_k = self.config.top_k
         chunks = []
-        # A (chunk x C) similarity at a time bounds memory whatever the token count.
-        for start in range(0, h.shape[0], self.config.chunk_tokens):
-            sims = F.normalize(h[start : start + self.config.chunk_tokens].float(), dim=-1) @ codes.T
-            if excluded is not None:
-                sims.masked_fill_(excluded, float("-inf"))
-            chunks.append(sims.topk(self.config.top_k, dim=-1).indices)
-        return torch.cat(chunks) if chunks else h.new_zeros((0, self.config.top_k), dtype=torch.long)
+        for chunk in h.split(self.config.chunk_tokens):
+            units = F.normalize(chunk.float(), dim=-1)  # (n, e)
+            if self.config.coarse_candidates:
+                chunks.append(self._coarse_then_exact(units, codes, excluded))
+            else:
+                chunks.append(_chunked_topk(units, codes, excluded, top_k, self.config.chunk_codes))
+        return torch.cat(chunks) if chunks else h.new_zeros((0, top_k), dtype=torch.long)
+
+    @torch.no_grad()
+    def code_ids(self, h: torch.Tensor) -> torch.Tensor:
+        """The code ids `forward` reports for encoded vectors h (N, e): masked ones are NO_CODE under
+        `zero`. For callers that only count codes (mining) and need no rebuilt vectors. (N, k) int64"""
+        ids = self.select(h)
+        if self.config.mask_policy == "zero" and self._any_masked:
+            ids = ids.masked_fill(self.mask[ids], NO_CODE)
+        return ids
+
+    def _coarse_then_exact(
+        self, units: torch.Tensor, codes: torch.Tensor, excluded: torch.Tensor | None
+    ) -> torch.Tensor:
+        """bf16 ranking of all codes keeps m candidates per token (n, m); fp32 cosines pick the top-k.
+
+        bf16 rounds a cosine by up to ~0.004, so a true top-k code is lost only if m - k codes beat it
+        by less than that; bench/bench_topk.py measures how often that happens.
+        """
+        with torch.autocast(units.device.type, enabled=False):
+            candidates = _chunked_topk(
+                units.bfloat16(),
+                codes.bfloat16(),
+                excluded,
+                self.config.coarse_candidates,
+                self.config.chunk_codes,
+            )  # (n, m)
+            exact = torch.einsum("ne,nme->nm", units, codes[candidates])  # (n, m) fp32 cosines
+        if excluded is not None:
+            exact.masked_fill_(excluded[candidates], float("-inf"))
+        best = exact.topk(self.config.top_k, dim=-1).indices  # (n, k) positions among the candidates
+        return candidates.gather(1, best)
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None) -> BottleneckOutput:
         """Replace each vector of x (B, T, d) by the combination of its chosen codes.
@@ -116,7 +155,7 @@ class CodebookBottleneck(nn.Module):
         h = self.encode(body)
         ids = self.select(h.reshape(-1, self.code_dim)).view(batch, seq - start, -1)  # (B, T', k)
         chosen = self.codes[ids]  # (B, T', k, e)
-        if self.config.mask_policy == "zero" and self.mask.any():
+        if self.config.mask_policy == "zero" and self._any_masked:
             kept = ~self.mask[ids]  # (B, T', k)
             chosen = chosen * kept.unsqueeze(-1).to(chosen.dtype)
             ids = ids.masked_fill(~kept, NO_CODE)
@@ -161,6 +200,36 @@ class CodebookBottleneck(nn.Module):
                 f"{self.config.top_k} usable: mask fewer codes (mining.n_select)"
             )
         self.mask.copy_(mask)
+        self._any_masked = bool(mask.any())
+
+
+def _chunked_topk(
+    units: torch.Tensor, codes: torch.Tensor, excluded: torch.Tensor | None, top_k: int, chunk_codes: int
+) -> torch.Tensor:
+    """Ids of the top_k codes by dot product, scanning the codes `chunk_codes` at a time (0: all).
+
+    Args:
+        units: (n, e) unit vectors; codes: (C, e) unit codes, same dtype; excluded: (C,) bool or None.
+    Returns:
+        (n, top_k) int64 ids, highest first. Each chunk's top-k is merged into the running top-k, so
+        the result equals one topk over all C similarities (up to the order of exact ties).
+    """
+    n_codes = codes.shape[0]
+    step = chunk_codes or n_codes
+    best_values = best_ids = None
+    for start in range(0, n_codes, step):
+        sims = units @ codes[start : start + step].T  # (n, c)
+        if excluded is not None:
+            sims.masked_fill_(excluded[start : start + step], float("-inf"))
+        values, ids = sims.topk(min(top_k, sims.shape[1]), dim=-1)
+        if best_values is None:
+            best_values, best_ids = values, ids + start
+            continue
+        merged_values = torch.cat([best_values, values], dim=1)  # (n, 2k)
+        merged_ids = torch.cat([best_ids, ids + start], dim=1)
+        best_values, order = merged_values.topk(min(top_k, merged_values.shape[1]), dim=-1)
+        best_ids = merged_ids.gather(1, order)
+    return best_ids
 
 
 def kmeans_codes(samples: torch.Tensor, n_codes: int, iters: int, generator: torch.Generator) -> torch.Tensor:
@@ -210,6 +279,11 @@ def sample_codes(samples: torch.Tensor, n_codes: int, generator: torch.Generator
         else torch.randperm(samples.shape[0], generator=generator)[:n_codes]
     )
     return samples[picks].float().clone()
+
+
+def _refresh_any_masked(bottleneck: CodebookBottleneck, _incompatible_keys: object) -> None:
+    """After load_state_dict: the loaded mask decides whether selection must exclude codes."""
+    bottleneck._any_masked = bool(bottleneck.mask.any())
 
 
 def _starts_at_bos(seq: int, position_ids: torch.Tensor | None) -> bool:

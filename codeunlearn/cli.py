@@ -7,6 +7,7 @@ Every command takes `--config FILE` and any number of `section.key=value` overri
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,10 @@ OVERRIDES_HELP = (
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file (see configs/).")
 RUN_DIR_OPTION = typer.Option(Path("runs/default"), help="Run directory holding store/.")
 EXAMPLES_OPTION = typer.Option(None, help="A .jsonl/.csv/.parquet file of the texts to forget.")
+ABLATION_SPEC_OPTION = typer.Option(Path("configs/ablation.yaml"), help="YAML with `axes:` and `overrides:`.")
+CERTIFICATE_ARGUMENT = typer.Argument(..., help="A certificate.json written by `codeunlearn report`.")
+ARTIFACTS_OPTION = typer.Option(None, help="Directory of the report's files (default: the certificate's).")
+OUT_OPTION = typer.Option(None, help="Output directory (default: under the run directory).")
 VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Log per-batch detail (DEBUG).")
 
 
@@ -76,6 +81,8 @@ def train(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool
     from codeunlearn import pipeline
 
     result = _run_stage(ctx, config, verbose, pipeline.train_codebook)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for all processes
+        return
     typer.echo(
         f"trained {result.steps} steps, {result.tokens} tokens in {result.elapsed_s:.0f} s: "
         f"loss {result.final_loss:.3f}, reconstruction {result.final_recon:.3f}, "
@@ -134,6 +141,18 @@ def run(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool =
     typer.echo(f"total {time.perf_counter() - started:.0f} s")
 
 
+@app.command("translate-eval", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def translate_eval(
+    ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION
+) -> None:
+    """The paper's setting (configs/translation.yaml): train a translation codebook, mine a word topic,
+    score BLEU/chrF/METEOR/BERTScore on the topic and the rest for base, codebook, masked models across S'."""
+    from codeunlearn import translation_experiment
+
+    report = _run_stage(ctx, config, verbose, translation_experiment.run_translation)
+    typer.echo(report.to_markdown())
+
+
 @app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def pipeline(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
     """The tracked pipeline without Prefect: every stage an MLflow run, the codebook and the mask
@@ -185,6 +204,11 @@ def compare(
     lr: float = typer.Option(1e-5, help="Baseline learning rate (AdamW)."),
     batch_size: int = typer.Option(8, help="Baseline batch size."),
     relearn: str = typer.Option("", help="Relearning attack: comma-separated step counts, e.g. 5,10,20."),
+    quantize: str = typer.Option("", help="Quantization attack: bit widths to round weights to, e.g. 8,4."),
+    probe_questions: int = typer.Option(
+        0,
+        help="Multiple-choice probe on every method: questions per retained topic (4x on the forget topic).",
+    ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Masking against gradient ascent, gradient difference and NPO on the same codebook model and
@@ -193,6 +217,7 @@ def compare(
 
     from codeunlearn import comparison
     from codeunlearn.baselines import BaselineConfig
+    from codeunlearn.probes import ProbeConfig
 
     def stage(run_config: Any) -> Path:
         baseline = BaselineConfig(lr=lr, epochs=epochs, batch_size=batch_size)
@@ -204,8 +229,24 @@ def compare(
             steps = tuple(int(n) for n in relearn.split(",") if n.strip())
         except ValueError:
             raise CodeunlearnError(f"--relearn={relearn!r}: give step counts like 5,10,20") from None
-        scores = comparison.compare(run_config, chosen, baseline, forget_limit, steps)
+        probe = ProbeConfig(questions_per_topic=probe_questions, forget_questions=4 * probe_questions)
+        try:
+            bits = tuple(int(b) for b in quantize.split(",") if b.strip())
+        except ValueError:
+            raise CodeunlearnError(f"--quantize={quantize!r}: give bit widths like 8,4") from None
+        if any(not 2 <= b <= 16 for b in bits):
+            raise CodeunlearnError(f"--quantize={quantize!r}: bit widths must lie in 2..16")
+        result = comparison.compare(
+            run_config, chosen, baseline, forget_limit, steps, probe if probe_questions else None, bits
+        )
+        scores = result.scores
         table = comparison.render(scores)
+        if quantized := comparison.render_quantized(scores):
+            table += (
+                "\n\nForget / retain drop with weights rounded (symmetric, groups of 128)\n\n" + quantized
+            )
+        if result.probe is not None:
+            table += "\n\nKnowledge probe\n\n" + result.probe.to_markdown()
         if relearning := comparison.render_relearning(scores):
             table += (
                 "\n\nRelearning attack: forget NLL after N steps (recovery toward the codebook model)\n\n"
@@ -216,9 +257,137 @@ def compare(
         out.mkdir(parents=True, exist_ok=True)
         (out / "methods.md").write_text(table + "\n")
         (out / "methods.json").write_text(json.dumps(comparison.to_json(scores), indent=2))
+        if result.probe is not None:
+            (out / "probe.json").write_text(json.dumps(result.probe.to_json(), indent=2))
+            (out / "probe.md").write_text(result.probe.to_markdown())
         return out
 
     typer.echo(f"written to {_run_stage(ctx, config, verbose, stage)}")
+
+
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def ablate(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    spec: Path = ABLATION_SPEC_OPTION,
+    out: Path | None = OUT_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Change one setting at a time (S', k, layer, C, mode, ...) around the config, run each variant end
+    to end, and write ablation.md, ablation.json and ablation.png."""
+    from codeunlearn import ablation
+
+    def stage(run_config: Any) -> Path:
+        target = out or Path(run_config.run_dir) / "ablation"
+        result = ablation.run_ablation(run_config, ablation.load_spec(spec), target)
+        typer.echo(result.to_markdown())
+        return target
+
+    typer.echo(f"written to {_run_stage(ctx, config, verbose, stage)}")
+
+
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def collateral(
+    ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION
+) -> None:
+    """Which retained topics the active mask hurts: per topic, the share of its code firings the mask
+    disables and its enriched codes the mask holds (known before applying), next to the measured damage
+    from `codeunlearn evaluate`. Writes eval/collateral.md, .json and .png."""
+    from codeunlearn import collateral as collateral_damage
+
+    def stage(run_config: Any) -> Path:
+        report = collateral_damage.collateral(run_config)
+        target = Path(run_config.run_dir) / "eval"
+        collateral_damage.write(report, target)
+        typer.echo(report.to_markdown())
+        return target
+
+    typer.echo(f"written to {_run_stage(ctx, config, verbose, stage)}")
+
+
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def probe(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    questions: int = typer.Option(50, help="Questions per retained topic (one question = 100/N points)."),
+    forget_questions: int = typer.Option(200, help="Questions on the forgotten topic."),
+    seed: int = typer.Option(0, help="Seed of the question sample."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Multiple-choice knowledge probe on held-out lemmas (which of four glosses is this lemma's?) for the
+    base, codebook and masked models. Writes eval/probe.md and eval/probe.json."""
+    import json
+
+    from codeunlearn.knowledge import probe_run
+    from codeunlearn.probes import ProbeConfig
+
+    def stage(run_config: Any) -> Path:
+        result = probe_run(
+            run_config,
+            ProbeConfig(questions_per_topic=questions, forget_questions=forget_questions, seed=seed),
+        )
+        target = Path(run_config.run_dir) / "eval"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "probe.md").write_text(result.to_markdown())
+        (target / "probe.json").write_text(json.dumps(result.to_json(), indent=2))
+        typer.echo(result.to_markdown())
+        return target
+
+    typer.echo(f"written to {_run_stage(ctx, config, verbose, stage)}")
+
+
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def report(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    mlflow: bool = typer.Option(True, help="Log the report to MLflow and tag the mask version."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Write <run_dir>/report: report.md with tables and plots of everything measured for the active
+    mask (evaluation, compare, probe, collateral, ablate) and certificate.json binding the model, data,
+    mask and results by sha256; log both to MLflow with the mask version."""
+
+    def stage(run_config: Any) -> dict:
+        if mlflow:
+            from codeunlearn import tracked
+
+            return tracked.report(run_config)
+        from codeunlearn import report as reporting
+
+        written, digest = reporting.publish(run_config, Path(run_config.run_dir) / "report")
+        return {"directory": str(written.directory), "certificate_sha256": digest}
+
+    result = _run_stage(ctx, config, verbose, stage)
+    typer.echo(
+        f"report and certificate in {result['directory']} (certificate sha256 {result['certificate_sha256']})"
+    )
+    if result.get("mask_version"):
+        typer.echo(f"logged to MLflow run {result['mlflow_run_id']}, mask version {result['mask_version']}")
+
+
+@app.command()
+def verify(
+    certificate_file: Path = CERTIFICATE_ARGUMENT,
+    run_dir: Path = RUN_DIR_OPTION,
+    artifacts: Path | None = ARTIFACTS_OPTION,
+) -> None:
+    """Recompute every hash of a deletion certificate against a run directory; exit 1 on any mismatch."""
+    import json
+
+    from codeunlearn import certificate
+
+    if not certificate_file.is_file():
+        _fail(CodeunlearnError(f"{certificate_file} does not exist: pass a certificate.json"))
+    try:
+        payload = json.loads(certificate_file.read_text())
+    except json.JSONDecodeError as error:
+        _fail(CodeunlearnError(f"{certificate_file} is not JSON ({error}): pass a certificate.json"))
+    problems = certificate.verify(payload, run_dir, artifacts or certificate_file.parent)
+    for problem in problems:
+        typer.echo(f"MISMATCH: {problem}")
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo(f"certificate holds: model, mask, data and {len(payload['artifacts'])} report files match")
 
 
 request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)

@@ -19,11 +19,15 @@ from codeunlearn.attacks import relearning_curve
 from codeunlearn.baselines import BaselineConfig, unlearn_with_gradients
 from codeunlearn.config import RunConfig
 from codeunlearn.evaluation import EvalSet, Evaluator, normalized_drop
+from codeunlearn.knowledge import KnowledgeProbe, ProbeResult
 from codeunlearn.masks import Mask, apply_mask, mask_from_codes
 from codeunlearn.mining import count_codes
 from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, setup, training_texts
 from codeunlearn.privacy import mia_auc, per_token_logprobs
+from codeunlearn.probes import ProbeConfig
+from codeunlearn.quantization import weights_quantized
 from codeunlearn.selection import select_codes
+from codeunlearn.serialization import without_nan
 from codeunlearn.surgery import CodebookModel
 from codeunlearn.topics import Splits, read_splits
 
@@ -43,6 +47,13 @@ class MethodScore:
     flops: float = float("nan")
     forget_examples: int = 0
     relearning: list[dict[str, float]] = field(default_factory=list)  # steps, forget_nll, recovery
+    quantized: list[dict[str, float]] = field(default_factory=list)  # bits, forget/retain NLL and drop
+
+
+@dataclass
+class Comparison:
+    scores: list[MethodScore]
+    probe: ProbeResult | None = None  # multiple-choice accuracy of every method, when asked for
 
 
 def compare(
@@ -51,10 +62,14 @@ def compare(
     baseline: BaselineConfig,
     forget_limit: int,
     relearn_steps: tuple[int, ...] = (),
-) -> list[MethodScore]:
+    probe: ProbeConfig | None = None,
+    quantize_bits: tuple[int, ...] = (),
+) -> Comparison:
     """Score the codebook model, a mask mined on the whole forget set and one mined on the baselines'
     forget subset (`forget_limit` examples), and each gradient method trained on that subset. With
-    `relearn_steps`, also attack the full mask and each baseline by fine-tuning on the subset."""
+    `relearn_steps`, also attack the full mask and each baseline by fine-tuning on the subset; with
+    `probe`, also run the multiple-choice knowledge probe on the base model and every method; with
+    `quantize_bits`, also score every method with its weights rounded to each bit width."""
     paths = setup(config)
     splits = read_splits(paths.splits_dir)
     forget_texts = splits.forget_train.column("text").to_pylist()
@@ -71,7 +86,11 @@ def compare(
     )
     codebook_model = load_model(config)
     sets = eval_sets_of(splits, config, codebook_model.tokenizer)
-    scorer = _Scorer(config, sets, _base_scores(config, codebook_model, sets), members, nonmembers)
+    knowledge = KnowledgeProbe(config, probe, codebook_model) if probe else None
+    scorer = _Scorer(
+        config, sets, _base_scores(config, codebook_model, sets, knowledge), members, nonmembers, knowledge
+    )
+    scorer.quantize_bits = quantize_bits
     scores = [scorer.score("codebook", codebook_model, None, 0.0)]
     if relearn_steps:  # the control: how far the same attack lowers forget NLL with nothing unlearned
         control_attack = _Attack(config, subset, sets[0], scores[0].forget_nll, baseline.lr, relearn_steps)
@@ -105,7 +124,10 @@ def compare(
             ).run(edited, None)
         scores.append(score)
         del edited
-    return scores
+    if knowledge is not None:
+        for score in scores[1:]:
+            knowledge.judge(score.method)
+    return Comparison(scores, knowledge.result if knowledge else None)
 
 
 def _membership_sets(config: RunConfig, splits: Splits) -> tuple[list[str], list[str]]:
@@ -115,8 +137,12 @@ def _membership_sets(config: RunConfig, splits: Splits) -> tuple[list[str], list
     return members, splits.forget_test.column("text").to_pylist()
 
 
-def _base_scores(config: RunConfig, codebook_model: CodebookModel, sets) -> dict[str, float]:
+def _base_scores(
+    config: RunConfig, codebook_model: CodebookModel, sets, knowledge: KnowledgeProbe | None
+) -> dict[str, float]:
     model, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)
+    if knowledge is not None:
+        knowledge.score_model("base", model, codebook_model)
     return Evaluator(codebook_model, sets).score_model(model)
 
 
@@ -155,15 +181,24 @@ class _Scorer:
     which is scored first."""
 
     def __init__(
-        self, config: RunConfig, sets, base: dict[str, float], members: list[str], nonmembers: list[str]
+        self,
+        config: RunConfig,
+        sets,
+        base: dict[str, float],
+        members: list[str],
+        nonmembers: list[str],
+        knowledge: KnowledgeProbe | None = None,
     ):
         self.config, self.sets, self.base = config, sets, base
-        self.members, self.nonmembers = members, nonmembers
+        self.members, self.nonmembers, self.knowledge = members, nonmembers, knowledge
+        self.quantize_bits: tuple[int, ...] = ()
         self.codebook: dict[str, float] = {}
 
     def score(self, name: str, model: CodebookModel, mask: Mask | None, seconds: float) -> MethodScore:
         nll = Evaluator(model, self.sets).score_codebook(mask)  # a new Evaluator: edited weights below too
         self.codebook = self.codebook or nll
+        if self.knowledge is not None:
+            self.knowledge.score_codebook(name, model, mask)
         apply_mask(model, mask)
         try:
             batch = self.config.eval.batch_size
@@ -175,7 +210,19 @@ class _Scorer:
             apply_mask(model, None)
         drop = {k: normalized_drop(self.base[k], self.codebook[k], nll[k]) for k in ("forget", "retain")}
         log.info("%s: forget %.4f retain %.4f", name, nll["forget"], nll["retain"])
+        quantized = []
+        for bits in self.quantize_bits:  # drops stay relative to the full-precision base and codebook
+            with weights_quantized(model.model, bits):
+                q = Evaluator(model, self.sets).score_codebook(mask)
+            quantized.append(
+                {"bits": bits, "forget_nll": q["forget"], "retain_nll": q["retain"]}
+                | {
+                    f"{k}_drop": normalized_drop(self.base[k], self.codebook[k], q[k])
+                    for k in ("forget", "retain")
+                }
+            )
         return MethodScore(
+            quantized=quantized,
             method=name,
             forget_nll=nll["forget"],
             retain_nll=nll["retain"],
@@ -218,14 +265,21 @@ def render_relearning(scores: list[MethodScore]) -> str:
     return "\n".join(lines)
 
 
+def render_quantized(scores: list[MethodScore]) -> str:
+    """Forget and retain drop of every method at full precision and with rounded weights."""
+    rounded = [s for s in scores if s.quantized]
+    if not rounded:
+        return ""
+    widths = [int(q["bits"]) for q in rounded[0].quantized]
+    header = "| method | full precision | " + " | ".join(f"int{b} weights" for b in widths) + " |"
+    lines = [header, "|---" * (2 + len(widths)) + "|"]
+    for s in rounded:
+        cells = [f"{s.forget_drop:.3f} / {s.retain_drop:.3f}"]
+        cells += [f"{q['forget_drop']:.3f} / {q['retain_drop']:.3f}" for q in s.quantized]
+        lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def to_json(scores: list[MethodScore]) -> list[dict]:
     """The scores as JSON-safe dicts: NaN (unknown or undefined) becomes null."""
-    return [_without_nan(asdict(score)) for score in scores]
-
-
-def _without_nan(value):
-    if isinstance(value, dict):
-        return {k: _without_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nan(v) for v in value]
-    return None if isinstance(value, float) and np.isnan(value) else value
+    return [without_nan(asdict(score)) for score in scores]

@@ -118,6 +118,10 @@ class BottleneckConfig:
     mask_policy: str = "next_best"  # "next_best" or "zero"
     skip_first_token: bool = True  # position 0 is always BOS and carries no content
     chunk_tokens: int = 4096  # tokens per similarity chunk; bounds memory at chunk_tokens x n_codes
+    chunk_codes: int = 0  # codes per similarity chunk, partial top-k merged; 0 compares all codes at once
+    # >0: rank every code in bf16, keep this many candidates, re-rank them in fp32 (much faster on a GPU
+    # with a large codebook; can differ from the exact top-k only where fp32 and bf16 order disagree)
+    coarse_candidates: int = 0
 
     def validate(self, n_layers: int | None = None) -> None:
         if self.n_codes < 1:
@@ -133,6 +137,16 @@ class BottleneckConfig:
             raise ConfigError(f"bottleneck.rescale={self.rescale!r}: use 'input_norm' or 'none'")
         if self.mask_policy not in ("next_best", "zero"):
             raise ConfigError(f"bottleneck.mask_policy={self.mask_policy!r}: use 'next_best' or 'zero'")
+        if self.chunk_tokens < 1 or self.chunk_codes < 0:
+            raise ConfigError(
+                f"bottleneck.chunk_tokens={self.chunk_tokens}, bottleneck.chunk_codes={self.chunk_codes}: "
+                "chunk_tokens must be 1 or more, chunk_codes 0 (all codes) or more"
+            )
+        if self.coarse_candidates and not self.top_k <= self.coarse_candidates <= self.n_codes:
+            raise ConfigError(
+                f"bottleneck.coarse_candidates={self.coarse_candidates}: set 0 (exact fp32 ranking) or a "
+                f"count between top_k={self.top_k} and n_codes={self.n_codes}, e.g. {4 * self.top_k}"
+            )
         if n_layers is not None and not 0 <= self.layer < n_layers:
             raise ConfigError(
                 f"bottleneck.layer={self.layer}, but the model has {n_layers} decoder layers: "
@@ -202,6 +216,42 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TranslationConfig:
+    """The paper's translation setting (`codeunlearn translate-eval`): source text in, translation out.
+
+    The corpus's `text` column is the source sentence (topics are matched there, as in the paper);
+    `target_column` holds its translation. Causal LMs see `prompt` then the target, loss on the
+    target only; T5-family models get `t5_prefix` + source on the encoder side.
+    """
+
+    source_name: str = "English"
+    target_name: str = "Spanish"
+    target_column: str = "target"
+    prompt: str = "Translate {source_name} to {target_name}:\n{source}\n{target_name}:"
+    t5_prefix: str = "translate {source_name} to {target_name}: "
+    max_target_tokens: int = 64
+    max_new_tokens: int = 64
+    max_eval_examples: int = 100  # per evaluated split (topic, rest); generation is the slow part
+    metrics: tuple[str, ...] = ("bleu", "chrf", "meteor", "bertscore")
+    wordnet_synonyms: bool = True  # METEOR synonym stage from WordNet; only meaningful for English targets
+
+    def validate(self) -> None:
+        known = ("bleu", "chrf", "meteor", "bertscore")
+        unknown = [m for m in self.metrics if m not in known]
+        if unknown:
+            raise ConfigError(f"translation.metrics has {unknown}: use any of {', '.join(known)}")
+        if "{source}" not in self.prompt:
+            raise ConfigError(
+                f"translation.prompt={self.prompt!r} has no {{source}} placeholder: add one where the "
+                "source sentence goes"
+            )
+        if self.max_new_tokens < 1 or self.max_eval_examples < 1 or self.max_target_tokens < 1:
+            raise ConfigError(
+                "translation.max_new_tokens, max_eval_examples and max_target_tokens must be 1 or more"
+            )
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Where MLflow runs, registered models and deletion requests live.
 
@@ -253,6 +303,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
 
@@ -262,6 +313,7 @@ class RunConfig:
         self.bottleneck.validate()
         self.train.validate()
         self.mining.validate(self.bottleneck.n_codes)
+        self.translation.validate()
         for n_select in self.eval.sweep:
             MiningConfig(n_select=n_select).validate(self.bottleneck.n_codes)
 
@@ -294,6 +346,20 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     config = _build(RunConfig, raw, prefix="")
     config.validate()
     return config
+
+
+def with_overrides(config: RunConfig, overrides: typing.Sequence[str]) -> RunConfig:
+    """A copy of `config` with `section.key=value` overrides applied and checked, as on the command line.
+
+    Raises:
+        ConfigError: an unknown key or a wrongly typed value.
+    """
+    raw = config_to_dict(config)
+    for override in overrides:
+        _apply_override(raw, override)
+    updated = _build(RunConfig, raw, prefix="")
+    updated.validate()
+    return updated
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

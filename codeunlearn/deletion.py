@@ -82,11 +82,14 @@ class Outcome:
 
 
 def weights_hash(model_dir: Path) -> str:
-    """sha256 over the saved codebook model's weight files, in name order."""
+    """sha256 over every weight file of the saved codebook model (the bottleneck and the base model's
+    weights, which training may change), by relative path in order."""
     digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for path in sorted(Path(model_dir).rglob("*.safetensors")):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

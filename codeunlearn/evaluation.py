@@ -28,11 +28,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalSet:
-    """Batches of one evaluation split and a group label per example (e.g. its topic)."""
+    """Batches of one evaluation split and a group label per example (e.g. its topic).
+
+    `score_from` (per example, indexed like `groups`) is the first token position whose NLL counts;
+    the tokens before it are a prompt the model is conditioned on. None scores every token.
+    """
 
     name: str
     batches: list[Batch]
     groups: list[str]
+    score_from: np.ndarray | None = None
 
 
 def normalized_drop(base_nll: float, codebook_nll: float, edited_nll: float) -> float:
@@ -47,6 +52,11 @@ def normalized_drop(base_nll: float, codebook_nll: float, edited_nll: float) -> 
     return (edited_nll - codebook_nll) / gain
 
 
+def perplexity(mean_nll: float) -> float:
+    """exp of the mean per-token NLL (nats): the size of a uniform choice with the same uncertainty."""
+    return math.exp(mean_nll)
+
+
 def group_means(nll_sums: np.ndarray, token_counts: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
     """Token-weighted mean NLL per group label."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -56,13 +66,19 @@ def group_means(nll_sums: np.ndarray, token_counts: np.ndarray, groups: Sequence
     return {group: s / c for group, (s, c) in totals.items() if c > 0}
 
 
-def _per_example(batches: list[Batch], logits_of: callable) -> tuple[np.ndarray, np.ndarray]:
-    n_rows = sum(len(b.rows) for b in batches)
+def _per_example(eval_set: EvalSet, logits_of: callable) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL and the number of scored tokens of every example, in input order."""
+    n_rows = sum(len(b.rows) for b in eval_set.batches)
     sums, counts = np.zeros(n_rows), np.zeros(n_rows)
-    for index, batch in enumerate(batches):
+    for index, batch in enumerate(eval_set.batches):
         nll = token_nll(logits_of(index, batch).float(), batch)
-        sums[batch.rows.numpy()] = nll.sum(1).cpu().numpy()
-        counts[batch.rows.numpy()] = batch.attention_mask[:, 1:].sum(1).cpu().numpy()
+        scored = batch.attention_mask[:, 1:].to(nll.device)
+        if eval_set.score_from is not None:
+            start = torch.as_tensor(eval_set.score_from[batch.rows.numpy()], device=nll.device)
+            position = torch.arange(1, nll.shape[1] + 1, device=nll.device)  # of each predicted token
+            scored = scored * (position[None, :] >= start[:, None])
+        sums[batch.rows.numpy()] = (nll * scored).sum(1).cpu().numpy()
+        counts[batch.rows.numpy()] = scored.sum(1).cpu().numpy()
     return sums, counts
 
 
@@ -72,23 +88,38 @@ class Evaluator:
     def __init__(self, codebook_model: CodebookModel, eval_sets: list[EvalSet]) -> None:
         self.codebook_model = codebook_model
         self.eval_sets = eval_sets
-        device = codebook_model.device
-        with torch.no_grad(), bypassed(codebook_model):
-            self.hidden = {
-                s.name: [
-                    forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
-                    for b in progress(s.batches, desc=f"eval cache {s.name}")
-                ]
-                for s in eval_sets
-            }
+        self._hidden: dict[str, list[torch.Tensor]] | None = None
 
-    @torch.no_grad()
+    @property
+    def hidden(self) -> dict[str, list[torch.Tensor]]:
+        """The residual stream at the bottleneck site per set and batch, computed on first use."""
+        if self._hidden is None:
+            cm, device = self.codebook_model, self.codebook_model.device
+            with torch.no_grad(), bypassed(cm):
+                self._hidden = {
+                    s.name: [
+                        forward_to_site(cm, b.input_ids.to(device), b.attention_mask.to(device))[0]
+                        for b in progress(s.batches, desc=f"eval cache {s.name}")
+                    ]
+                    for s in self.eval_sets
+                }
+        return self._hidden
+
     def score_codebook(self, mask: Mask | None) -> dict[str, float]:
         """Mean NLL per split and per `split:group` with `mask` in force (None: no mask)."""
+        return self._means(self.examples_codebook(mask))
+
+    def score_model(self, model: nn.Module) -> dict[str, float]:
+        """Mean NLL of a plain causal LM (e.g. the base model) on the same sets, full forward."""
+        return self._means(self.examples_model(model))
+
+    @torch.no_grad()
+    def examples_codebook(self, mask: Mask | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per set, each example's summed NLL and scored-token count with `mask` in force."""
         cm = self.codebook_model
         apply_mask(cm, mask)
         try:
-            return self._score(
+            return self._per_set(
                 lambda name, i, b: forward_from_site(
                     cm, cm.bottleneck(self.hidden[name][i]).hidden, b.attention_mask.to(cm.device)
                 )
@@ -97,20 +128,23 @@ class Evaluator:
             apply_mask(cm, None)
 
     @torch.no_grad()
-    def score_model(self, model: nn.Module) -> dict[str, float]:
-        """Mean NLL of a plain causal LM (e.g. the base model) on the same sets, full forward."""
+    def examples_model(self, model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per set, each example's summed NLL and scored-token count under a plain causal LM."""
         device = next(model.parameters()).device
         with bypassed(self.codebook_model):  # harmless for a foreign model; needed when it is cm.model
-            return self._score(
+            return self._per_set(
                 lambda name, i, b: (
                     model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits
                 )
             )
 
-    def _score(self, logits_of: callable) -> dict[str, float]:
+    def _per_set(self, logits_of: callable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {s.name: _per_example(s, lambda i, b, n=s.name: logits_of(n, i, b)) for s in self.eval_sets}
+
+    def _means(self, per_set: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
         scores: dict[str, float] = {}
         for eval_set in self.eval_sets:
-            sums, counts = _per_example(eval_set.batches, lambda i, b, n=eval_set.name: logits_of(n, i, b))
+            sums, counts = per_set[eval_set.name]
             scores[eval_set.name] = float(sums.sum() / max(counts.sum(), 1))
             if len(set(eval_set.groups)) > 1:
                 for group, value in group_means(sums, counts, eval_set.groups).items():
@@ -141,7 +175,9 @@ class EvalReport:
             nll = [scores.get(k, float("nan")) for k in keys]
             drops = [self.drop(variant, k) if comparable else float("nan") for k in keys]
             cells = (
-                [f"{v:.4f}" for v in nll] + [f"{math.exp(v):.1f}" for v in nll] + [f"{d:.3f}" for d in drops]
+                [f"{v:.4f}" for v in nll]
+                + [f"{perplexity(v):.1f}" for v in nll]
+                + [f"{d:.3f}" for d in drops]
             )
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         return "\n".join(lines)

@@ -11,7 +11,7 @@ from codeunlearn.batching import Batch
 from codeunlearn.bottleneck import NO_CODE
 from codeunlearn.progress import progress
 from codeunlearn.selection import CodeCounts
-from codeunlearn.surgery import CodebookModel, forward_to_site
+from codeunlearn.surgery import CodebookModel, bypassed, forward_to_site
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,11 @@ def batch_code_counts(
 
 @torch.no_grad()
 def count_codes(codebook_model: CodebookModel, batches: list[Batch], desc: str = "mining") -> CodeCounts:
-    """Count code firings over `batches`, computing only the layers up to the bottleneck."""
+    """Count code firings over `batches`, computing only the layers up to the bottleneck.
+
+    Codes are chosen for content tokens only (no padding, no BOS) and never turned back into vectors;
+    counts stay on the device until the end. On a GPU the layers run under bf16 autocast, as in training.
+    """
     n_codes = codebook_model.bottleneck.n_codes
     device = codebook_model.device
     token_counts = torch.zeros(n_codes, dtype=torch.long, device=device)
@@ -52,8 +56,8 @@ def count_codes(codebook_model: CodebookModel, batches: list[Batch], desc: str =
     n_examples = 0
     for batch in progress(batches, desc=desc):
         batch = batch.to(device)
-        _, output = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)
-        tokens, examples, counted = batch_code_counts(output.codes, batch.attention_mask, n_codes)
+        codes = site_codes(codebook_model, batch)
+        tokens, examples, counted = batch_code_counts(codes, batch.attention_mask, n_codes)
         token_counts += tokens
         example_counts += examples
         n_tokens += counted
@@ -64,3 +68,18 @@ def count_codes(codebook_model: CodebookModel, batches: list[Batch], desc: str =
         n_tokens=int(n_tokens),
         n_examples=n_examples,
     )
+
+
+@torch.no_grad()
+def site_codes(codebook_model: CodebookModel, batch: Batch) -> torch.Tensor:
+    """Code ids at every position of a batch (B, T, k): those the bottleneck chooses at content tokens,
+    NO_CODE at BOS and padding. Runs layers 0..layer only; `batch` must be on the model's device."""
+    bottleneck = codebook_model.bottleneck
+    content = batch.attention_mask.bool().clone()
+    content[:, 0] = False  # BOS passes through the bottleneck
+    codes = torch.full((*content.shape, bottleneck.config.top_k), NO_CODE, device=content.device)
+    device_type = codebook_model.device.type
+    with bypassed(codebook_model), torch.autocast(device_type, torch.bfloat16, enabled=device_type == "cuda"):
+        hidden, _ = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)  # (B, T, d)
+        codes[content] = bottleneck.code_ids(bottleneck.encode(hidden[content]))  # (N, k), N content tokens
+    return codes

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from codeunlearn import assets
+from codeunlearn import assets, distributed
 from codeunlearn.batching import Batch, encode_texts, make_batches
 from codeunlearn.config import RunConfig, save_config
 from codeunlearn.corpus import content_hash, load_corpus, split_train_test
@@ -152,18 +152,27 @@ def training_texts(config: RunConfig) -> list[str]:
 
 
 def train_codebook(config: RunConfig) -> TrainResult:
-    """Insert a bottleneck into the base model, train it, and save the codebook model."""
+    """Insert a bottleneck into the base model, train it, and save the codebook model.
+
+    Under `torchrun --nproc_per_node N` the processes train data-parallel (codeunlearn.distributed);
+    only rank 0 writes checkpoints, the model and the result.
+    """
     paths = setup(config)
-    device = assets.pick_device(config.model.device)
+    parallel = distributed.init_from_environment(assets.pick_device(config.model.device))
+    device = distributed.process_device(assets.pick_device(config.model.device), parallel)
     model, tokenizer = assets.load_pretrained(config.model.name, device)
     config.bottleneck.validate(n_layers=len(decoder_layers(model)))
     texts = training_texts(config)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
     batches = batch_texts(texts, tokenizer, config, config.train.batch_size)
     log.info("training %s codebook on %d examples (%d batches)", config.train.mode, len(texts), len(batches))
-    result = train(codebook_model, batches, config.train, checkpoint_dir=_checkpoints_for(config, paths))
+    checkpoint_dir = _checkpoints_for(config, paths) if parallel.is_main else paths.checkpoint_dir
+    distributed.barrier(parallel)  # stale checkpoints are gone before any process resumes
+    result = train(codebook_model, batches, config.train, checkpoint_dir=checkpoint_dir)
+    if not parallel.is_main:
+        return result
     save_codebook_model(codebook_model, paths.model_dir)
-    _write_json(paths.model_dir / "training_config.json", _training_stamp(config))
+    _write_json(paths.model_dir / "training_config.json", training_stamp(config))
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)  # the saved model supersedes them
     _write_json(
         paths.root / "train" / "result.json", {k: v for k, v in asdict(result).items() if k != "history"}
@@ -175,10 +184,10 @@ def train_codebook(config: RunConfig) -> TrainResult:
 def _checkpoints_for(config: RunConfig, paths: RunPaths) -> Path:
     """The checkpoint directory, emptied first if its checkpoints come from other training settings."""
     stamp_path = paths.checkpoint_dir / "training_config.json"
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != _training_stamp(config):
+    if stamp_path.is_file() and not same_training(json.loads(stamp_path.read_text()), training_stamp(config)):
         log.info("discarding checkpoints in %s: they were made with other settings", paths.checkpoint_dir)
         shutil.rmtree(paths.checkpoint_dir)
-    _write_json(stamp_path, _training_stamp(config))
+    _write_json(stamp_path, training_stamp(config))
     return paths.checkpoint_dir
 
 
@@ -405,10 +414,31 @@ def run_all(config: RunConfig) -> EvalReport:
 
 def trained_model_matches(config: RunConfig) -> bool:
     """Whether run_dir holds a model trained with this config's model, data, bottleneck and training."""
-    return _training_stamp(config) == _read_stamp(RunPaths(Path(config.run_dir)))
+    stored = _read_stamp(RunPaths(Path(config.run_dir)))
+    return stored is not None and same_training(stored, training_stamp(config))
 
 
-def _training_stamp(config: RunConfig) -> dict:
+# Bottleneck settings that change how fast it runs, not what it computes, and settings added after
+# models were first saved, compared only when set away from the value they had before they existed.
+_SPEED_ONLY = ("chunk_tokens", "chunk_codes")
+_ADDED_LATER = {"coarse_candidates": 0}
+
+
+def same_training(stored: dict, current: dict) -> bool:
+    """Whether two training stamps describe the same trained model."""
+
+    def comparable(stamp: dict) -> dict:
+        bottleneck = {
+            k: v
+            for k, v in stamp.get("bottleneck", {}).items()
+            if k not in _SPEED_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+        }
+        return {**stamp, "bottleneck": bottleneck}
+
+    return comparable(stored) == comparable(current)
+
+
+def training_stamp(config: RunConfig) -> dict:
     stamp = {
         "model": config.model.name,
         "data": asdict(config.data),

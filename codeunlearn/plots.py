@@ -91,3 +91,69 @@ def topic_damage(deltas: Mapping[str, float], forget_delta: float | None = None)
     axis.tick_params(axis="y", labelsize=7)
     figure.tight_layout()
     return figure
+
+
+def ablation_frontier(rows: Sequence[Mapping[str, object]]):
+    """Forget drop against retain NLL change, one point per ablation variant, one colour per axis."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    for name in dict.fromkeys(str(row["axis"]) for row in rows):
+        points = [row for row in rows if row["axis"] == name]
+        x = [float(row["retain_delta"]) for row in points]
+        y = [float(row["forget_drop"]) for row in points]
+        axis.plot(x, y, "o", label=name)
+        for row, xi, yi in zip(points, x, y, strict=True):
+            axis.annotate(str(row["value"]), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axis.set_xlabel("retain NLL change over the codebook model (nats/token)")
+    axis.set_ylabel("normalised forget drop (1 = base model)")
+    axis.set_title("Ablations: forget vs retain")
+    axis.axhline(1.0, color="grey", linewidth=0.5)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def scores_frontier(points: Mapping[str, tuple[float, float]]):
+    """Forget drop against retain drop, one labelled point per unlearning method."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for name, (retain_drop, forget_drop) in points.items():
+        axis.plot([retain_drop], [forget_drop], "o")
+        axis.annotate(name, (retain_drop, forget_drop), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axis.set_xscale("symlog", linthresh=0.1)
+    axis.set_yscale("symlog", linthresh=1.0)
+    axis.set_xlabel("normalised retain drop (lower is better)")
+    axis.set_ylabel("normalised forget drop (1 = base model)")
+    axis.set_title("Forget/retain frontier per method")
+    figure.tight_layout()
+    return figure
+
+
+def relearning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]]):
+    """Forget NLL after N relearning steps, one line per method."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for name, points in curves.items():
+        axis.plot([p["steps"] for p in points], [p["forget_nll"] for p in points], "o-", label=name)
+    axis.set_xlabel("relearning steps N")
+    axis.set_ylabel("held-out forget NLL (nats/token)")
+    axis.set_title("Relearning attack")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def collateral_scatter(points: Mapping[str, tuple[float, float]]):
+    """Measured NLL change of each retained topic against the share of its code firings the mask
+    disables (the prediction known before the mask is applied)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    for name, (share, delta) in points.items():
+        axis.plot([100 * share], [delta], "o", color="tab:blue")
+        axis.annotate(name, (100 * share, delta), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    axis.axhline(0, color="black", linewidth=0.5)
+    axis.set_xlabel("share of the topic's code firings that the mask disables (%)")
+    axis.set_ylabel("measured NLL change (nats/token)")
+    axis.set_title("Collateral damage: predicted vs measured")
+    figure.tight_layout()
+    return figure

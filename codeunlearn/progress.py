@@ -14,4 +14,5 @@ def progress(iterable: Iterable | None = None, **kwargs: Any) -> Any:
 
     forced = os.environ.get("CODEUNLEARN_PROGRESS")
     enabled = forced == "1" if forced in ("0", "1") else sys.stderr.isatty()
+    enabled = enabled and os.environ.get("RANK", "0") == "0"  # under torchrun, one bar: rank 0's
     return tqdm(iterable, disable=not enabled, file=sys.stderr, mininterval=2.0, **kwargs)

@@ -2,6 +2,8 @@
 
 Architecture differences are data: `ARCHITECTURES` maps a transformers `model_type` to where its
 decoder layers live and whether it adds learned position embeddings to `inputs_embeds`.
+For encoder-decoders (T5) the layer list is the encoder's blocks, and the bottleneck replaces the
+output of a sublayer inside the block (`site`): the paper's site, after the self-attention residual add.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Architecture:
     layers: str  # dotted path of the decoder layer list
     final_norm: str  # dotted path of the norm applied after the last layer
     position_embeddings: str | None = None  # learned positions added to inputs_embeds (GPT-2)
+    site: str | None = None  # sublayer of a layer whose output is replaced; None: the whole layer
+    after_site: tuple[str, ...] = ()  # modules above the site besides later layers (for mode `above`)
+    is_encoder_decoder: bool = False
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -42,6 +47,16 @@ ARCHITECTURES: dict[str, Architecture] = {
     "qwen3": Architecture("model.layers", "model.norm"),
     "gpt2": Architecture("transformer.h", "transformer.ln_f", position_embeddings="transformer.wpe"),
 }
+# T5 blocks are [self-attention, (cross-attention,) feed-forward] sublayers, each adding its residual;
+# `layer.0`'s output is the hidden state right after the self-attention residual add.
+_T5 = Architecture(
+    "encoder.block",
+    "encoder.final_layer_norm",
+    site="layer.0",
+    after_site=("decoder", "lm_head"),
+    is_encoder_decoder=True,
+)
+ARCHITECTURES.update({"t5": _T5, "mt5": _T5})
 
 
 def architecture_of(model: nn.Module) -> Architecture:
@@ -64,9 +79,30 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return _resolve(model, architecture_of(model).layers)
 
 
+def site_module(model: nn.Module, layer: int) -> nn.Module:
+    """The module whose output the bottleneck replaces: layer `layer`, or its `site` sublayer (T5)."""
+    module = decoder_layers(model)[layer]
+    site = architecture_of(model).site
+    return _resolve(module, site) if site else module
+
+
 def modules_above(model: nn.Module, layer: int) -> list[nn.Module]:
-    """The decoder layers after `layer` and the final norm: what mode `above` trains."""
-    return [*list(decoder_layers(model))[layer + 1 :], _resolve(model, architecture_of(model).final_norm)]
+    """Everything downstream of the site: what mode `above` trains.
+
+    Decoder-only: the later decoder layers and the final norm. T5: the rest of the site's block
+    (its feed-forward sublayer), the later encoder blocks, the encoder's final norm and the decoder.
+    """
+    arch = architecture_of(model)
+    rest_of_block: list[nn.Module] = []
+    if arch.site:
+        parent_path, _, index = arch.site.rpartition(".")
+        rest_of_block = list(_resolve(decoder_layers(model)[layer], parent_path))[int(index) + 1 :]
+    return [
+        *rest_of_block,
+        *list(decoder_layers(model))[layer + 1 :],
+        _resolve(model, arch.final_norm),
+        *(_resolve(model, path) for path in arch.after_site),
+    ]
 
 
 @dataclass
@@ -79,7 +115,8 @@ class Site:
 
 @dataclass
 class CodebookModel:
-    """A pretrained causal LM with a codebook bottleneck on one decoder layer's residual output."""
+    """A pretrained LM with a codebook bottleneck at one site: a decoder layer's residual output
+    (causal LMs) or an encoder block's self-attention output (T5)."""
 
     model: nn.Module
     tokenizer: Any
@@ -123,8 +160,8 @@ def _attach(codebook_model: CodebookModel) -> None:
             site.recorded.append(result)
         return (result.hidden, *output[1:]) if isinstance(output, tuple) else result.hidden
 
-    layer = decoder_layers(codebook_model.model)[codebook_model.layer]
-    codebook_model._handle = layer.register_forward_hook(hook, with_kwargs=True)
+    module = site_module(codebook_model.model, codebook_model.layer)
+    codebook_model._handle = module.register_forward_hook(hook, with_kwargs=True)
 
 
 def remove_bottleneck(codebook_model: CodebookModel) -> nn.Module:
@@ -182,10 +219,13 @@ def forward_to_site(
         captured.append(output[0] if isinstance(output, tuple) else output)
 
     model, layer = codebook_model.model, codebook_model.layer
-    handle = decoder_layers(model)[layer].register_forward_hook(grab, prepend=True)
+    handle = site_module(model, layer).register_forward_hook(grab, prepend=True)
     try:
         with only_layers(model, 0, layer + 1), recording(codebook_model) as outputs:
-            _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            if architecture_of(model).is_encoder_decoder:
+                model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+            else:
+                _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     finally:
         handle.remove()
     return captured[0], (outputs[0] if outputs else None)
@@ -200,6 +240,11 @@ def forward_from_site(
     """
     model, layer = codebook_model.model, codebook_model.layer
     arch = architecture_of(model)
+    if arch.is_encoder_decoder:
+        raise CodeunlearnError(
+            f"{model.config.model_type} is an encoder-decoder: its site sits inside an encoder block, so "
+            "there is no upper half to run alone; use full forwards (codeunlearn.translation)"
+        )
     inputs_embeds = hidden
     if arch.position_embeddings is not None:
         # GPT-2 adds learned positions to inputs_embeds; remove them in advance so they cancel.
@@ -248,7 +293,7 @@ def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
         CodebookError: the directory does not hold a saved codebook model.
     """
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     directory = Path(directory)
     meta_path = directory / "codebook_config.json"
@@ -260,7 +305,9 @@ def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
     config = BottleneckConfig(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["bottleneck"].items()}
     )
-    model = AutoModelForCausalLM.from_pretrained(directory / "base", dtype="float32").to(device).eval()
+    is_seq2seq = AutoConfig.from_pretrained(directory / "base").is_encoder_decoder
+    auto_class = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+    model = auto_class.from_pretrained(directory / "base", dtype="float32").to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory / "base")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -247,6 +247,49 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
     }
 
 
+def report(config: RunConfig) -> dict:
+    """Write the report and the deletion certificate of the active mask, log both to MLflow in a
+    `report` run, and tag the mask's registered version with the certificate's sha256."""
+    from codeunlearn import report as reporting
+
+    tracker = Tracker(config)
+    evaluation = reporting.check_current(config)  # before any run or file exists
+    version = tracker.latest_mask_version(evaluation["mask_digest"])
+    codebook_version = (
+        tracker.mask_version_tags(version).get("parent_codebook_version", "") if version else ""
+    )
+    with tracker.run(f"report {config.topic.key}") as run_id:
+        written, certificate_sha256 = reporting.publish(
+            config,
+            Path(config.run_dir) / "report",
+            registry={
+                "tracking_uri": tracker.uri,
+                "report_run_id": run_id,
+                "masked_model": tracker.masked_name,
+                "mask_version": version or "",
+                "codebook_model": tracker.codebook_name,
+                "codebook_version": codebook_version,
+            },
+        )
+        tracker.log_directory(run_id, written.directory, "report")
+        tracker.client.set_tag(run_id, "codeunlearn.mask_version", version or "unregistered")
+        tracker.client.set_tag(run_id, "codeunlearn.certificate_sha256", certificate_sha256)
+        if version:
+            tracker.tag_mask_version(
+                version, {"certificate_sha256": certificate_sha256, "report_run_id": run_id}
+            )
+        else:
+            log.warning(
+                "the active mask is not a registered version: run `codeunlearn pipeline` to register it"
+            )
+    return {
+        "directory": str(written.directory),
+        "certificate_sha256": certificate_sha256,
+        "mask_version": version,
+        "mlflow_run_id": run_id,
+    }
+
+
 def _log_figure(tracker: Tracker, run_id: str, figure, artifact_file: str) -> None:
     import matplotlib.pyplot as plt
 

@@ -222,6 +222,22 @@ class Tracker:
     def find_mask_version(self, digest: str, request_key: str) -> str | None:
         return self._find(self.masked_name, {"mask_digest": digest, "request_key": request_key})
 
+    def latest_mask_version(self, digest: str) -> str | None:
+        """The newest masked-model version that holds the mask with `digest`."""
+        found = [
+            int(v.version) for v in self._versions(self.masked_name) if v.tags.get("mask_digest") == digest
+        ]
+        return str(max(found)) if found else None
+
+    def mask_version_tags(self, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.masked_name, str(version)).tags)
+
+    def tag_mask_version(self, version: str, tags: dict[str, str]) -> None:
+        self._tag_version(self.masked_name, version, tags)
+
+    def log_directory(self, run_id: str, directory: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(directory), artifact_path)
+
     def promote(self, version: str) -> None:
         self.client.set_registered_model_alias(self.masked_name, PRODUCTION, str(version))
 

@@ -20,6 +20,15 @@ import torch
 from codeunlearn.batching import Batch, token_nll
 from codeunlearn.bottleneck import NO_CODE, kmeans_codes, sample_codes
 from codeunlearn.config import TrainConfig
+from codeunlearn.distributed import (
+    DataParallel,
+    broadcast_from_main,
+    gather_rows,
+    local_slice,
+    sum_counts,
+    sum_gradients,
+)
+from codeunlearn.distributed import current as current_data_parallel
 from codeunlearn.progress import progress
 from codeunlearn.surgery import (
     CodebookModel,
@@ -114,8 +123,12 @@ def _step(
     hidden: torch.Tensor | None,
     config: TrainConfig,
     use_bottleneck: bool,
+    n_targets: float | None = None,
 ) -> _StepOutput:
+    """Loss of one (local) batch. Sums are divided by `n_targets`, the global batch's next-token
+    count per process (default: this batch's own), so summed gradients give the global mean's."""
     device = codebook_model.device
+    n_targets = n_targets or float(batch.attention_mask[:, 1:].sum())
     batch = batch.to(device)
     output = None
     if hidden is not None:  # layers below are frozen: start from their cached output
@@ -128,14 +141,17 @@ def _step(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask
             ).logits
         output = outputs[0] if outputs else None
-    nll = token_nll(logits, batch).sum() / batch.attention_mask[:, 1:].sum()
+    nll = token_nll(logits, batch).sum() / n_targets
     if output is None:
         return _StepOutput(nll, nll.item(), 0.0, None, None)
     valid = batch.attention_mask.bool().clone()
     valid[:, 0] = False
-    recon = output.recon_error[valid].mean()
+    # content positions (real tokens after position 0) are as many as next-token targets
+    recon = output.recon_error[valid].sum() / n_targets
     loss = (
-        nll + config.recon_coef * recon + codebook_model.bottleneck.config.l1_coef * output.l1[valid].mean()
+        nll
+        + config.recon_coef * recon
+        + codebook_model.bottleneck.config.l1_coef * output.l1[valid].sum() / n_targets
     )
     vectors = codebook_model.bottleneck.encode(hidden[valid]).detach() if hidden is not None else None
     return _StepOutput(loss, nll.item(), recon.item(), output.codes[valid], vectors)
@@ -195,12 +211,17 @@ def _train(
         weight_decay=config.weight_decay,
         **({"fused": True} if codebook_model.device.type == "cuda" else {}),
     )
-    cached = site_activations(codebook_model, batches) if config.mode != "joint" else None
+    parallel = current_data_parallel()
+    local = [local_slice(batch, parallel) for batch in batches]  # this process's rows of each batch
+    cached = _local_activations(codebook_model, local) if config.mode != "joint" else None
     state = _TrainState(codebook_model.bottleneck.n_codes)
     if checkpoint_dir is not None:
         _resume(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
-    if state.step == 0 and use_bottleneck:
-        init_codes(codebook_model, cached or site_activations(codebook_model, batches), batches, config)
+    if state.step == 0 and use_bottleneck and parallel.is_main:
+        full = cached if not parallel.is_distributed else None
+        init_codes(codebook_model, full or site_activations(codebook_model, batches), batches, config)
+    trained = [p for group in groups for p in group["params"]]
+    broadcast_from_main([*trained, *codebook_model.bottleneck.buffers()], parallel)
     total = math.ceil(config.epochs * len(batches))
     codebook_model.model.train(config.mode == "joint")
     started, tokens = time.perf_counter(), 0
@@ -215,20 +236,22 @@ def _train(
         out = _train_step(
             codebook_model,
             optimizer,
-            batches[index],
+            local[index],
             cached[index] if cached else None,
             config,
             use_bottleneck,
+            _Parallel(parallel, trained, float(batches[index].attention_mask[:, 1:].sum())),
         )
         tokens += batches[index].n_tokens
         state.record(out)
         if use_bottleneck and config.reseed_every and (step + 1) % config.reseed_every == 0:
-            state.reseed(codebook_model, config.seed + step)
+            state.reseed(codebook_model, config.seed + step, parallel)
         state.step = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{out.nll:.3f}", recon=f"{out.recon:.3f}", dead=f"{state.dead_share:.1%}")
         if (
             checkpoint_dir is not None
+            and parallel.is_main
             and config.checkpoint_every
             and state.step % config.checkpoint_every == 0
         ):
@@ -240,6 +263,15 @@ def _train(
     return state.result(tokens, time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class _Parallel:
+    """What a step needs to take part in data-parallel training (trivial for one process)."""
+
+    data_parallel: DataParallel
+    parameters: list[torch.nn.Parameter]  # every trained parameter, in the same order on each process
+    global_targets: float  # next-token targets in the whole global batch
+
+
 def _train_step(
     codebook_model: CodebookModel,
     optimizer: torch.optim.Optimizer,
@@ -247,14 +279,28 @@ def _train_step(
     hidden: torch.Tensor | None,
     config: TrainConfig,
     use_bottleneck: bool,
+    parallel: _Parallel | None = None,
 ) -> _StepOutput:
     device_type = codebook_model.device.type
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
-        out = _step(codebook_model, batch, hidden, config, use_bottleneck)
     optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
+    if batch.input_ids.shape[0] == 0:  # fewer rows than processes: this one only joins the gradient sum
+        out = _StepOutput(torch.zeros(()), 0.0, 0.0, None, None)
+    else:
+        n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            out = _step(codebook_model, batch, hidden, config, use_bottleneck, n_targets)
+        out.loss.backward()
+    if parallel is not None:
+        sum_gradients(parallel.parameters, parallel.data_parallel)
     optimizer.step()
     return out
+
+
+def _local_activations(codebook_model: CodebookModel, local: list[Batch]) -> list[torch.Tensor | None]:
+    """Cached site activations of this process's slices (None for an empty slice)."""
+    present = [batch for batch in local if batch.input_ids.shape[0]]
+    computed = iter(site_activations(codebook_model, present))
+    return [next(computed) if batch.input_ids.shape[0] else None for batch in local]
 
 
 class _TrainState:
@@ -276,8 +322,15 @@ class _TrainState:
             self.recent_vectors = out.vectors
 
     @torch.no_grad()
-    def reseed(self, codebook_model: CodebookModel, seed: int) -> None:
-        """Codes unused since the last call restart at recent inputs, so no code stays dead weight."""
+    def reseed(self, codebook_model: CodebookModel, seed: int, parallel: DataParallel | None = None) -> None:
+        """Codes unused since the last call restart at recent inputs, so no code stays dead weight.
+
+        Under data parallelism, usage is summed and recent inputs gathered over processes first, so
+        every process re-seeds as one process would on the global batches.
+        """
+        parallel = parallel or DataParallel()
+        self.usage = sum_counts(self.usage, parallel, codebook_model.device)
+        self.recent_vectors = gather_rows(self.recent_vectors, parallel)
         dead = torch.nonzero(self.usage == 0).flatten()
         self.dead_share = dead.numel() / self.usage.numel()
         if dead.numel() and self.recent_vectors is not None and len(self.recent_vectors):
@@ -288,6 +341,7 @@ class _TrainState:
             scale = codebook_model.bottleneck.codes.norm(dim=-1).mean() / vectors.norm(dim=-1, keepdim=True)
             codebook_model.bottleneck.reset_codes(dead.to(vectors.device), vectors * scale + noise * scale)
             log.debug("re-seeded %d dead codes", dead.numel())
+        broadcast_from_main([codebook_model.bottleneck.codes], parallel)  # bitwise equal on every process
         self.usage.zero_()
 
     def result(self, tokens: int, elapsed_s: float) -> TrainResult:

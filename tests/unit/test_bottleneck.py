@@ -114,3 +114,69 @@ def test_projection_is_least_squares_onto_the_chosen_codes():
         )
     out.hidden.sum().backward()
     assert x.grad.abs().sum() > 0 and bottleneck.codes.grad.abs().sum() > 0
+
+
+def plain_topk(bottleneck: CodebookBottleneck, h: torch.Tensor) -> torch.Tensor:
+    """The unchunked reference: one fp32 (N x C) similarity matrix, one topk."""
+    codes = torch.nn.functional.normalize(bottleneck.codes.detach().float(), dim=-1)
+    sims = torch.nn.functional.normalize(h.float(), dim=-1) @ codes.T
+    if bottleneck.mask.any():
+        sims.masked_fill_(bottleneck.mask, float("-inf"))
+    return sims.topk(bottleneck.config.top_k, dim=-1).indices
+
+
+@pytest.mark.parametrize(
+    ("n_codes", "chunk_tokens", "chunk_codes"),
+    [(64, 5, 7), (64, 4096, 64), (1000, 3, 256), (65536, 4096, 8192), (65536, 17, 10000)],
+)
+def test_chunked_topk_returns_the_plain_topk(n_codes, chunk_tokens, chunk_codes):
+    bottleneck = make(n_codes=n_codes, top_k=8, chunk_tokens=chunk_tokens, chunk_codes=chunk_codes)
+    h = torch.randn(40, 16, generator=torch.Generator().manual_seed(n_codes))
+    assert torch.equal(bottleneck.select(h), plain_topk(bottleneck, h))
+    bottleneck.set_masked(plain_topk(bottleneck, h)[:, :3].flatten().unique())
+    masked_ids = bottleneck.select(h)
+    assert torch.equal(masked_ids, plain_topk(bottleneck, h))
+    assert not bottleneck.mask[masked_ids].any()
+
+
+def test_coarse_candidates_agree_with_exact_topk_and_respect_the_mask():
+    exact = make(n_codes=65536, top_k=8, chunk_codes=8192)
+    coarse = make(n_codes=65536, top_k=8, chunk_codes=8192, coarse_candidates=32)
+    h = torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
+    agree = (coarse.select(h).sort(-1).values == exact.select(h).sort(-1).values).float().mean()
+    assert agree > 0.99
+    popular = exact.select(h)[:, :2].flatten().unique()
+    exact.set_masked(popular)
+    coarse.set_masked(popular)
+    chosen = coarse.select(h)
+    assert not torch.isin(chosen, popular).any()
+    assert (chosen.sort(-1).values == exact.select(h).sort(-1).values).float().mean() > 0.99
+
+
+def test_coarse_selection_keeps_straight_through_gradients():
+    bottleneck = make(n_codes=512, top_k=8, coarse_candidates=32, chunk_codes=100)
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    out = bottleneck(x)
+    (out.hidden.pow(2).sum() + out.recon_error.sum()).backward()
+    assert x.grad[:, 1:].abs().sum() > 0
+    used = out.codes[out.codes != NO_CODE].unique()
+    assert bottleneck.codes.grad[used].abs().sum(-1).gt(0).all()
+
+
+def test_a_loaded_mask_excludes_its_codes():
+    source = make(n_codes=64, top_k=4)
+    h = torch.randn(20, 16)
+    popular = source.select(h)[:, 0].unique()
+    source.set_masked(popular)
+    loaded = make(n_codes=64, top_k=4)
+    loaded.load_state_dict(source.state_dict())
+    assert not torch.isin(loaded.select(h), popular).any()
+    loaded.load_state_dict(make(n_codes=64, top_k=4).state_dict())  # an unmasked state clears it again
+    assert torch.equal(loaded.select(h), make(n_codes=64, top_k=4).select(h))
+
+
+def test_bad_chunk_and_candidate_settings_are_refused():
+    with pytest.raises(ConfigError, match="coarse_candidates=4"):
+        make(n_codes=64, top_k=8, coarse_candidates=4)
+    with pytest.raises(ConfigError, match="chunk_tokens=0"):
+        make(chunk_tokens=0)

@@ -62,3 +62,25 @@ def test_gates_name_each_failure():
     assert gates.check(float("nan"), 0.0) == [
         "forget drop nan < gates.min_forget_drop 0.5"
     ]  # NaN never passes
+
+
+def test_a_model_trained_before_speed_settings_existed_still_matches():
+    from dataclasses import replace
+
+    from codeunlearn.pipeline import same_training, training_stamp
+
+    config = load_config(None, [])
+    current = training_stamp(config)
+    older = {
+        **current,
+        "bottleneck": {
+            k: v for k, v in current["bottleneck"].items() if k not in ("chunk_codes", "coarse_candidates")
+        },
+    }
+    assert same_training(older, current)  # saved before those fields existed
+    faster = training_stamp(replace(config, bottleneck=replace(config.bottleneck, chunk_tokens=512)))
+    assert same_training(current, faster)  # chunking changes speed, not codes
+    coarse = training_stamp(replace(config, bottleneck=replace(config.bottleneck, coarse_candidates=32)))
+    assert not same_training(older, coarse)  # approximate ranking is another model
+    other_k = training_stamp(replace(config, bottleneck=replace(config.bottleneck, top_k=4)))
+    assert not same_training(current, other_k)

@@ -9,7 +9,15 @@ import torch
 
 from codeunlearn.batching import encode_texts, make_batches, token_nll
 from codeunlearn.config import BottleneckConfig
-from codeunlearn.evaluation import EvalReport, EvalSet, Evaluator, group_means, normalized_drop
+from codeunlearn.evaluation import (
+    EvalReport,
+    EvalSet,
+    Evaluator,
+    _per_example,
+    group_means,
+    normalized_drop,
+    perplexity,
+)
 from codeunlearn.masks import apply_mask, mask_from_codes
 from codeunlearn.surgery import insert_bottleneck
 
@@ -58,3 +66,25 @@ def test_evaluator_matches_direct_forward(tiny_llama, tokenizer, texts):
     assert not codebook_model.bottleneck.mask.any()  # the evaluator leaves no mask behind
     report = EvalReport(nll={"base": {"forget": 5.0}, "codebook": {"forget": 4.0}, "masked": {"forget": 4.9}})
     assert abs(report.drop("masked", "forget") - 0.9) < 1e-9
+
+
+def test_perplexity_hand_values():
+    # Next-token probabilities 1/2 and 1/4: mean NLL 1.5 ln 2, perplexity 2^1.5.
+    logits = torch.full((1, 3, 4), -1e9)
+    logits[0, 0, 2], logits[0, 0, 0] = 0.0, 0.0  # p(2 | BOS) = 1/2
+    logits[0, 1, :] = 0.0  # p(3 | 2) = 1/4
+    batch = make_batches([[1, 2, 3]], 1, 0)[0]
+    mean_nll = float(token_nll(logits, batch).sum() / 2)
+    assert abs(perplexity(mean_nll) - 2**1.5) < 1e-6  # float32 logits
+    assert abs(perplexity(math.log(49152)) - 49152) < 1e-6  # uniform over the vocabulary
+    assert perplexity(0.0) == 1.0
+
+
+def test_score_from_scores_only_the_tokens_after_the_prompt():
+    logits = torch.zeros(2, 4, 4)  # uniform: every predicted token costs ln 4
+    batches = make_batches([[1, 2, 3, 0], [1, 2, 3]], 2, 0)
+    eval_set = EvalSet("probe", batches, ["a", "b"], score_from=np.array([2, 2]))
+    sums, counts = _per_example(eval_set, lambda index, batch: logits[: len(batch.rows)])
+    # Tokens from index 2 on: two of example 0 (3 and 0), one of example 1 (its last, 3).
+    np.testing.assert_allclose(counts, [2, 1])
+    np.testing.assert_allclose(sums, [2 * math.log(4), math.log(4)])

@@ -8,7 +8,7 @@ from codeunlearn.batching import encode_texts, make_batches
 from codeunlearn.bottleneck import NO_CODE
 from codeunlearn.config import BottleneckConfig
 from codeunlearn.mining import count_codes
-from codeunlearn.surgery import insert_bottleneck, recording
+from codeunlearn.surgery import insert_bottleneck, recording, remove_bottleneck
 
 
 def test_counts_equal_brute_force(tiny_llama, tokenizer, texts):
@@ -36,3 +36,25 @@ def test_counts_equal_brute_force(tiny_llama, tokenizer, texts):
     assert counts.example_counts.tolist() == example_counts.tolist()
     assert counts.n_tokens == n_tokens and counts.n_examples == len(texts)
     assert counts.token_counts.sum() == 3 * n_tokens
+
+
+def test_counts_of_a_masked_model_match_its_full_forward(tiny_llama, tokenizer, texts):
+    for policy in ("next_best", "zero"):
+        codebook_model = insert_bottleneck(
+            tiny_llama, tokenizer, BottleneckConfig(layer=0, n_codes=16, top_k=3, mask_policy=policy), "t"
+        )
+        batches = make_batches(encode_texts(tokenizer, texts, 32), 3, tokenizer.pad_token_id)
+        popular = torch.tensor(count_codes(codebook_model, batches).token_counts).topk(4).indices
+        codebook_model.bottleneck.set_masked(popular)
+        counts = count_codes(codebook_model, batches)
+        expected = torch.zeros(16, dtype=torch.long)
+        for batch in batches:
+            with torch.no_grad(), recording(codebook_model) as outputs:
+                codebook_model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            valid = batch.attention_mask.bool()
+            valid[:, 0] = False
+            fired = outputs[0].codes[valid]
+            expected += torch.bincount(fired[fired != NO_CODE], minlength=16)
+        assert counts.token_counts.tolist() == expected.tolist()
+        assert counts.token_counts[popular.numpy()].sum() == 0
+        remove_bottleneck(codebook_model)  # the next policy gets a fresh bottleneck on the same model

@@ -1,0 +1,109 @@
+"""Parallel corpora for the translation setting: one table of `id`, `text` (source), `target`, `label`.
+
+Offline default: the King James Bible and the Spanish Reina-Valera 1909, verse-aligned (both SWORD
+modules use the KJV versification), from Debian's `sword-text-kjv` and `sword-text-sparv`, read with
+PyPI `pysword` (slow: ~40 s per Bible, so the pairs are cached as Parquet once). Any local
+.parquet/.json/.jsonl/.csv file or datasets hub id with a source and a target column goes through
+`corpus.load_corpus`, the same path as the monolingual corpora.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from codeunlearn.assets import cache_root
+from codeunlearn.config import DataConfig, TranslationConfig
+from codeunlearn.corpus import load_corpus
+from codeunlearn.errors import ConfigError, MissingAssetError
+
+log = logging.getLogger(__name__)
+
+BIBLE_CORPUS = "bible-en-es"
+SWORD_DIR = Path("/usr/share/sword")
+BIBLE_MODULES = ("engKJV2006eb", "spaRV1909eb")  # (source, target)
+SWORD_INSTALL = "apt-get install sword-text-kjv sword-text-sparv && pip install pysword"
+_SPACES = re.compile(r"\s+")
+
+
+def load_parallel_corpus(data: DataConfig, translation: TranslationConfig) -> pa.Table:
+    """The parallel corpus named by `data.corpus`: `id`, `text` (source), `target`, `label` first.
+
+    Raises:
+        MissingAssetError: the Bible modules or pysword are not installed, or the file is missing.
+        ConfigError: the file has no target column (`translation.target_column`).
+    """
+    if data.corpus == "wordnet":
+        raise ConfigError(
+            f"data.corpus='wordnet' is not a parallel corpus: set data.corpus to {BIBLE_CORPUS!r} or to a "
+            ".parquet/.jsonl/.csv file with source (data.text_column) and target (translation.target_column) "
+            "columns"
+        )
+    if data.corpus == BIBLE_CORPUS:
+        table = read_bible_pairs(SWORD_DIR)
+    else:
+        table = load_corpus(data)
+        if translation.target_column not in table.column_names:
+            raise ConfigError(
+                f"{data.corpus} has no target column {translation.target_column!r}; its columns are: "
+                f"{', '.join(table.column_names)}. Set translation.target_column (and data.text_column "
+                "to the source column)"
+            )
+        if translation.target_column != "target":
+            table = table.rename_columns(
+                ["target" if n == translation.target_column else n for n in table.column_names]
+            )
+    keep = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table["target"])), 0), False)
+    table = table.filter(keep)
+    core = ["id", "text", "target", "label"]
+    return table.select(core + [n for n in table.column_names if n not in core])
+
+
+def read_bible_pairs(sword_dir: Path = SWORD_DIR) -> pa.Table:
+    """Verse pairs KJV (English) -> Reina-Valera 1909 (Spanish), labelled by book; cached as Parquet."""
+    cached = cache_root() / "corpora" / f"{BIBLE_CORPUS}.parquet"
+    if cached.is_file():
+        return pq.read_table(cached)
+    bibles = _open_bibles(sword_dir)
+    rows: dict[str, list[str]] = {"id": [], "text": [], "target": [], "label": []}
+    structure = bibles[0].get_structure().get_books()
+    for book in [*structure["ot"], *structure["nt"]]:
+        source = list(bibles[0].get_iter(books=[book.name], clean=True))
+        target = list(bibles[1].get_iter(books=[book.name], clean=True))
+        refs = [(c, v) for c, n in enumerate(book.chapter_lengths, 1) for v in range(1, n + 1)]
+        for (chapter, verse), en, es in zip(refs, source, target, strict=True):
+            rows["id"].append(f"{book.osis_name}.{chapter}.{verse}")
+            rows["text"].append(_SPACES.sub(" ", en).strip())
+            rows["target"].append(_SPACES.sub(" ", es).strip())
+            rows["label"].append(book.name)
+    table = pa.table(rows)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(cached.name + ".partial")
+    pq.write_table(table, partial)
+    partial.replace(cached)
+    log.info("read %d verse pairs from %s; cached at %s", table.num_rows, sword_dir, cached)
+    return table
+
+
+def _open_bibles(sword_dir: Path) -> list:
+    if importlib.util.find_spec("pysword") is None:
+        raise MissingAssetError(f"the {BIBLE_CORPUS} corpus needs PyPI pysword: `{SWORD_INSTALL}`")
+    from pysword.modules import SwordModules
+
+    has_modules = (sword_dir / "mods.d").is_dir()
+    modules = SwordModules(str(sword_dir)) if has_modules else None
+    found = modules.parse_modules() if modules else {}
+    missing = [name for name in BIBLE_MODULES if name not in found]
+    if missing:
+        raise MissingAssetError(
+            f"the {BIBLE_CORPUS} corpus needs the SWORD modules {', '.join(missing)} in {sword_dir}: "
+            f"install them with `{SWORD_INSTALL}` (scripts/install.sh does), or set data.corpus to a "
+            "parallel .parquet/.jsonl/.csv file"
+        )
+    return [modules.get_bible_from_module(name) for name in BIBLE_MODULES]

@@ -1,0 +1,266 @@
+"""Translation with a codebook model: encoding pairs, training on the target tokens, greedy decoding.
+
+Two forms, one interface (the HF `labels` convention, -100 where no loss is taken):
+- encoder-decoder (T5): the encoder reads `t5_prefix + source`, the decoder is trained on the target;
+- causal LM (SmolLM2, Llama, GPT-2): BOS + `prompt(source)` then ` target` + EOS, loss on the target only.
+
+Training always runs whole forwards (the T5 site sits inside an encoder block, so there is no upper half
+to run alone); it reuses the parameter groups, code initialisation and dead-code re-seeding of
+`codeunlearn.training`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from codeunlearn.batching import Batch, bos_id
+from codeunlearn.config import TrainConfig, TranslationConfig
+from codeunlearn.progress import progress
+from codeunlearn.surgery import CodebookModel, recording, site_module
+from codeunlearn.training import (
+    TrainResult,
+    _batch_order,
+    _schedule,
+    _StepOutput,
+    _TrainState,
+    init_codes,
+    site_activations,
+    trainable_parameters,
+)
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label id the HF losses skip
+
+
+@dataclass
+class TranslationBatch:
+    """Right-padded inputs and labels; `rows` index the examples in the input lists."""
+
+    input_ids: torch.Tensor  # (B, T) int64
+    attention_mask: torch.Tensor  # (B, T) int64
+    labels: torch.Tensor  # (B, T) causal LM, (B, T_target) seq2seq; IGNORE where no loss
+    rows: torch.Tensor  # (B,) int64
+
+    def to(self, device: str | torch.device) -> TranslationBatch:
+        return TranslationBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.rows
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def is_seq2seq(model: torch.nn.Module) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def source_ids(tokenizer: Any, sources: Sequence[str], config: TranslationConfig, seq2seq: bool) -> list:
+    """Token ids of what the model reads before translating: T5 prefix + source (+ EOS), or BOS + prompt."""
+    names = {"source_name": config.source_name, "target_name": config.target_name}
+    if seq2seq:
+        prefix = config.t5_prefix.format(**names)
+        encoded = tokenizer([prefix + s for s in sources], add_special_tokens=False)["input_ids"]
+        return [[*ids, tokenizer.eos_token_id] for ids in encoded]
+    prompts = [config.prompt.format(source=s, **names) for s in sources]
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    return [[bos_id(tokenizer), *ids] for ids in encoded]
+
+
+def target_ids(tokenizer: Any, targets: Sequence[str], config: TranslationConfig, seq2seq: bool) -> list:
+    """Token ids the model is trained to produce: the target (space-led after a prompt) and EOS."""
+    texts = list(targets) if seq2seq else [" " + t for t in targets]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [[*ids[: config.max_target_tokens - 1], tokenizer.eos_token_id] for ids in encoded]
+
+
+def translation_batches(
+    tokenizer: Any,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    config: TranslationConfig,
+    seq2seq: bool,
+    batch_size: int,
+) -> list[TranslationBatch]:
+    """Training batches of similar length (sorted by total length, so padding stays small)."""
+    src, tgt = (
+        source_ids(tokenizer, sources, config, seq2seq),
+        target_ids(tokenizer, targets, config, seq2seq),
+    )
+    order = sorted(range(len(src)), key=lambda row: (len(src[row]) + len(tgt[row]), row))
+    pad = tokenizer.pad_token_id
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        if seq2seq:
+            inputs, labels = [src[r] for r in rows], [tgt[r] for r in rows]
+        else:
+            inputs = [src[r] + tgt[r] for r in rows]
+            labels = [[IGNORE] * len(src[r]) + tgt[r] for r in rows]
+        input_ids, attention_mask = _pad(inputs, pad)
+        batches.append(
+            TranslationBatch(input_ids, attention_mask, _pad(labels, IGNORE)[0], torch.tensor(rows))
+        )
+    return batches
+
+
+def source_batches(
+    tokenizer: Any, sources: Sequence[str], config: TranslationConfig, seq2seq: bool, batch_size: int
+) -> list[Batch]:
+    """What mining counts codes on: the source side only (the encoder input, or BOS + prompt)."""
+    ids = source_ids(tokenizer, sources, config, seq2seq)
+    order = sorted(range(len(ids)), key=lambda row: (len(ids[row]), row))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids, attention_mask = _pad([ids[r] for r in rows], tokenizer.pad_token_id)
+        batches.append(Batch(input_ids, attention_mask, torch.tensor(rows)))
+    return batches
+
+
+def _pad(sequences: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        ids[i, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[i, : len(sequence)] = 1
+    return ids, mask
+
+
+# ---------------------------------------------------------------- training
+
+
+@contextlib.contextmanager
+def capturing_site(codebook_model: CodebookModel) -> Iterator[list[torch.Tensor]]:
+    """Collect the site's output before the bottleneck replaces it (B, T, d) on every forward."""
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = site_module(codebook_model.model, codebook_model.layer).register_forward_hook(grab, prepend=True)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def translation_step(
+    codebook_model: CodebookModel, batch: TranslationBatch, config: TrainConfig
+) -> _StepOutput:
+    """Loss on the target tokens plus the bottleneck's reconstruction (and L1) terms, for one batch."""
+    batch = batch.to(codebook_model.device)
+    with recording(codebook_model) as outputs, capturing_site(codebook_model) as inputs:
+        loss = codebook_model.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+        ).loss
+    output, hidden = outputs[0], inputs[0]
+    valid = batch.attention_mask.bool().clone()
+    valid[:, 0] = False  # BOS (causal LM) or the first prefix token (T5): no content
+    recon = output.recon_error[valid].mean()
+    total = loss + config.recon_coef * recon
+    total = total + codebook_model.bottleneck.config.l1_coef * output.l1[valid].mean()
+    vectors = codebook_model.bottleneck.encode(hidden[valid]).detach()
+    return _StepOutput(total, loss.item(), recon.item(), output.codes[valid], vectors)
+
+
+def train_translation(
+    codebook_model: CodebookModel, batches: list[TranslationBatch], config: TrainConfig
+) -> TrainResult:
+    """Train the codebook (and, per `config.mode`, base weights) on translation pairs, in place."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    groups = trainable_parameters(codebook_model, config.mode)
+    lrs = {"base": config.base_lr, "bottleneck": config.lr}
+    optimizer = torch.optim.AdamW(
+        [dict(g, lr=lrs[g["name"]]) for g in groups], weight_decay=config.weight_decay
+    )
+    n_init = max(1, math.ceil(config.init_vectors / max(1, batches[0].n_tokens)))
+    init_codes(codebook_model, site_activations(codebook_model, batches[:n_init]), batches[:n_init], config)
+    total = math.ceil(config.epochs * len(batches))
+    state = _TrainState(codebook_model.bottleneck.n_codes)
+    codebook_model.model.train(config.mode == "joint")
+    started, tokens = time.perf_counter(), 0
+    bar = progress(total=total, desc="training translation codebook")
+    for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
+        for group, spec in zip(optimizer.param_groups, groups, strict=True):
+            group["lr"] = lrs[spec["name"]] * _schedule(step, total)
+        out = translation_step(codebook_model, batches[index], config)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        tokens += batches[index].n_tokens
+        state.record(out)
+        if config.reseed_every and (step + 1) % config.reseed_every == 0:
+            state.reseed(codebook_model, config.seed + step)
+        state.step = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{out.nll:.3f}", recon=f"{out.recon:.3f}")
+    bar.close()
+    codebook_model.model.eval()
+    for parameter in codebook_model.model.parameters():
+        parameter.requires_grad_(False)
+    return state.result(tokens, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+@torch.no_grad()
+def translate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sources: Sequence[str],
+    config: TranslationConfig,
+    batch_size: int,
+) -> list[str]:
+    """Greedy translations of `sources`, in order.
+
+    Causal LMs decode batches of prompts of exactly equal length: left padding would move BOS off
+    position 0, where the bottleneck passes it through, and quantize it like content.
+    """
+    seq2seq = is_seq2seq(model)
+    ids = source_ids(tokenizer, sources, config, seq2seq)
+    device = next(model.parameters()).device
+    outputs: list[str] = [""] * len(ids)
+    groups = _decoding_groups(ids, batch_size, equal_length=not seq2seq)
+    for rows in progress(groups, desc="translating"):
+        input_ids, attention_mask = _pad([ids[r] for r in rows], tokenizer.pad_token_id)
+        generated = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=config.max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = generated if seq2seq else generated[:, input_ids.shape[1] :]
+        for row, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
+            # The first line that has text: an untrained base model may open with a line break.
+            outputs[row] = text.strip().split("\n")[0].strip()
+    return outputs
+
+
+def _decoding_groups(ids: Sequence[Sequence[int]], batch_size: int, equal_length: bool) -> list[list[int]]:
+    order = sorted(range(len(ids)), key=lambda row: (len(ids[row]), row))
+    groups: list[list[int]] = []
+    for row in order:
+        if (
+            groups
+            and len(groups[-1]) < batch_size
+            and (not equal_length or len(ids[groups[-1][0]]) == len(ids[row]))
+        ):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups

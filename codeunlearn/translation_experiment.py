@@ -1,0 +1,288 @@
+"""The paper's experiment, offline: train a translation codebook, mine a word topic's codes, mask them,
+and score BLEU / chrF / METEOR / BERTScore on the topic split and the rest across S'.
+
+Layout under `run_dir`: data/topic (splits), model (the codebook model), eval/translation.{json,md}.
+Normalised score per metric: 0 = the base model before codebook training, 1 = the codebook model
+(the paper's scale); the relative change over the codebook model is reported beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from codeunlearn import assets
+from codeunlearn.config import RunConfig, save_config
+from codeunlearn.corpus import split_train_test
+from codeunlearn.evaluation import normalized_drop
+from codeunlearn.masks import apply_mask, mask_from_codes
+from codeunlearn.mining import count_codes
+from codeunlearn.parallel_corpus import load_parallel_corpus
+from codeunlearn.pipeline import RunPaths, setup
+from codeunlearn.selection import random_codes, select_codes
+from codeunlearn.surgery import (
+    CodebookModel,
+    decoder_layers,
+    insert_bottleneck,
+    load_codebook_model,
+    save_codebook_model,
+)
+from codeunlearn.topics import Splits, build_splits, write_splits
+from codeunlearn.translation import (
+    is_seq2seq,
+    source_batches,
+    train_translation,
+    translate,
+    translation_batches,
+)
+from codeunlearn.translation_metrics import TranslationScorer
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("topic", "rest")  # held-out forget split (the topic) and retain split (everything else)
+
+
+@dataclass
+class TranslationReport:
+    """Metric scores per variant (base, codebook, masked@S', random@S') and split."""
+
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # variant->split->metric
+    n_examples: dict[str, int] = field(default_factory=dict)
+    n_eligible: int = 0
+    elapsed_s: float = 0.0
+
+    def normalized(self, variant: str, split: str, metric: str) -> float:
+        """0 = base model, 1 = codebook model (the paper's scale); NaN when the two tie."""
+        scores = self.scores
+        drop = normalized_drop(
+            scores["base"][split][metric], scores["codebook"][split][metric], scores[variant][split][metric]
+        )
+        return 1 - drop
+
+    def relative(self, variant: str, split: str, metric: str) -> float:
+        """Change over the codebook model as a fraction (the paper's "-66% BLEU")."""
+        codebook = self.scores["codebook"][split][metric]
+        return self.scores[variant][split][metric] / codebook - 1 if codebook else float("nan")
+
+    def to_markdown(self) -> str:
+        metrics = list(next(iter(self.scores.values()))["topic"])
+        columns = [f"{split} {metric}" for split in SPLITS for metric in metrics]
+        lines = [
+            f"Held-out examples: topic {self.n_examples.get('topic', 0)}, "
+            f"rest {self.n_examples.get('rest', 0)}; "
+            f"{self.n_eligible} codes eligible for the topic.",
+            "",
+            "## Scores (0-100)",
+            "| model | " + " | ".join(columns) + " |",
+            "|---" * (1 + len(columns)) + "|",
+        ]
+        for variant, by_split in self.scores.items():
+            cells = [f"{by_split[s][m]:.2f}" for s in SPLITS for m in metrics]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "## Normalised (0 = base, 1 = codebook) and change over the codebook model",
+            "| model | " + " | ".join(columns) + " |",
+            "|---" * (1 + len(columns)) + "|",
+        ]
+        for variant in self.scores:
+            if variant == "base":
+                continue
+            cells = [
+                f"{self.normalized(variant, s, m):.2f} ({self.relative(variant, s, m):+.0%})"
+                for s in SPLITS
+                for m in metrics
+            ]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def prepare_translation(config: RunConfig) -> Splits:
+    """Parallel corpus -> global train/test by id hash -> the word topic's forget/control/retain splits."""
+    paths = setup(config)
+    corpus = load_parallel_corpus(config.data, config.translation)
+    train_rows, test_rows = split_train_test(corpus, config.data.test_fraction)
+    splits = build_splits(train_rows, test_rows, config.topic, config.seed)
+    write_splits(splits, paths.splits_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_config(config, paths.root / "config.yaml")
+    _write_json(paths.root / "data" / "train_pairs.json", _training_pairs(train_rows, config))
+    return splits
+
+
+def _training_pairs(train_rows, config: RunConfig) -> dict[str, list[str]]:
+    """A seeded sample of train-side pairs (all topics): the codebook is trained once, for every topic."""
+    rng = np.random.default_rng(config.train.seed)
+    picks = sorted(rng.permutation(train_rows.num_rows)[: config.train.max_examples].tolist())
+    return {
+        "sources": [train_rows["text"][i].as_py() for i in picks],
+        "targets": [train_rows["target"][i].as_py() for i in picks],
+    }
+
+
+def train_translation_codebook(config: RunConfig) -> CodebookModel:
+    """Insert the bottleneck into the base model, train it on translation pairs, save, or reuse a match."""
+    paths = setup(config)
+    stamp = _stamp(config)
+    stamp_file = paths.model_dir / "translation_stamp.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        log.info("reusing the translation codebook model in %s", paths.model_dir)
+        return load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+    model, tokenizer = assets.load_pretrained(config.model.name, assets.pick_device(config.model.device))
+    config.bottleneck.validate(n_layers=len(decoder_layers(model)))
+    pairs = json.loads((paths.root / "data" / "train_pairs.json").read_text())
+    codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
+    batches = translation_batches(
+        tokenizer,
+        pairs["sources"],
+        pairs["targets"],
+        config.translation,
+        is_seq2seq(model),
+        config.train.batch_size,
+    )
+    result = train_translation(codebook_model, batches, config.train)
+    log.info("trained %d steps in %.0f s, loss %.3f", result.steps, result.elapsed_s, result.final_loss)
+    save_codebook_model(codebook_model, paths.model_dir)
+    _write_json(stamp_file, stamp)
+    _write_json(
+        paths.root / "train" / "result.json", {k: v for k, v in asdict(result).items() if k != "history"}
+    )
+    return codebook_model
+
+
+def mine_topic_codes(config: RunConfig, codebook_model: CodebookModel, splits: Splits) -> list[int]:
+    """Codes ranked best first among those eligible for the topic (forget vs word-swapped control)."""
+    seq2seq, tokenizer = is_seq2seq(codebook_model.model), codebook_model.tokenizer
+    counts = {
+        name: count_codes(
+            codebook_model,
+            source_batches(
+                tokenizer,
+                getattr(splits, f"{name}_train")["text"].to_pylist(),
+                config.translation,
+                seq2seq,
+                config.mining.batch_size,
+            ),
+            desc=f"mining {name}",
+        )
+        for name in ("forget", "control")
+    }
+    eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
+    order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
+    return eligible.code_ids[order].tolist()
+
+
+def evaluate_translation(
+    config: RunConfig, codebook_model: CodebookModel, splits: Splits, ranked: list[int]
+) -> TranslationReport:
+    """Translate the held-out topic and rest splits with every variant and score them."""
+    started = time.perf_counter()
+    wordnet = config.data.wordnet_dir if config.translation.wordnet_synonyms else None
+    scorer = TranslationScorer(config.translation.metrics, wordnet, codebook_model.device.type)
+    sets = _eval_sets(config, splits)
+    report = TranslationReport(n_examples={k: len(v[0]) for k, v in sets.items()}, n_eligible=len(ranked))
+    tokenizer, batch_size = codebook_model.tokenizer, config.eval.batch_size
+
+    def score(model) -> dict[str, dict[str, float]]:
+        return {
+            split: scorer.score(translate(model, tokenizer, sources, config.translation, batch_size), targets)
+            for split, (sources, targets) in sets.items()
+        }
+
+    report.scores["base"] = _base_scores(config, sets, lambda: score(_load_base(config, codebook_model)))
+    report.scores["codebook"] = score(codebook_model.model)
+    n_codes = codebook_model.bottleneck.n_codes
+    for n_select in _sweep_sizes(config, len(ranked)):
+        for name, code_ids in (
+            (f"masked@{n_select}", ranked[:n_select]),
+            (f"random@{n_select}", random_codes(n_codes, n_select, config.eval.random_seed).tolist()),
+        ):
+            apply_mask(codebook_model, mask_from_codes(n_codes, name, code_ids))
+            try:
+                report.scores[name] = score(codebook_model.model)
+            finally:
+                apply_mask(codebook_model, None)
+            log.info("%s: %s", name, report.scores[name])
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _load_base(config: RunConfig, codebook_model: CodebookModel):
+    return assets.load_pretrained(config.model.name, codebook_model.device.type)[0]
+
+
+def _base_scores(config: RunConfig, sets: dict, compute) -> dict[str, dict[str, float]]:
+    """The base model's scores, cached in the run directory: they depend only on the base model, the
+    evaluation pairs and the decoding settings, and decoding an untrained model is the slow part."""
+    key = hashlib.sha256(
+        json.dumps([config.model.name, sets, asdict(config.translation)], sort_keys=True).encode()
+    ).hexdigest()
+    path = RunPaths(Path(config.run_dir)).eval_dir / "base_scores.json"
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    if cached.get("key") == key:
+        log.info("reusing the base model's scores from %s", path)
+        return cached["scores"]
+    scores = compute()
+    _write_json(path, {"key": key, "scores": scores})
+    return scores
+
+
+def _eval_sets(config: RunConfig, splits: Splits) -> dict[str, tuple[list[str], list[str]]]:
+    limit = config.translation.max_eval_examples
+    sets = {}
+    for split, table in (("topic", splits.forget_test), ("rest", splits.retain_test)):
+        rng = np.random.default_rng(config.seed)
+        picks = sorted(rng.permutation(table.num_rows)[:limit].tolist())
+        sets[split] = ([table["text"][i].as_py() for i in picks], [table["target"][i].as_py() for i in picks])
+    return sets
+
+
+def _sweep_sizes(config: RunConfig, n_eligible: int) -> list[int]:
+    """The S' values to evaluate; those past the eligible codes give way to all eligible codes."""
+    sizes = sorted(set(config.eval.sweep) | {config.mining.n_select})
+    kept = [n for n in sizes if 0 < n <= n_eligible]
+    if len(kept) < len(sizes):
+        log.warning(
+            "S' values %s exceed the %d eligible codes: evaluating S'=%d (all eligible) instead",
+            [n for n in sizes if n not in kept],
+            n_eligible,
+            n_eligible,
+        )
+        kept = sorted(set(kept) | {n_eligible} - {0})
+    return kept
+
+
+def run_translation(config: RunConfig) -> TranslationReport:
+    """prepare -> train (or reuse) -> mine -> evaluate across S'; writes eval/translation.{json,md}."""
+    paths = setup(config)
+    splits = prepare_translation(config)
+    codebook_model = train_translation_codebook(config)
+    ranked = mine_topic_codes(config, codebook_model, splits)
+    report = evaluate_translation(config, codebook_model, splits, ranked)
+    _write_json(paths.eval_dir / "translation.json", asdict(report) | {"ranked_codes": ranked})
+    (paths.eval_dir / "translation.md").write_text(report.to_markdown())
+    return report
+
+
+def _stamp(config: RunConfig) -> dict:
+    stamp = {
+        "model": config.model.name,
+        "data": asdict(config.data),
+        "bottleneck": asdict(config.bottleneck),
+        "train": asdict(config.train),
+        "translation": {k: v for k, v in asdict(config.translation).items() if k != "metrics"},
+    }
+    return json.loads(json.dumps(stamp))
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=float))
+    partial.replace(path)

@@ -1,0 +1,50 @@
+"""`codeunlearn ablate` on the tiny setup: one variant per changed setting, a table, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import Setup
+
+
+def test_ablate_runs_one_variant_per_setting_and_reuses_the_trained_model(make_setup):
+    setup: Setup = make_setup()
+    spec = setup.root / "ablation.yaml"
+    spec.write_text(
+        "overrides: [train.max_examples=240]\n"
+        "axes:\n  mining.n_select: [4, 8]\n  bottleneck.top_k: [2, 4]\n  mining.min_count: [1, 3]\n"
+    )
+    out = setup.root / "ablation"
+
+    result = setup.cli("ablate", "--spec", str(spec), "--out", str(out), timeout=600)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [(r["axis"], r["value"]) for r in rows] == [
+        ("baseline", "-"),
+        ("mining.n_select", "4"),
+        ("mining.n_select", "8"),
+        ("bottleneck.top_k", "2"),  # top_k=4 is the baseline itself: not run twice
+        ("mining.min_count", "3"),
+    ]
+    assert (out / "ablation.png").stat().st_size > 0 and "| bottleneck.top_k | 2 |" in result.stdout
+    assert rows[2]["n_masked"] == 8 and rows[1]["n_masked"] == 4
+    # Every variant trained on the shared budget; the min_count variant reused the baseline's model.
+    baseline = json.loads((out / "baseline" / "model" / "training_config.json").read_text())
+    assert baseline["train"]["max_examples"] == 240
+    assert (out / "mining.min_count=3" / "model").is_symlink()
+    assert not (out / "bottleneck.top_k=2" / "model").is_symlink()
+    codebook = json.loads((out / "bottleneck.top_k=2" / "model" / "codebook_config.json").read_text())
+    assert codebook["bottleneck"]["top_k"] == 2
+
+
+def test_ablate_refuses_a_spec_with_an_unknown_setting(make_setup):
+    setup: Setup = make_setup()
+    spec = setup.root / "ablation.yaml"
+    spec.write_text("axes:\n  bottleneck.topk: [2]\n")
+
+    result = setup.cli("ablate", "--spec", str(spec), "--out", str(setup.root / "ablation"))
+
+    assert result.returncode == 2
+    assert "bottleneck.topk" in result.stderr and "top_k" in result.stderr
+    assert not (setup.root / "ablation").exists()
