@@ -120,8 +120,10 @@ def scores_frontier(points: Mapping[str, tuple[float, float]]):
     for name, (retain_drop, forget_drop) in points.items():
         axis.plot([retain_drop], [forget_drop], "o")
         axis.annotate(name, (retain_drop, forget_drop), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axis.set_xscale("symlog", linthresh=0.1)
-    axis.set_yscale("symlog", linthresh=1.0)
+    # Gradient baselines can overshoot by orders of magnitude; a log-like scale keeps masks visible.
+    if max((abs(v) for point in points.values() for v in point), default=0.0) > 5:
+        axis.set_xscale("symlog", linthresh=0.1)
+        axis.set_yscale("symlog", linthresh=1.0)
     axis.set_xlabel("normalised retain drop (lower is better)")
     axis.set_ylabel("normalised forget drop (1 = base model)")
     axis.set_title("Forget/retain frontier per method")
