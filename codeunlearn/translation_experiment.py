@@ -24,7 +24,7 @@ from codeunlearn.evaluation import normalized_drop
 from codeunlearn.masks import apply_mask, mask_from_codes
 from codeunlearn.mining import count_codes
 from codeunlearn.parallel_corpus import load_parallel_corpus
-from codeunlearn.pipeline import RunPaths, setup
+from codeunlearn.pipeline import RunPaths, _write_json, same_training, setup, training_stamp
 from codeunlearn.selection import random_codes, select_codes
 from codeunlearn.surgery import (
     CodebookModel,
@@ -131,7 +131,7 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
     paths = setup(config)
     stamp = _stamp(config)
     stamp_file = paths.model_dir / "translation_stamp.json"
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+    if stamp_file.is_file() and same_training(json.loads(stamp_file.read_text()), stamp):
         log.info("reusing the translation codebook model in %s", paths.model_dir)
         return load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
     model, tokenizer = assets.load_pretrained(config.model.name, assets.pick_device(config.model.device))
@@ -271,18 +271,6 @@ def run_translation(config: RunConfig) -> TranslationReport:
 
 
 def _stamp(config: RunConfig) -> dict:
-    stamp = {
-        "model": config.model.name,
-        "data": asdict(config.data),
-        "bottleneck": asdict(config.bottleneck),
-        "train": asdict(config.train),
-        "translation": {k: v for k, v in asdict(config.translation).items() if k != "metrics"},
-    }
-    return json.loads(json.dumps(stamp))
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, default=float))
-    partial.replace(path)
+    """The codebook training stamp plus the translation settings that shape the training pairs."""
+    translation = {k: v for k, v in asdict(config.translation).items() if k != "metrics"}
+    return json.loads(json.dumps(training_stamp(config) | {"translation": translation}))
