@@ -7,12 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: WordNet, and the verse-aligned English/Spanish Bibles of the translation setting
-# (configs/translation.yaml, corpus bible-en-es), each checked by a file it installs.
+# Debian packages: WordNet, the verse-aligned English/Spanish Bibles of the translation setting
+# (configs/translation.yaml, corpus bible-en-es) and the English/French Debian manuals
+# (configs/translation-fr.yaml, corpus debian-en-fr), each checked by a file it installs.
 missing_debs=()
 [ -f /usr/share/wordnet/data.noun ] || missing_debs+=(wordnet-base)
 [ -f /usr/share/sword/mods.d/engKJV2006eb.conf ] || missing_debs+=(sword-text-kjv)
 [ -f /usr/share/sword/mods.d/spaRV1909eb.conf ] || missing_debs+=(sword-text-sparv)
+[ -f /usr/share/debian-reference/index.en.html ] || missing_debs+=(debian-reference-en)
+[ -f /usr/share/debian-reference/index.fr.html ] || missing_debs+=(debian-reference-fr)
+[ -f /usr/share/doc/debian-handbook/html/fr-FR/index.html ] || missing_debs+=(debian-handbook)
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo_cmd=""
