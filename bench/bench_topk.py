@@ -4,7 +4,9 @@ Variants of `CodebookBottleneck.select` over N tokens x C codes (k = 8):
   exact            fp32 similarities, chunk_tokens at a time (the default);
   exact-codes      fp32, also chunked over codes (chunk_codes), partial top-k merged;
   exact-autocast   the default under bf16 autocast (how a CUDA training step calls it);
-  coarse-M         bf16 ranking keeps M candidates, fp32 re-ranks them (bottleneck.coarse_candidates=M).
+  coarse-M         bf16 ranking keeps M candidates, fp32 re-ranks them (bottleneck.coarse_candidates=M);
+  grouped-P        the codes of each token's P best groups of about sqrt(C) (bottleneck.search=grouped),
+                   the index built once before timing, as it is once per set of codes.
 `differ` is the share of tokens whose set of k codes differs from exact fp32's.
 
     python bench/bench_topk.py                                 # CPU: N=4096, C=16384
@@ -34,6 +36,9 @@ def variants(args: argparse.Namespace) -> dict[str, tuple[dict, bool]]:
     for m in args.candidates:
         found[f"coarse-{m}"] = ({"coarse_candidates": m}, False)
         found[f"coarse-{m}-codes"] = ({"coarse_candidates": m, "chunk_codes": args.chunk_codes}, False)
+    for p in args.probes:
+        found[f"grouped-{p}"] = ({"search": "grouped", "search_probes": p}, False)
+        found[f"grouped-{p}-autocast"] = ({"search": "grouped", "search_probes": p}, True)
     return found
 
 
@@ -47,6 +52,7 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=4096)
     parser.add_argument("--chunk-codes", type=int, default=16384)
     parser.add_argument("--candidates", type=int, nargs="*", default=[32, 64])
+    parser.add_argument("--probes", type=int, nargs="*", default=[8, 16], help="grouped search probes P")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
@@ -71,6 +77,7 @@ def main() -> None:
             with autocast(device) if cast else torch.autocast(device.type, enabled=False):
                 return b.select(h)
 
+        run()  # a grouped search builds its index here, once per set of codes
         seconds = timed(run, device, args.warmup, args.repeats)
         differ = (run().sort(-1).values != exact).any(-1).float().mean().item()
         results.append(

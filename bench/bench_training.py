@@ -14,6 +14,7 @@ no causal halving), over a stated peak: the measured dense matmul ceiling, or --
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 import torch
@@ -35,7 +36,7 @@ from common import (
 
 from codeunlearn.config import TrainConfig
 from codeunlearn.surgery import bypassed, forward_to_site, remove_bottleneck
-from codeunlearn.training import _train_step, trainable_parameters
+from codeunlearn.training import _train_step, compiled_layers, trainable_parameters
 
 
 def optimizer_for(codebook_model, mode: str, use_bottleneck: bool) -> torch.optim.Optimizer:
@@ -54,8 +55,9 @@ def time_step(codebook_model, batch, hidden, mode: str, use_bottleneck: bool, ar
         _train_step(codebook_model, optimizer, batch, hidden, config, use_bottleneck)
 
     try:
-        if use_bottleneck:
-            return timed(step, codebook_model.device, args.warmup, args.repeats)
+        if use_bottleneck:  # as `train` runs its steps: a grouped search regroups at re-seeding only
+            with codebook_model.bottleneck.holding_groups():
+                return timed(step, codebook_model.device, args.warmup, args.repeats)
         with bypassed(codebook_model):
             return timed(step, codebook_model.device, args.warmup, args.repeats)
     finally:
@@ -76,13 +78,49 @@ def time_codebook(codebook_model, hidden: torch.Tensor, args) -> float:
         loss.backward()
         bottleneck.zero_grad(set_to_none=True)
 
-    return timed(step, codebook_model.device, args.warmup, args.repeats)
+    with bottleneck.holding_groups():
+        return timed(step, codebook_model.device, args.warmup, args.repeats)
+
+
+def time_all(codebook_model, batch, args) -> dict[str, float]:
+    """Seconds of a base, joint and frozen step, and of the bottleneck's own forward + backward."""
+    device = codebook_model.device
+    with torch.no_grad(), bypassed(codebook_model), autocast(device):
+        ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
+        hidden = forward_to_site(codebook_model, ids, attention)[0]
+    hidden = hidden.float()  # as `site_activations` caches it for modes frozen/above
+    return {
+        "base_step_s": time_step(codebook_model, batch, None, "joint", False, args),
+        "joint_step_s": time_step(codebook_model, batch, None, "joint", True, args),
+        "frozen_step_s": time_step(codebook_model, batch, hidden, "frozen", True, args),
+        "codebook_fwd_bwd_s": time_codebook(codebook_model, hidden, args),
+    }
+
+
+def figures(n_codes: int, times: dict[str, float], tokens: int, flops: float, peak: float) -> dict:
+    base_s, joint_s, frozen_s = times["base_step_s"], times["joint_step_s"], times["frozen_step_s"]
+    return {
+        "n_codes": n_codes,
+        **times,
+        "base_tok_s": tokens / base_s,
+        "joint_tok_s": tokens / joint_s,
+        "frozen_tok_s": tokens / frozen_s,
+        "joint_overhead": joint_s / base_s - 1,
+        "frozen_over_base": frozen_s / base_s,
+        "codebook_share_of_joint": times["codebook_fwd_bwd_s"] / joint_s,
+        "base_tflops": flops / base_s / 1e12,
+        "joint_tflops": flops / joint_s / 1e12,
+        "base_mfu": flops / base_s / 1e12 / peak,
+        "joint_mfu": flops / joint_s / 1e12 / peak,
+    }
 
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="peak for MFU; 0: measured matmul")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model and the bottleneck")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile each decoder layer, as train.compile=true does"
+    )
     args = parser.parse_args()
     device, shape = resolve_device(args.device), SHAPES[args.shape]
     rows, seq = args.batch or shape.batch, args.seq or shape.seq
@@ -95,39 +133,11 @@ def main() -> None:
     results = []
     for n_codes in args.n_codes or shape.n_codes:
         codebook_model = with_bottleneck(model, shape, n_codes, args)
-        if args.compile:
-            codebook_model.model.compile()
-            codebook_model.bottleneck.compile()
-        with torch.no_grad(), bypassed(codebook_model), autocast(device):
-            hidden = forward_to_site(
-                codebook_model, batch.input_ids.to(device), batch.attention_mask.to(device)
-            )[0]
-        hidden = hidden.float()  # as `site_activations` caches it for modes frozen/above
-        base_s = time_step(codebook_model, batch, None, "joint", False, args)
-        joint_s = time_step(codebook_model, batch, None, "joint", True, args)
-        frozen_s = time_step(codebook_model, batch, hidden, "frozen", True, args)
-        codebook_s = time_codebook(codebook_model, hidden, args)
-        results.append(
-            {
-                "n_codes": n_codes,
-                "base_step_s": base_s,
-                "joint_step_s": joint_s,
-                "frozen_step_s": frozen_s,
-                "codebook_fwd_bwd_s": codebook_s,
-                "base_tok_s": tokens / base_s,
-                "joint_tok_s": tokens / joint_s,
-                "frozen_tok_s": tokens / frozen_s,
-                "joint_overhead": joint_s / base_s - 1,
-                "frozen_over_base": frozen_s / base_s,
-                "codebook_share_of_joint": codebook_s / joint_s,
-                "base_tflops": flops / base_s / 1e12,
-                "joint_tflops": flops / joint_s / 1e12,
-                "base_mfu": flops / base_s / 1e12 / peak,
-                "joint_mfu": flops / joint_s / 1e12 / peak,
-            }
-        )
+        with compiled_layers(codebook_model) if args.compile else contextlib.nullcontext():
+            times = time_all(codebook_model, batch, args)
+        results.append(figures(n_codes, times, tokens, flops, peak))
         remove_bottleneck(codebook_model)
-        del codebook_model, hidden
+        del codebook_model
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

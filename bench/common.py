@@ -63,6 +63,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--coarse-candidates", type=int, default=0, help="bottleneck.coarse_candidates")
     parser.add_argument("--chunk-tokens", type=int, default=4096, help="bottleneck.chunk_tokens")
     parser.add_argument("--chunk-codes", type=int, default=0, help="bottleneck.chunk_codes")
+    parser.add_argument("--search", choices=["exact", "grouped"], default="exact", help="bottleneck.search")
+    parser.add_argument("--search-probes", type=int, default=8, help="bottleneck.search_probes")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
@@ -111,6 +113,8 @@ def with_bottleneck(
         chunk_tokens=args.chunk_tokens,
         chunk_codes=args.chunk_codes,
         coarse_candidates=args.coarse_candidates,
+        search=args.search,
+        search_probes=args.search_probes,
     )
     return insert_bottleneck(model, None, config, "random")
 
@@ -174,7 +178,7 @@ def _fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return f"{value:,.5g}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

@@ -13,8 +13,11 @@ from pathlib import Path
 
 def rows_of(report: dict) -> list[dict]:
     name, shape, rows = report["benchmark"], report.get("shape", ""), []
+    search = report.get("args", {}).get("search", "exact")
+    if search == "grouped":
+        search = f"grouped P={report['args'].get('search_probes')}"
     for result in report.get("results", []):
-        row = {"bench": name, "shape": shape, "C": result.get("n_codes", "")}
+        row = {"bench": name, "shape": shape, "C": f"{result.get('n_codes', '')} {search}"}
         if name == "training":
             row |= {
                 "figure": f"base {result['base_tok_s']:,.0f} tok/s; joint {result['joint_overhead']:+.1%}; "
@@ -41,7 +44,7 @@ def rows_of(report: dict) -> list[dict]:
             }
         elif name == "topk":
             row |= {
-                "C": shape,
+                "C": shape.replace("n", "", 1).replace("-c", " tokens x ") + " codes",
                 "figure": f"{result['variant']}: {result['ms']:.2f} ms, differs {result['differ']:.2%}",
             }
         rows.append(row)

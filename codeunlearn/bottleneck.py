@@ -6,12 +6,23 @@ Shapes: B batch, T tokens, d hidden width, C codes, k codes chosen per token, e 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codeunlearn.code_index import (
+    CodeIndex,
+    balanced_groups,
+    chunk_tokens,
+    grouped_topk,
+    index_codes,
+    tile_size,
+)
 from codeunlearn.config import BottleneckConfig
 from codeunlearn.errors import CodeunlearnError
 
@@ -76,7 +87,17 @@ class CodebookBottleneck(nn.Module):
         self.codes = nn.Parameter(torch.randn(config.n_codes, code_dim) / code_dim**0.5)
         self.register_buffer("mask", torch.zeros(config.n_codes, dtype=torch.bool))
         self._any_masked = False  # mirrors mask.any(); set by set_masked and after load_state_dict
-        self.register_load_state_dict_post_hook(_refresh_any_masked)
+        self.register_load_state_dict_post_hook(_after_load)
+        # search="grouped": the grouping is rebuilt whenever the codes change, except while
+        # `holding_groups` (training), where only `reset_codes` regroups; the index (centroids, codes
+        # by group) follows every change of codes or mask
+        self._groups: torch.Tensor | None = None  # (G, S) code ids
+        self._groups_key: tuple[int, int] | None = None
+        self._index: CodeIndex | None = None
+        self._index_key: tuple[int, int, int] | None = None
+        self._holding_groups = False
+        self._units: torch.Tensor | None = None
+        self._units_key: tuple[int, int] | None = None
 
     @property
     def n_codes(self) -> int:
@@ -99,10 +120,12 @@ class CodebookBottleneck(nn.Module):
         Returns:
             (N, k) int64 code ids, most similar first.
         """
-        codes = F.normalize(self.codes.float(), dim=-1)  # (C, e)
+        codes = self._unit_codes()  # (C, e)
         # A Python flag rather than mask.any(): reading the mask would sync with the device every call.
         excluded = self.mask if self.config.mask_policy == "next_best" and self._any_masked else None
         top_k = self.config.top_k
+        if self.config.search == "grouped":
+            return self._grouped_select(h, self._grouped_index(codes, excluded))
         chunks = []
         for chunk in h.split(self.config.chunk_tokens):
             units = F.normalize(chunk.float(), dim=-1)  # (n, e)
@@ -112,6 +135,16 @@ class CodebookBottleneck(nn.Module):
                 chunks.append(_chunked_topk(units, codes, excluded, top_k, self.config.chunk_codes))
         return torch.cat(chunks) if chunks else h.new_zeros((0, top_k), dtype=torch.long)
 
+    def _grouped_select(self, h: torch.Tensor, index: CodeIndex) -> torch.Tensor:
+        """`select` by the grouped search, in chunks large enough to keep tile padding small."""
+        probes, (n_groups, size) = self.config.search_probes, index.members.shape
+        chunks = []
+        for chunk in h.split(chunk_tokens(self.config.chunk_tokens, n_groups, size, probes)):
+            units = F.normalize(chunk.float(), dim=-1)  # (n, e)
+            tile = tile_size(units.shape[0] * probes, n_groups, size)
+            chunks.append(grouped_topk(units, index, self.config.top_k, probes, tile))
+        return torch.cat(chunks) if chunks else h.new_zeros((0, self.config.top_k), dtype=torch.long)
+
     @torch.no_grad()
     def code_ids(self, h: torch.Tensor) -> torch.Tensor:
         """The code ids `forward` reports for encoded vectors h (N, e): masked ones are NO_CODE under
@@ -120,6 +153,66 @@ class CodebookBottleneck(nn.Module):
         if self.config.mask_policy == "zero" and self._any_masked:
             ids = ids.masked_fill(self.mask[ids], NO_CODE)
         return ids
+
+    def set_search(self, search: str, probes: int | None = None, groups: int | None = None) -> None:
+        """Switch the code search (`exact` or `grouped`, with its probes and groups) of a built model,
+        e.g. to serve with grouped search a model trained with exact search.
+
+        Raises:
+            ConfigError: the settings are invalid for this codebook (see BottleneckConfig).
+        """
+        config = dataclasses.replace(
+            self.config,
+            search=search,
+            search_probes=self.config.search_probes if probes is None else probes,
+            search_groups=self.config.search_groups if groups is None else groups,
+        )
+        config.validate()
+        self.config = config
+        self._groups = self._index = None
+
+    @contextlib.contextmanager
+    def holding_groups(self) -> Iterator[None]:
+        """Keep the grouped search's grouping while the codes take small steps (training): regrouping
+        every step would cost a tree build per step; `reset_codes` still regroups."""
+        self._holding_groups = True
+        try:
+            yield
+        finally:
+            self._holding_groups = False
+            self._groups = None  # the trained codes are grouped anew, as a loaded copy would be
+
+    def _codes_key(self) -> tuple[int, int]:
+        """Changes when the codes are edited in place through autograd's view (a re-seeding, a load,
+        an edit under no_grad) or move. A fused optimizer step does not bump the version, hence
+        `_forget_derived_codes` on every forward that may be followed by one."""
+        return (self.codes._version, self.codes.data_ptr())
+
+    def _forget_derived_codes(self) -> None:
+        """Drop the unit codes and the index; regroup too unless groups are being held."""
+        self._units_key = self._index_key = None
+        if not self._holding_groups:
+            self._groups = None
+
+    def _unit_codes(self) -> torch.Tensor:
+        """The codes as unit vectors (C, e), normalised once per change of the codes: a decoding step
+        would otherwise read and write the whole codebook to select codes for a few tokens."""
+        if self._units is None or self._units_key != self._codes_key():
+            self._units = F.normalize(self.codes.detach().float(), dim=-1)
+            self._units_key = self._codes_key()
+        return self._units
+
+    def _grouped_index(self, codes: torch.Tensor, excluded: torch.Tensor | None) -> CodeIndex:
+        """The index of unit codes (C, e) for the grouped search, rebuilt only when codes or mask moved."""
+        codes_key = self._codes_key()
+        if self._groups is None or (not self._holding_groups and self._groups_key != codes_key):
+            self._groups = balanced_groups(codes, self.config.n_search_groups)
+            self._groups_key = codes_key
+        index_key = (*codes_key, self.mask._version if excluded is not None else -1)
+        if self._index is None or self._index_key != index_key:
+            self._index = index_codes(codes, self._groups, excluded)
+            self._index_key = index_key
+        return self._index
 
     def _coarse_then_exact(
         self, units: torch.Tensor, codes: torch.Tensor, excluded: torch.Tensor | None
@@ -154,6 +247,8 @@ class CodebookBottleneck(nn.Module):
         body = x[:, start:]  # (B, T', d)
         h = self.encode(body)
         ids = self.select(h.reshape(-1, self.code_dim)).view(batch, seq - start, -1)  # (B, T', k)
+        if torch.is_grad_enabled():  # training: the optimizer step that follows may change the codes unseen
+            self._forget_derived_codes()
         chosen = self.codes[ids]  # (B, T', k, e)
         if self.config.mask_policy == "zero" and self._any_masked:
             kept = ~self.mask[ids]  # (B, T', k)
@@ -178,6 +273,7 @@ class CodebookBottleneck(nn.Module):
     def reset_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
         """Overwrite codes `code_ids` (n,) with `vectors` (n, e): initialisation and dead-code re-seeding."""
         self.codes[code_ids] = vectors.to(self.codes.dtype)
+        self._groups = None  # regroup the grouped search, even while holding groups
 
     @torch.no_grad()
     def set_masked(self, code_ids: torch.Tensor) -> None:
@@ -281,9 +377,11 @@ def sample_codes(samples: torch.Tensor, n_codes: int, generator: torch.Generator
     return samples[picks].float().clone()
 
 
-def _refresh_any_masked(bottleneck: CodebookBottleneck, _incompatible_keys: object) -> None:
-    """After load_state_dict: the loaded mask decides whether selection must exclude codes."""
+def _after_load(bottleneck: CodebookBottleneck, _incompatible_keys: object) -> None:
+    """After load_state_dict: the loaded mask decides whether selection must exclude codes, and the
+    loaded codes are grouped anew."""
     bottleneck._any_masked = bool(bottleneck.mask.any())
+    bottleneck._groups = None
 
 
 def _starts_at_bos(seq: int, position_ids: torch.Tensor | None) -> bool:

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -122,6 +123,12 @@ class BottleneckConfig:
     # >0: rank every code in bf16, keep this many candidates, re-rank them in fp32 (much faster on a GPU
     # with a large codebook; can differ from the exact top-k only where fp32 and bf16 order disagree)
     coarse_candidates: int = 0
+    # "exact" scores every code; "grouped" splits the codes into search_groups balanced groups (0: the
+    # power of two nearest sqrt(n_codes)) and scores only the codes of each token's search_probes best
+    # groups: a fraction of the FLOPs at large C; it can differ from exact (bench/bench_topk.py: how often)
+    search: str = "exact"
+    search_groups: int = 0
+    search_probes: int = 8
 
     def validate(self, n_layers: int | None = None) -> None:
         if self.n_codes < 1:
@@ -147,11 +154,50 @@ class BottleneckConfig:
                 f"bottleneck.coarse_candidates={self.coarse_candidates}: set 0 (exact fp32 ranking) or a "
                 f"count between top_k={self.top_k} and n_codes={self.n_codes}, e.g. {4 * self.top_k}"
             )
+        self._validate_search()
         if n_layers is not None and not 0 <= self.layer < n_layers:
             raise ConfigError(
                 f"bottleneck.layer={self.layer}, but the model has {n_layers} decoder layers: "
                 f"set it between 0 and {n_layers - 1} (YAML or --bottleneck.layer)"
             )
+
+
+    @property
+    def n_search_groups(self) -> int:
+        """G of the grouped search: search_groups, or the power of two nearest sqrt(n_codes)."""
+        return self.search_groups or default_search_groups(self.n_codes, self.top_k)
+
+    def _validate_search(self) -> None:
+        if self.search not in ("exact", "grouped"):
+            raise ConfigError(f"bottleneck.search={self.search!r}: use 'exact' or 'grouped'")
+        if self.search == "exact":
+            return
+        if self.coarse_candidates:
+            raise ConfigError(
+                f"bottleneck.coarse_candidates={self.coarse_candidates} applies to search='exact' only: "
+                "set it to 0 with bottleneck.search=grouped"
+            )
+        groups = self.n_search_groups
+        if groups & (groups - 1) or not 1 <= groups <= self.n_codes:
+            raise ConfigError(
+                f"bottleneck.search_groups={self.search_groups}: set 0 (about sqrt(n_codes): "
+                f"{default_search_groups(self.n_codes, self.top_k)}) or a power of two up to "
+                f"n_codes={self.n_codes}"
+            )
+        if not self.top_k <= self.search_probes <= groups:
+            raise ConfigError(
+                f"bottleneck.search_probes={self.search_probes}: set it between top_k={self.top_k} (so every "
+                f"token finds top_k usable codes) and the number of groups, {groups}"
+            )
+
+
+def default_search_groups(n_codes: int, top_k: int) -> int:
+    """The power of two nearest sqrt(n_codes), so groups number about as many as their codes, halved
+    until a group holds at least top_k codes."""
+    groups = 2 ** max(0, round(math.log2(math.sqrt(max(1, n_codes)))))
+    while groups > 1 and math.ceil(n_codes / groups) < top_k:
+        groups //= 2
+    return groups
 
 
 @dataclass(frozen=True)
@@ -172,6 +218,9 @@ class TrainConfig:
     reseed_every: int = 50  # steps between dead-code re-seeding; 0 turns it off
     checkpoint_every: int = 100
     seed: int = 0
+    # torch.compile each decoder layer's forward (the bottleneck stays eager): faster steps on a GPU
+    # after a compile of tens of seconds; off by default, since on a CPU the compile rarely pays back
+    compile: bool = False
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "above", "joint"):

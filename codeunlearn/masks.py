@@ -8,12 +8,15 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import torch
 
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.surgery import CodebookModel
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def load_mask(path: Path) -> Mask:
 
 def mask_rows(mask: Mask, version: str, codebook_version: str) -> pa.Table:
     """The code store's `mask_codes` rows of a registered mask version: one per (source, code)."""
+    import pyarrow as pa  # the code store's format; masks themselves need only torch
+
     rows = [(source.name, code) for source in mask.sources for code in source.code_ids]
     return pa.table(
         {

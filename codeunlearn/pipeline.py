@@ -203,8 +203,13 @@ def train_reference(config: RunConfig) -> torch.nn.Module:
 
 
 def load_model(config: RunConfig) -> CodebookModel:
+    """The run's trained codebook model, searching codes as `config.bottleneck` says: a model trained
+    with exact search can be mined, evaluated and served with the grouped search, and back."""
     paths = setup(config)
-    return load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+    codebook_model = load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+    wanted = config.bottleneck
+    codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
+    return codebook_model
 
 
 # ---------------------------------------------------------------- mine
@@ -418,22 +423,27 @@ def trained_model_matches(config: RunConfig) -> bool:
     return stored is not None and same_training(stored, training_stamp(config))
 
 
-# Bottleneck settings that change how fast it runs, not what it computes, and settings added after
-# models were first saved, compared only when set away from the value they had before they existed.
-_SPEED_ONLY = ("chunk_tokens", "chunk_codes")
-_ADDED_LATER = {"coarse_candidates": 0}
+# Settings that change how fast training runs, not what it computes, and settings added after models
+# were first saved, compared only when set away from the value they had before they existed.
+_SPEED_ONLY = {"bottleneck": ("chunk_tokens", "chunk_codes"), "train": ("compile",)}
+_ADDED_LATER = {
+    "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
+}
 
 
 def same_training(stored: dict, current: dict) -> bool:
     """Whether two training stamps describe the same trained model."""
 
     def comparable(stamp: dict) -> dict:
-        bottleneck = {
-            k: v
-            for k, v in stamp.get("bottleneck", {}).items()
-            if k not in _SPEED_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
-        }
-        return {**stamp, "bottleneck": bottleneck}
+        sections = {}
+        for section in _SPEED_ONLY:
+            added = _ADDED_LATER.get(section, {})
+            sections[section] = {
+                k: v
+                for k, v in stamp.get(section, {}).items()
+                if k not in _SPEED_ONLY[section] and not (k in added and v == added[k])
+            }
+        return {**stamp, **sections}
 
     return comparable(stored) == comparable(current)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
-from scipy import special, stats
 
 from codeunlearn.config import MiningConfig
 from codeunlearn.errors import CodeunlearnError, ConfigError
@@ -228,9 +227,12 @@ def chi2_p_values(forget: CodeCounts, control: CodeCounts) -> np.ndarray:
     Raises:
         CodeunlearnError: the sets have different codebook sizes or one of them is empty.
     """
+    import torch  # torch.special, not scipy: mining must run where only torch and transformers are
+
     statistic, defined = _chi2_statistic(forget, control)
     p_values = np.ones_like(statistic)
-    p_values[defined] = stats.chi2.sf(statistic[defined], df=1)
+    # one degree of freedom: sf(x) = erfc(sqrt(x / 2))
+    p_values[defined] = torch.special.erfc(torch.from_numpy(np.sqrt(statistic[defined] / 2))).numpy()
     return p_values
 
 
@@ -243,9 +245,12 @@ def chi2_neg_log_p(forget: CodeCounts, control: CodeCounts) -> np.ndarray:
     Returns:
         float64 array (C,), >= 0; 0 where the test is undefined.
     """
+    import torch
+
     statistic, defined = _chi2_statistic(forget, control)
     neg_log_p = np.zeros_like(statistic)
-    neg_log_p[defined] = -(math.log(2.0) + special.log_ndtr(-np.sqrt(statistic[defined])))
+    log_tail = torch.special.log_ndtr(torch.from_numpy(-np.sqrt(statistic[defined]))).numpy()
+    neg_log_p[defined] = -(math.log(2.0) + log_tail)
     return np.maximum(neg_log_p, 0.0)
 
 

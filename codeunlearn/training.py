@@ -7,6 +7,7 @@ layers below the bottleneck never change, so their output is computed once and r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +35,7 @@ from codeunlearn.progress import progress
 from codeunlearn.surgery import (
     CodebookModel,
     bypassed,
+    decoder_layers,
     forward_from_site,
     forward_to_site,
     modules_above,
@@ -110,11 +113,24 @@ def trainable_parameters(codebook_model: CodebookModel, mode: str, use_bottlenec
 
 @dataclass
 class _StepOutput:
+    """One step's loss and what the training state records of it, all still on the device: reading
+    a value on the host waits for the device, so the state does that only every few steps."""
+
     loss: torch.Tensor
-    nll: float
-    recon: float
-    codes: torch.Tensor | None  # (N, k) code ids at content positions
-    vectors: torch.Tensor | None  # (N, e) encoded inputs at content positions, for re-seeding
+    nll: torch.Tensor  # () detached
+    recon: torch.Tensor  # () detached
+    codes: torch.Tensor | None  # (B, T, k) code ids, NO_CODE where no code is counted (padding, BOS)
+    site: tuple[torch.Tensor, torch.Tensor] | None = None  # cached inputs (B, T, d) and content mask (B, T)
+
+
+def counted_codes(codes: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """codes (B, T, k) with NO_CODE outside the content positions content (B, T) bool."""
+    return codes.masked_fill(~content.unsqueeze(-1), NO_CODE)
+
+
+def content_sum(values: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Sum of values (B, T) over the content positions content (B, T) bool, without a device sync."""
+    return torch.where(content, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
 
 
 def _step(
@@ -136,25 +152,25 @@ def _step(
             output = codebook_model.bottleneck(hidden)
         logits = forward_from_site(codebook_model, output.hidden if output else hidden, batch.attention_mask)
     else:
+        # No KV cache: training never decodes, and torch.compile would guard on each layer's cache
+        # state and recompile the layer forward once per layer.
         with recording(codebook_model) as outputs:
             logits = codebook_model.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
             ).logits
         output = outputs[0] if outputs else None
     nll = token_nll(logits, batch).sum() / n_targets
     if output is None:
-        return _StepOutput(nll, nll.item(), 0.0, None, None)
-    valid = batch.attention_mask.bool().clone()
-    valid[:, 0] = False
-    # content positions (real tokens after position 0) are as many as next-token targets
-    recon = output.recon_error[valid].sum() / n_targets
-    loss = (
-        nll
-        + config.recon_coef * recon
-        + codebook_model.bottleneck.config.l1_coef * output.l1[valid].sum() / n_targets
-    )
-    vectors = codebook_model.bottleneck.encode(hidden[valid]).detach() if hidden is not None else None
-    return _StepOutput(loss, nll.item(), recon.item(), output.codes[valid], vectors)
+        return _StepOutput(nll, nll.detach(), torch.zeros((), device=device), None)
+    content = batch.attention_mask.bool().clone()
+    content[:, 0] = False
+    # content positions (real tokens after position 0) are as many as next-token targets; `where`,
+    # not boolean indexing, which would wait for the device to count the positions
+    recon = content_sum(output.recon_error, content) / n_targets
+    l1 = content_sum(output.l1, content) / n_targets
+    loss = nll + config.recon_coef * recon + codebook_model.bottleneck.config.l1_coef * l1
+    site = (hidden, content) if hidden is not None else None
+    return _StepOutput(loss, nll.detach(), recon.detach(), counted_codes(output.codes, content), site)
 
 
 def _schedule(step: int, total: int, warmup: int = 20) -> float:
@@ -214,7 +230,7 @@ def _train(
     parallel = current_data_parallel()
     local = [local_slice(batch, parallel) for batch in batches]  # this process's rows of each batch
     cached = _local_activations(codebook_model, local) if config.mode != "joint" else None
-    state = _TrainState(codebook_model.bottleneck.n_codes)
+    state = _TrainState(codebook_model.bottleneck.n_codes, codebook_model.device)
     if checkpoint_dir is not None:
         _resume(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
     if state.step == 0 and use_bottleneck and parallel.is_main:
@@ -228,39 +244,62 @@ def _train(
     bar = progress(
         total=total, initial=state.step, desc="training codebook" if use_bottleneck else "reference"
     )
-    for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
-        if step < state.step:
-            continue
-        for group, base_lr in zip(optimizer.param_groups, [lrs[g["name"]] for g in groups], strict=True):
-            group["lr"] = base_lr * _schedule(step, total)
-        out = _train_step(
-            codebook_model,
-            optimizer,
-            local[index],
-            cached[index] if cached else None,
-            config,
-            use_bottleneck,
-            _Parallel(parallel, trained, float(batches[index].attention_mask[:, 1:].sum())),
-        )
-        tokens += batches[index].n_tokens
-        state.record(out)
-        if use_bottleneck and config.reseed_every and (step + 1) % config.reseed_every == 0:
-            state.reseed(codebook_model, config.seed + step, parallel)
-        state.step = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{out.nll:.3f}", recon=f"{out.recon:.3f}", dead=f"{state.dead_share:.1%}")
-        if (
-            checkpoint_dir is not None
-            and parallel.is_main
-            and config.checkpoint_every
-            and state.step % config.checkpoint_every == 0
-        ):
-            _save_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(codebook_model.bottleneck.holding_groups())  # grouped search: regroup at reseed
+        if config.compile:
+            stack.enter_context(compiled_layers(codebook_model))
+        for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
+            if step < state.step:
+                continue
+            for group, base_lr in zip(optimizer.param_groups, [lrs[g["name"]] for g in groups], strict=True):
+                group["lr"] = base_lr * _schedule(step, total)
+            out = _train_step(
+                codebook_model,
+                optimizer,
+                local[index],
+                cached[index] if cached else None,
+                config,
+                use_bottleneck,
+                _Parallel(parallel, trained, float(batches[index].attention_mask[:, 1:].sum())),
+            )
+            tokens += batches[index].n_tokens
+            state.record(out)
+            if use_bottleneck and config.reseed_every and (step + 1) % config.reseed_every == 0:
+                state.reseed(codebook_model, config.seed + step, parallel)
+            state.step = step + 1
+            bar.update(1)
+            if state.step % state.FLUSH_EVERY == 0 or state.step == total:
+                state.show(bar)
+            if (
+                checkpoint_dir is not None
+                and parallel.is_main
+                and config.checkpoint_every
+                and state.step % config.checkpoint_every == 0
+            ):
+                _save_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
     bar.close()
     codebook_model.model.eval()
     for parameter in codebook_model.model.parameters():
         parameter.requires_grad_(False)
     return state.result(tokens, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def compiled_layers(codebook_model: CodebookModel) -> Iterator[None]:
+    """Each decoder layer's forward through torch.compile while inside; eager again after.
+
+    Only `forward` is compiled, so the bottleneck's hook on its layer still runs eagerly: its code
+    selection keeps Python-side caches that a graph cannot hold.
+    """
+    layers = list(decoder_layers(codebook_model.model))
+    for layer in layers:
+        layer.forward = torch.compile(layer.forward)
+    log.debug("compiling %d decoder layers for training", len(layers))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the instance attribute goes; the class's forward is back
 
 
 @dataclass(frozen=True)
@@ -284,7 +323,8 @@ def _train_step(
     device_type = codebook_model.device.type
     optimizer.zero_grad(set_to_none=True)
     if batch.input_ids.shape[0] == 0:  # fewer rows than processes: this one only joins the gradient sum
-        out = _StepOutput(torch.zeros(()), 0.0, 0.0, None, None)
+        zero = torch.zeros((), device=codebook_model.device)
+        out = _StepOutput(zero, zero, zero, None)
     else:
         n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
@@ -304,22 +344,58 @@ def _local_activations(codebook_model: CodebookModel, local: list[Batch]) -> lis
 
 
 class _TrainState:
-    """Step counter, code usage since the last re-seeding, and recent loss history."""
+    """Step counter, code usage since the last re-seeding, and the loss history.
 
-    def __init__(self, n_codes: int) -> None:
+    Usage and the latest losses stay on the device; `flush` reads the losses on the host every
+    `FLUSH_EVERY` steps, so the step loop does not wait for the device after every step.
+    """
+
+    FLUSH_EVERY = 25
+
+    def __init__(self, n_codes: int, device: torch.device | str = "cpu") -> None:
         self.step = 0
-        self.usage = torch.zeros(n_codes, dtype=torch.long)
+        self.usage = torch.zeros(n_codes, dtype=torch.long, device=device)
         self.dead_share = 0.0
-        self.recent_vectors: torch.Tensor | None = None
+        self.recent_site: tuple[torch.Tensor, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def record(self, out: _StepOutput) -> None:
-        self.history.append({"step": self.step, "nll": out.nll, "recon": out.recon})
+        self._pending.append((self.step, out.nll, out.recon))
         if out.codes is not None:
-            used = out.codes[out.codes != NO_CODE].cpu()
-            self.usage += torch.bincount(used, minlength=self.usage.numel())
-        if out.vectors is not None:
-            self.recent_vectors = out.vectors
+            ids = out.codes.flatten()
+            counted = (ids != NO_CODE).long()
+            self.usage.index_add_(0, ids.clamp_min(0).to(self.usage.device), counted.to(self.usage.device))
+        if out.site is not None:
+            self.recent_site = out.site
+
+    def flush(self) -> dict[str, float] | None:
+        """Move the pending losses into `history` (one wait for the device); the latest entry."""
+        if self._pending:
+            values = torch.stack([torch.stack([n.float(), r.float()]) for _, n, r in self._pending]).tolist()
+            steps = [step for step, _, _ in self._pending]
+            self.history.extend(
+                {"step": step, "nll": nll, "recon": recon}
+                for step, (nll, recon) in zip(steps, values, strict=True)
+            )
+            self._pending.clear()
+        return self.history[-1] if self.history else None
+
+    def show(self, bar: Any) -> None:
+        """Flush, then put the latest loss, reconstruction error and dead-code share on the bar."""
+        latest = self.flush()
+        if latest is not None:
+            bar.set_postfix(
+                loss=f"{latest['nll']:.3f}", recon=f"{latest['recon']:.3f}", dead=f"{self.dead_share:.1%}"
+            )
+
+    @torch.no_grad()
+    def recent_vectors(self, codebook_model: CodebookModel) -> torch.Tensor | None:
+        """Encoded inputs (N, e) at the content positions of the last cached batch."""
+        if self.recent_site is None:
+            return None
+        site, content = self.recent_site
+        return codebook_model.bottleneck.encode(site[content]).detach()
 
     @torch.no_grad()
     def reseed(self, codebook_model: CodebookModel, seed: int, parallel: DataParallel | None = None) -> None:
@@ -330,13 +406,13 @@ class _TrainState:
         """
         parallel = parallel or DataParallel()
         self.usage = sum_counts(self.usage, parallel, codebook_model.device)
-        self.recent_vectors = gather_rows(self.recent_vectors, parallel)
+        recent = gather_rows(self.recent_vectors(codebook_model), parallel)
         dead = torch.nonzero(self.usage == 0).flatten()
         self.dead_share = dead.numel() / self.usage.numel()
-        if dead.numel() and self.recent_vectors is not None and len(self.recent_vectors):
+        if dead.numel() and recent is not None and len(recent):
             generator = torch.Generator().manual_seed(seed)
-            picks = torch.randint(len(self.recent_vectors), (dead.numel(),), generator=generator)
-            vectors = self.recent_vectors[picks.to(self.recent_vectors.device)]
+            picks = torch.randint(len(recent), (dead.numel(),), generator=generator)
+            vectors = recent[picks.to(recent.device)]
             noise = torch.randn(vectors.shape, generator=generator).to(vectors.device) * 0.01
             scale = codebook_model.bottleneck.codes.norm(dim=-1).mean() / vectors.norm(dim=-1, keepdim=True)
             codebook_model.bottleneck.reset_codes(dead.to(vectors.device), vectors * scale + noise * scale)
@@ -345,6 +421,7 @@ class _TrainState:
         self.usage.zero_()
 
     def result(self, tokens: int, elapsed_s: float) -> TrainResult:
+        self.flush()
         last = self.history[-20:] or [{"nll": float("nan"), "recon": float("nan")}]
         return TrainResult(
             steps=self.step,
@@ -372,9 +449,10 @@ def _save_checkpoint(
     use_bottleneck: bool,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    state.flush()
     payload = {
         "step": state.step,
-        "usage": state.usage,
+        "usage": state.usage.cpu(),
         "history": state.history,
         "weights": _trainable_state(codebook_model, use_bottleneck),
         "optimizer": optimizer.state_dict(),
@@ -403,5 +481,6 @@ def _resume(
             {k.removeprefix("bottleneck."): v for k, v in weights.items() if k.startswith("bottleneck.")}
         )
     optimizer.load_state_dict(payload["optimizer"])
-    state.step, state.usage, state.history = payload["step"], payload["usage"].cpu(), payload["history"]
+    state.step, state.history = payload["step"], payload["history"]
+    state.usage = payload["usage"].to(state.usage.device)
     log.info("resumed training from %s at step %d", path, state.step)

@@ -31,6 +31,8 @@ from codeunlearn.training import (
     _schedule,
     _StepOutput,
     _TrainState,
+    content_sum,
+    counted_codes,
     init_codes,
     site_activations,
     trainable_parameters,
@@ -165,13 +167,14 @@ def translation_step(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
         ).loss
     output, hidden = outputs[0], inputs[0]
-    valid = batch.attention_mask.bool().clone()
-    valid[:, 0] = False  # BOS (causal LM) or the first prefix token (T5): no content
-    recon = output.recon_error[valid].mean()
+    content = batch.attention_mask.bool().clone()
+    content[:, 0] = False  # BOS (causal LM) or the first prefix token (T5): no content
+    n_content = content.sum().clamp_min(1)
+    recon = content_sum(output.recon_error, content) / n_content
     total = loss + config.recon_coef * recon
-    total = total + codebook_model.bottleneck.config.l1_coef * output.l1[valid].mean()
-    vectors = codebook_model.bottleneck.encode(hidden[valid]).detach()
-    return _StepOutput(total, loss.item(), recon.item(), output.codes[valid], vectors)
+    total = total + codebook_model.bottleneck.config.l1_coef * content_sum(output.l1, content) / n_content
+    codes = counted_codes(output.codes, content)
+    return _StepOutput(total, loss.detach(), recon.detach(), codes, (hidden.detach(), content))
 
 
 def train_translation(
@@ -188,24 +191,26 @@ def train_translation(
     n_init = max(1, math.ceil(config.init_vectors / max(1, batches[0].n_tokens)))
     init_codes(codebook_model, site_activations(codebook_model, batches[:n_init]), batches[:n_init], config)
     total = math.ceil(config.epochs * len(batches))
-    state = _TrainState(codebook_model.bottleneck.n_codes)
+    state = _TrainState(codebook_model.bottleneck.n_codes, codebook_model.device)
     codebook_model.model.train(config.mode == "joint")
     started, tokens = time.perf_counter(), 0
     bar = progress(total=total, desc="training translation codebook")
-    for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
-        for group, spec in zip(optimizer.param_groups, groups, strict=True):
-            group["lr"] = lrs[spec["name"]] * _schedule(step, total)
-        out = translation_step(codebook_model, batches[index], config)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        tokens += batches[index].n_tokens
-        state.record(out)
-        if config.reseed_every and (step + 1) % config.reseed_every == 0:
-            state.reseed(codebook_model, config.seed + step)
-        state.step = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{out.nll:.3f}", recon=f"{out.recon:.3f}")
+    with codebook_model.bottleneck.holding_groups():  # grouped search: regroup at re-seeding only
+        for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
+            for group, spec in zip(optimizer.param_groups, groups, strict=True):
+                group["lr"] = lrs[spec["name"]] * _schedule(step, total)
+            out = translation_step(codebook_model, batches[index], config)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            tokens += batches[index].n_tokens
+            state.record(out)
+            if config.reseed_every and (step + 1) % config.reseed_every == 0:
+                state.reseed(codebook_model, config.seed + step)
+            state.step = step + 1
+            bar.update(1)
+            if state.step % state.FLUSH_EVERY == 0 or state.step == total:
+                state.show(bar)
     bar.close()
     codebook_model.model.eval()
     for parameter in codebook_model.model.parameters():

@@ -37,3 +37,23 @@ def test_only_the_tracking_module_imports_mlflow_and_no_module_imports_prefect()
     }
     assert {name for name, found in importers.items() if "mlflow" in found} == {"tracking"}
     assert not any("prefect" in found for name, found in importers.items() if name != "cli")
+
+
+# What bench/ imports of the library, to run on the GPU image: torch, transformers and their own
+# dependencies (numpy, pyyaml, safetensors, tqdm), nothing else.
+GPU_IMAGE_MODULES = (
+    "bottleneck", "code_index", "surgery", "training", "mining", "selection", "masks", "baselines", "batching"
+)
+
+
+def test_the_benchmarked_core_needs_only_torch_and_transformers():
+    modules = [f"codeunlearn.{name}" for name in GPU_IMAGE_MODULES]
+    absent = ("scipy", "pyarrow", "duckdb", "datasets", "pandas", "prefect", "mlflow", "gguf")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(absent)!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

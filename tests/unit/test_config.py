@@ -74,7 +74,9 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
     older = {
         **current,
         "bottleneck": {
-            k: v for k, v in current["bottleneck"].items() if k not in ("chunk_codes", "coarse_candidates")
+            k: v
+            for k, v in current["bottleneck"].items()
+            if k not in ("chunk_codes", "coarse_candidates", "search", "search_groups", "search_probes")
         },
     }
     assert same_training(older, current)  # saved before those fields existed
@@ -82,5 +84,7 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
     assert same_training(current, faster)  # chunking changes speed, not codes
     coarse = training_stamp(replace(config, bottleneck=replace(config.bottleneck, coarse_candidates=32)))
     assert not same_training(older, coarse)  # approximate ranking is another model
+    grouped = training_stamp(replace(config, bottleneck=replace(config.bottleneck, search="grouped")))
+    assert not same_training(older, grouped)
     other_k = training_stamp(replace(config, bottleneck=replace(config.bottleneck, top_k=4)))
     assert not same_training(current, other_k)

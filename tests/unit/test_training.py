@@ -55,3 +55,36 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tokenizer, texts, tmp_
     torch.testing.assert_close(resumed.bottleneck.codes, whole.bottleneck.codes)
     layer = lambda m: decoder_layers(m.model)[2].mlp.down_proj.weight  # noqa: E731
     torch.testing.assert_close(layer(resumed), layer(whole))
+
+
+def test_history_has_every_step_and_usage_counts_content_codes_only(tokenizer, texts):
+    from codeunlearn.bottleneck import NO_CODE
+    from codeunlearn.training import _StepOutput, _TrainState
+
+    state = _TrainState(6)
+    codes = torch.tensor([[[0, 1], [2, NO_CODE]], [[1, 1], [5, 0]]])  # (B=2, T=2, k=2)
+    for step in range(3):
+        state.step = step
+        state.record(_StepOutput(torch.zeros(()), torch.tensor(float(step)), torch.tensor(0.5), codes))
+    assert state.usage.tolist() == [6, 9, 3, 0, 0, 3]
+    assert state.history == []  # nothing read on the host before a flush
+    assert state.flush() == {"step": 2, "nll": 2.0, "recon": 0.5}
+    assert [h["step"] for h in state.history] == [0, 1, 2]
+
+    codebook_model, batches = setup_model(tokenizer, texts)
+    steps = 2 * len(batches)  # not a multiple of the flush interval
+    config = TrainConfig(mode="above", epochs=2, reseed_every=0, kmeans_iters=1)
+    result = train(codebook_model, batches, config)
+    assert result.steps == steps and [h["step"] for h in result.history] == list(range(steps))
+
+
+def test_compiled_layers_train_like_eager_ones_and_are_eager_again_after(tokenizer, texts):
+    config = TrainConfig(mode="above", epochs=1, lr=1e-2, reseed_every=0, kmeans_iters=1)
+    eager, batches = setup_model(tokenizer, texts)
+    eager_result = train(eager, batches, config)
+    compiled, batches = setup_model(tokenizer, texts)
+    compiled_result = train(compiled, batches, TrainConfig(**{**config.__dict__, "compile": True}))
+    assert all("forward" not in vars(layer) for layer in decoder_layers(compiled.model))
+    eager_nll = [h["nll"] for h in eager_result.history]
+    torch.testing.assert_close([h["nll"] for h in compiled_result.history], eager_nll, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(compiled.bottleneck.codes, eager.bottleneck.codes, rtol=1e-3, atol=1e-4)
