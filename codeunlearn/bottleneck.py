@@ -114,6 +114,8 @@ class CodebookBottleneck(nn.Module):
         Memory stays bounded whatever the sizes: at most chunk_tokens x chunk_codes similarities at
         a time (chunk_codes 0: all codes), each code chunk's top-k merged into a running top-k.
         With coarse_candidates m > 0 the ranking runs in bf16 and the best m are re-ranked in fp32.
+        With search="grouped" only the codes of each token's search_probes best groups are compared
+        (codeunlearn.code_index).
 
         Args:
             h: (N, e) encoded vectors.

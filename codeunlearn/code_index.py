@@ -2,10 +2,10 @@
 
 Exact search costs 2·C·e FLOPs per token and a top-k over C-wide rows: at C = 65,536 and e = 576 that
 is about a quarter of a SmolLM2-135M forward pass. The index splits the codes into G groups of S codes
-(a balanced tree of principal-direction splits over the unit codes); a token scores the G group
-centroids, keeps its P best groups and scores only their P·S codes: 2·(G + P·S)·e FLOPs, and top-k
-over S-wide rows. It can miss a true top-k code that sits in a group outside the token's P best;
-bench/bench_topk.py measures how often.
+(a balanced tree of principal-direction splits, then balanced k-means passes); a token scores the G
+group centroids, keeps its P best groups and scores only their P·S codes: 2·(G + P·S)·e FLOPs, and
+top-k over S-wide rows. It can miss a true top-k code that sits in a group outside the token's P best;
+bench/bench_search_quality.py measures how often on a trained model, and what it costs in NLL.
 
 Everything is batched tensor work with shapes fixed by (n, P, G, S), so a search never waits for the
 device. Shapes: n tokens, e code width, C codes, G groups, S codes per group, P probed groups per
