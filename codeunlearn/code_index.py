@@ -89,8 +89,10 @@ def _balanced_assignment(units: torch.Tensor, members: torch.Tensor) -> torch.Te
         order = torch.argsort(bid_score, descending=True, stable=True)  # best bids first
         order = order[torch.argsort(bid_group[order], stable=True)]  # grouped, best first within
         sorted_group = bid_group[order]
+        # every code is in `order` (placed ones last within their group), so the offset of a group
+        # counts all codes of the groups before it, not only unplaced ones
         counts = torch.zeros(n_groups, dtype=torch.long, device=units.device)
-        counts.index_add_(0, sorted_group, unplaced[order].long())
+        counts.index_add_(0, sorted_group, torch.ones_like(sorted_group))
         rank = torch.arange(n_codes, device=units.device) - (torch.cumsum(counts, 0) - counts)[sorted_group]
         accepted = unplaced[order] & (rank < room[sorted_group])
         group_of[order[accepted]] = sorted_group[accepted]
