@@ -53,68 +53,56 @@ def site_vectors(codebook_model: CodebookModel, batches: list[Batch]) -> torch.T
 
 
 @torch.no_grad()
-def mean_nll(codebook_model: CodebookModel, batches: list[Batch]) -> float:
+def mean_nll(model: torch.nn.Module, batches: list[Batch]) -> float:
+    """Mean next-token NLL of `model` (a base model or a codebook model's) over `batches`."""
     total = count = 0.0
     for batch in batches:
-        logits = codebook_model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         total += float(token_nll(logits, batch).sum())
         count += float(batch.attention_mask[:, 1:].sum())
     return total / count
 
 
-def variant_of(bottleneck: CodebookBottleneck, probes: int, n_codes: int = 0) -> CodebookBottleneck:
-    """The same codes with exact search (probes 0) or grouped search probing `probes` groups."""
-    search = {"search": "grouped", "search_probes": probes} if probes else {"search": "exact"}
-    config = dataclasses.replace(bottleneck.config, n_codes=n_codes or bottleneck.n_codes, **search)
-    variant = CodebookBottleneck(bottleneck.hidden_dim, config)
-    if not n_codes:
-        variant.load_state_dict(bottleneck.state_dict())
-    return variant
+def use_search(bottleneck: CodebookBottleneck, probes: int) -> None:
+    """Exact search (probes 0), or grouped search probing `probes` groups."""
+    bottleneck.set_search("grouped" if probes else "exact", probes or None)
 
 
 def agreement(bottleneck: CodebookBottleneck, vectors: torch.Tensor, probes: list[int]) -> list[dict]:
     """Per search: probes, share of tokens differing from exact, recall, seconds of one selection."""
     rows, exact = [], None
     for p in [0, *probes]:
-        variant = variant_of(bottleneck, p)
-        variant.load_state_dict(bottleneck.state_dict())
-        variant.select(vectors[:8])  # a grouped search builds its index here, once per set of codes
+        use_search(bottleneck, p)
+        bottleneck.select(vectors[:8])  # a grouped search builds its index here, once per set of codes
         started = time.perf_counter()
-        found = variant.select(vectors).sort(-1).values
+        found = bottleneck.select(vectors).sort(-1).values
         seconds = time.perf_counter() - started
         exact = found if exact is None else exact
         row = {"n_codes": bottleneck.n_codes, "probes": p, "select_s": seconds}
-        row["search"] = f"grouped P={p} of G={variant.config.n_search_groups}" if p else "exact"
+        row["search"] = f"grouped P={p} of G={bottleneck.config.n_search_groups}" if p else "exact"
         row["differ"] = (found != exact).any(-1).float().mean().item()
         row["recall"] = (found.unsqueeze(-1) == exact.unsqueeze(-2)).any(-1).float().mean().item()
         rows.append(row)
     return rows
 
 
-@torch.no_grad()
 def base_nll(model_name: str, sets: dict[str, list[Batch]]) -> dict[str, float]:
     """Held-out NLL of the pretrained model the codebook was trained into (0 of the normalised drop)."""
     from codeunlearn.assets import load_pretrained
 
     model, _ = load_pretrained(model_name, "cpu")
-    total = {}
-    for name, batches in sets.items():
-        nll = [float(token_nll(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b).sum())
-               for b in batches]
-        total[name] = sum(nll) / sum(float(b.attention_mask[:, 1:].sum()) for b in batches)
-    return total
+    return {name: mean_nll(model, batches) for name, batches in sets.items()}
 
 
 def forgetting(
     codebook_model: CodebookModel, sets: dict[str, list[Batch]], mask, base: dict[str, float], row: dict
 ) -> None:
     """Held-out NLL of each split under the row's search, unmasked and masked, and the drops."""
-    # the model's own bottleneck: its forward hook holds that object, not codebook_model.bottleneck
-    codebook_model.bottleneck.set_search("grouped" if row["probes"] else "exact", row["probes"] or None)
+    use_search(codebook_model.bottleneck, row["probes"])
     apply_mask(codebook_model, None)
-    plain = {name: mean_nll(codebook_model, batches) for name, batches in sets.items()}
+    plain = {name: mean_nll(codebook_model.model, batches) for name, batches in sets.items()}
     apply_mask(codebook_model, mask)
-    masked = {name: mean_nll(codebook_model, batches) for name, batches in sets.items()}
+    masked = {name: mean_nll(codebook_model.model, batches) for name, batches in sets.items()}
     apply_mask(codebook_model, None)
     for name in sets:
         row[f"{name}_nll"] = plain[name]
@@ -148,7 +136,9 @@ def main() -> None:
         samples = site_vectors(codebook_model, training)
         if samples.shape[0] < args.n_codes:
             parser.error(f"{samples.shape[0]} tokens cannot seed {args.n_codes} codes: raise --sample-texts")
-        sampled = variant_of(codebook_model.bottleneck, 0, n_codes=args.n_codes)
+        trained = codebook_model.bottleneck
+        config = dataclasses.replace(trained.config, n_codes=args.n_codes)
+        sampled = CodebookBottleneck(trained.hidden_dim, config)
         codes = sample_codes(samples, args.n_codes, torch.Generator().manual_seed(0))
         sampled.reset_codes(torch.arange(args.n_codes), codes)
         rows += agreement(sampled, vectors, args.probes)

@@ -89,11 +89,7 @@ def _balanced_assignment(units: torch.Tensor, members: torch.Tensor) -> torch.Te
         order = torch.argsort(bid_score, descending=True, stable=True)  # best bids first
         order = order[torch.argsort(bid_group[order], stable=True)]  # grouped, best first within
         sorted_group = bid_group[order]
-        # every code is in `order` (placed ones last within their group), so the offset of a group
-        # counts all codes of the groups before it, not only unplaced ones
-        counts = torch.zeros(n_groups, dtype=torch.long, device=units.device)
-        counts.index_add_(0, sorted_group, torch.ones_like(sorted_group))
-        rank = torch.arange(n_codes, device=units.device) - (torch.cumsum(counts, 0) - counts)[sorted_group]
+        _, rank = _rank_in_groups(sorted_group, n_groups)  # unplaced codes come first in each group
         accepted = unplaced[order] & (rank < room[sorted_group])
         group_of[order[accepted]] = sorted_group[accepted]
         room -= torch.zeros_like(room).index_add_(0, sorted_group[accepted], torch.ones_like(rank[accepted]))
@@ -140,7 +136,6 @@ def index_codes(units: torch.Tensor, members: torch.Tensor, excluded: torch.Tens
     return CodeIndex(safe, F.normalize(usable_sum, dim=-1), grouped, unusable)
 
 
-@torch.no_grad()
 def tile_size(n_pairs: int, n_groups: int, group_size: int) -> int:
     """L: about the mean pairs per group (a power of two, 16 to S), so the at most G partly filled
     tiles waste few rows when pairs are few, and few tiles copy their group's codes when they are many."""
@@ -218,12 +213,18 @@ def _tiles(sorted_groups: torch.Tensor, n_groups: int, tile: int) -> tuple[torch
     """For pairs sorted by group (N,): each pair's tile and slot, and each tile's group (T_max,)."""
     n_pairs = sorted_groups.shape[0]
     device = sorted_groups.device
-    counts = torch.zeros(n_groups, dtype=torch.long, device=device)
-    counts.index_add_(0, sorted_groups, torch.ones_like(sorted_groups))  # no bincount: it syncs on CUDA
-    rank = torch.arange(n_pairs, device=device) - (counts.cumsum(0) - counts)[sorted_groups]
+    counts, rank = _rank_in_groups(sorted_groups, n_groups)
     tiles_per_group = (counts + tile - 1) // tile
     tile_ends = tiles_per_group.cumsum(0)
     tile_of = (tile_ends - tiles_per_group)[sorted_groups] + rank // tile
     max_tiles = math.ceil(n_pairs / tile) + n_groups
     tile_group = torch.searchsorted(tile_ends, torch.arange(max_tiles, device=device), right=True)
     return tile_of, rank % tile, tile_group.clamp_max(n_groups - 1)
+
+
+def _rank_in_groups(sorted_groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For items sorted by group (N,): how many each group holds (G,) and each item's place in it (N,)."""
+    counts = torch.zeros(n_groups, dtype=torch.long, device=sorted_groups.device)
+    counts.index_add_(0, sorted_groups, torch.ones_like(sorted_groups))  # no bincount: it syncs on CUDA
+    starts = counts.cumsum(0) - counts  # first position of each group
+    return counts, torch.arange(sorted_groups.shape[0], device=sorted_groups.device) - starts[sorted_groups]

@@ -125,7 +125,7 @@ class BottleneckConfig:
     coarse_candidates: int = 0
     # "exact" scores every code; "grouped" splits the codes into search_groups balanced groups (0: the
     # power of two nearest sqrt(n_codes)) and scores only the codes of each token's search_probes best
-    # groups: a fraction of the FLOPs at large C; it can differ from exact (bench/bench_topk.py: how often)
+    # groups: a fraction of the FLOPs at large C; can differ from exact (bench/bench_search_quality.py)
     search: str = "exact"
     search_groups: int = 0
     search_probes: int = 8
@@ -218,8 +218,8 @@ class TrainConfig:
     reseed_every: int = 50  # steps between dead-code re-seeding; 0 turns it off
     checkpoint_every: int = 100
     seed: int = 0
-    # torch.compile each decoder layer's forward (the bottleneck stays eager): faster steps on a GPU
-    # after a compile of tens of seconds; off by default, since on a CPU the compile rarely pays back
+    # torch.compile each decoder layer's forward (the bottleneck stays eager), meant for GPU runs; off
+    # by default: the first compile takes tens of seconds (about 40 s on a 2-core CPU)
     compile: bool = False
 
     def validate(self) -> None:
