@@ -16,9 +16,12 @@ class Batch:
     input_ids: torch.Tensor  # (B, T) int64
     attention_mask: torch.Tensor  # (B, T) int64, 1 on real tokens
     rows: torch.Tensor  # (B,) int64
+    # (B, T) bool: the positions mining counts (see codeunlearn.positions); None counts every content token
+    count_mask: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.rows)
+        count_mask = None if self.count_mask is None else self.count_mask.to(device)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.rows, count_mask)
 
     @property
     def n_tokens(self) -> int:
@@ -40,8 +43,18 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[
     return [[start, *ids][:max_length] for ids in encoded]
 
 
-def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[Batch]:
-    """Batches of examples sorted by length, so padding stays small; order of batches is by length."""
+def make_batches(
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_id: int,
+    count_flags: Sequence[Sequence[bool]] | None = None,
+) -> list[Batch]:
+    """Batches of examples sorted by length, so padding stays small; order of batches is by length.
+
+    `count_flags`, one flag per token of each example, become the batches' `count_mask`.
+    """
+    if count_flags is not None and [len(f) for f in count_flags] != [len(ids) for ids in token_ids]:
+        raise ValueError("count_flags must hold one flag per token of every example")
     order = sorted(range(len(token_ids)), key=lambda row: (len(token_ids[row]), row))
     batches = []
     for start in range(0, len(order), batch_size):
@@ -53,7 +66,12 @@ def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: in
             ids = token_ids[row]
             input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[i, : len(ids)] = 1
-        batches.append(Batch(input_ids, attention_mask, torch.tensor(rows, dtype=torch.long)))
+        count_mask = None
+        if count_flags is not None:
+            count_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+            for i, row in enumerate(rows):
+                count_mask[i, : len(count_flags[row])] = torch.tensor(count_flags[row], dtype=torch.bool)
+        batches.append(Batch(input_ids, attention_mask, torch.tensor(rows, dtype=torch.long), count_mask))
     return batches
 
 

@@ -173,6 +173,17 @@ class CodebookBottleneck(nn.Module):
         self.config = config
         self._groups = self._index = None
 
+    def set_mask_policy(self, policy: str) -> None:
+        """Switch what a masked code's slot gets (`next_best` code or `zero`) on a built model. Training
+        never sees a mask, so a model trained under one policy serves under either.
+
+        Raises:
+            ConfigError: an unknown policy.
+        """
+        config = dataclasses.replace(self.config, mask_policy=policy)
+        config.validate()
+        self.config = config
+
     @contextlib.contextmanager
     def holding_groups(self) -> Iterator[None]:
         """Keep the grouped search's grouping while the codes take small steps (training): regrouping

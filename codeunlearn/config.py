@@ -161,7 +161,6 @@ class BottleneckConfig:
                 f"set it between 0 and {n_layers - 1} (YAML or --bottleneck.layer)"
             )
 
-
     @property
     def n_search_groups(self) -> int:
         """G of the grouped search: search_groups, or the power of two nearest sqrt(n_codes)."""
@@ -243,8 +242,13 @@ class MiningConfig:
     max_p_value: float = 1e-3  # chi-squared significance guard
     min_enrichment: float = 2.0
     batch_size: int = 32
+    # "all" content tokens, or "topic_words": for a keyword/regex topic with its word-swap control, only
+    # the topic words in D_T and the words that replaced them in the control (codeunlearn.positions)
+    positions: str = "all"
 
     def validate(self, n_codes: int | None = None) -> None:
+        if self.positions not in ("all", "topic_words"):
+            raise ConfigError(f"mining.positions={self.positions!r}: use 'all' or 'topic_words'")
         if self.n_select < 0:
             raise ConfigError(f"mining.n_select={self.n_select}: use 0 (threshold) or a positive count")
         if n_codes is not None and self.n_select > n_codes:
@@ -358,7 +362,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Checks that need no model; layer range is checked once the model is known."""
-        _ = self.topic.kind
+        kind = self.topic.kind
+        if self.mining.positions == "topic_words" and kind not in ("keywords", "regex"):
+            raise ConfigError(
+                f"mining.positions=topic_words needs a topic given as words (topic.keywords or "
+                f"topic.regex), but this topic is a {kind}: use mining.positions=all"
+            )
         self.bottleneck.validate()
         self.train.validate()
         self.mining.validate(self.bottleneck.n_codes)

@@ -17,18 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def batch_code_counts(
-    codes: torch.Tensor, attention_mask: torch.Tensor, n_codes: int
+    codes: torch.Tensor, attention_mask: torch.Tensor, n_codes: int, count_mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, ...]:
     """Token and example firing counts for one batch, on the codes' device.
 
     Args:
         codes: (B, T, k) code ids, NO_CODE where none.
         attention_mask: (B, T) 1 on real tokens.
+        count_mask: (B, T) bool, the only positions to count (e.g. a word topic's words); None: all.
     Returns:
         token_counts (C,), example_counts (C,), and the number of content tokens counted.
     """
     valid = attention_mask.bool().clone()
     valid[:, 0] = False  # BOS passes through the bottleneck and carries no content
+    if count_mask is not None:
+        valid &= count_mask
     fired = codes.masked_fill(~valid.unsqueeze(-1), NO_CODE)  # (B, T, k)
     flat = fired[fired != NO_CODE]
     token_counts = torch.bincount(flat, minlength=n_codes)
@@ -37,7 +40,7 @@ def batch_code_counts(
     rows = torch.arange(batch, device=codes.device).view(batch, 1, 1).expand_as(fired)
     seen = torch.zeros(batch, n_codes + 1, dtype=torch.bool, device=codes.device)
     seen[rows.reshape(-1), fired.reshape(-1) % (n_codes + 1)] = True
-    example_counts = seen[:, :n_codes].sum(0)
+    example_counts = seen[:, :n_codes].sum(0)  # an example with no counted position adds nothing
     return token_counts, example_counts, valid.sum()
 
 
@@ -57,16 +60,19 @@ def count_codes(codebook_model: CodebookModel, batches: list[Batch], desc: str =
     for batch in progress(batches, desc=desc):
         batch = batch.to(device)
         codes = site_codes(codebook_model, batch)
-        tokens, examples, counted = batch_code_counts(codes, batch.attention_mask, n_codes)
+        tokens, examples, counted = batch_code_counts(codes, batch.attention_mask, n_codes, batch.count_mask)
         token_counts += tokens
         example_counts += examples
         n_tokens += counted
-        n_examples += batch.input_ids.shape[0]
+        # with a count mask, only the examples that have a counted position (no host sync here)
+        n_examples = n_examples + (
+            batch.input_ids.shape[0] if batch.count_mask is None else batch.count_mask.any(1).sum()
+        )
     return CodeCounts(
         token_counts=token_counts.cpu().numpy().astype(np.int64),
         example_counts=example_counts.cpu().numpy().astype(np.int64),
         n_tokens=int(n_tokens),
-        n_examples=n_examples,
+        n_examples=int(n_examples),
     )
 
 

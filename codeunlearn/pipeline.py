@@ -27,6 +27,8 @@ from codeunlearn.errors import CodeunlearnError
 from codeunlearn.evaluation import EvalReport, EvalSet, Evaluator
 from codeunlearn.masks import Mask, load_mask, mask_from_codes, save_mask
 from codeunlearn.mining import count_codes
+from codeunlearn.positions import Span, split_spans, token_flags
+from codeunlearn.reference import reference_nll
 from codeunlearn.selection import SelectedCodes, random_codes, select_codes
 from codeunlearn.store import CodeStore
 from codeunlearn.surgery import (
@@ -34,10 +36,9 @@ from codeunlearn.surgery import (
     decoder_layers,
     insert_bottleneck,
     load_codebook_model,
-    remove_bottleneck,
     save_codebook_model,
 )
-from codeunlearn.topics import Splits, build_splits, read_splits, write_splits
+from codeunlearn.topics import Splits, build_splits, read_splits, topic_pattern, write_splits
 from codeunlearn.training import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -134,9 +135,16 @@ def read_table(path: Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def batch_texts(texts: list[str], tokenizer, config: RunConfig, batch_size: int) -> list[Batch]:
+def batch_texts(
+    texts: list[str], tokenizer, config: RunConfig, batch_size: int, spans: list[list[Span]] | None = None
+) -> list[Batch]:
+    """Batches of BOS + text (truncated to data.max_length); with `spans`, mining counts only the
+    tokens that overlap them."""
     ids = encode_texts(tokenizer, texts, config.data.max_length)
-    return make_batches(ids, batch_size, tokenizer.pad_token_id)
+    flags = None
+    if spans is not None:
+        flags = [f[: len(i)] for f, i in zip(token_flags(tokenizer, texts, spans, lead=1), ids, strict=True)]
+    return make_batches(ids, batch_size, tokenizer.pad_token_id, flags)
 
 
 def training_texts(config: RunConfig) -> list[str]:
@@ -191,24 +199,20 @@ def _checkpoints_for(config: RunConfig, paths: RunPaths) -> Path:
     return paths.checkpoint_dir
 
 
-def train_reference(config: RunConfig) -> torch.nn.Module:
-    """The base model fine-tuned on the same data and budget without a bottleneck (criterion 3)."""
-    device = assets.pick_device(config.model.device)
-    model, tokenizer = assets.load_pretrained(config.model.name, device)
-    codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
-    batches = batch_texts(training_texts(config), tokenizer, config, config.train.batch_size)
-    reference_config = config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
-    train(codebook_model, batches, reference_config, use_bottleneck=False)
-    return remove_bottleneck(codebook_model)
-
-
 def load_model(config: RunConfig) -> CodebookModel:
-    """The run's trained codebook model, searching codes as `config.bottleneck` says: a model trained
-    with exact search can be mined, evaluated and served with the grouped search, and back."""
+    """The run's trained codebook model, searching codes and masking as `config.bottleneck` says: a
+    model trained with exact search can be mined, evaluated and served with the grouped search, and
+    back, and under either mask policy."""
     paths = setup(config)
     codebook_model = load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+    return served_as_configured(codebook_model, config)
+
+
+def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> CodebookModel:
+    """Apply the configured code search and mask policy, which training does not fix, to a model."""
     wanted = config.bottleneck
     codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
+    codebook_model.bottleneck.set_mask_policy(wanted.mask_policy)
     return codebook_model
 
 
@@ -224,10 +228,12 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     store = CodeStore(paths.store_dir)
     run_id = _counts_run_id(config, splits)
     tokenizer = codebook_model.tokenizer
+    spans = _counted_spans(config, splits)
     counts = {}
     for split in ("forget", "control", "retain"):
         table = getattr(splits, f"{split}_train")
-        batches = batch_texts(table.column("text").to_pylist(), tokenizer, config, config.mining.batch_size)
+        texts = table.column("text").to_pylist()
+        batches = batch_texts(texts, tokenizer, config, config.mining.batch_size, spans.get(split))
         counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
         store.write_counts(run_id, split, config.topic.key, counts[split])
     selected = select_codes(counts["forget"], counts["control"], config.mining)
@@ -255,6 +261,13 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     return selected
 
 
+def _counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:
+    """The forget and control spans mining counts under mining.positions=topic_words; else none."""
+    if config.mining.positions != "topic_words":
+        return {}
+    return split_spans(splits.forget_train, splits.control_train, topic_pattern(config.topic))
+
+
 def _counts_run_id(config: RunConfig, splits: Splits) -> str:
     import hashlib
 
@@ -262,6 +275,7 @@ def _counts_run_id(config: RunConfig, splits: Splits) -> str:
         [
             config.topic.name,
             splits.manifest["splits"]["forget_train"]["content_hash"],
+            *([config.mining.positions] if config.mining.positions != "all" else []),
             str(Path(config.run_dir).resolve()),
         ]
     )
@@ -339,7 +353,7 @@ def evaluate(config: RunConfig, codebook_model: CodebookModel | None = None) -> 
     report.nll["base"] = evaluator.score_model(base_model)
     del base_model
     if config.eval.run_reference:
-        report.nll["reference"] = evaluator.score_model(train_reference(config))
+        report.nll["reference"] = reference_nll(config, evaluator, training_texts(config), paths.eval_dir)
     report.nll["codebook"] = evaluator.score_codebook(None)
     if mask is not None and mask.code_ids:
         n_codes = codebook_model.bottleneck.n_codes
@@ -425,7 +439,9 @@ def trained_model_matches(config: RunConfig) -> bool:
 
 # Settings that change how fast training runs, not what it computes, and settings added after models
 # were first saved, compared only when set away from the value they had before they existed.
-_SPEED_ONLY = {"bottleneck": ("chunk_tokens", "chunk_codes"), "train": ("compile",)}
+# Settings that do not change what training produces: speed knobs, and the mask policy (training
+# never runs with a mask; `load_model` applies the configured policy).
+_TRAINING_NEUTRAL = {"bottleneck": ("chunk_tokens", "chunk_codes", "mask_policy"), "train": ("compile",)}
 _ADDED_LATER = {
     "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
 }
@@ -436,12 +452,12 @@ def same_training(stored: dict, current: dict) -> bool:
 
     def comparable(stamp: dict) -> dict:
         sections = {}
-        for section in _SPEED_ONLY:
+        for section in _TRAINING_NEUTRAL:
             added = _ADDED_LATER.get(section, {})
             sections[section] = {
                 k: v
                 for k, v in stamp.get(section, {}).items()
-                if k not in _SPEED_ONLY[section] and not (k in added and v == added[k])
+                if k not in _TRAINING_NEUTRAL[section] and not (k in added and v == added[k])
             }
         return {**stamp, **sections}
 

@@ -103,7 +103,7 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     """
     _check_sizes(topic, seed)
     train, test = _normalised(train, "train"), _normalised(test, "test")
-    pattern = _topic_pattern(topic) if topic.kind in ("keywords", "regex") else None
+    pattern = topic_pattern(topic) if topic.kind in ("keywords", "regex") else None
     if topic.kind == "examples_file":
         train_side, test_side = _example_sides(topic, train, test)
     else:
@@ -224,7 +224,8 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), purpose_key])
 
 
-def _topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
+def topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
+    """The compiled pattern of a keyword or regex topic (keywords as whole words, any case)."""
     if topic.kind == "keywords":
         words = sorted({k.strip() for k in topic.keywords if k.strip()}, key=len, reverse=True)
         if not words:

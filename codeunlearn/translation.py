@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from codeunlearn.batching import Batch, bos_id
+from codeunlearn.batching import Batch, bos_id, make_batches
 from codeunlearn.config import TrainConfig, TranslationConfig
+from codeunlearn.positions import Span, token_flags
 from codeunlearn.progress import progress
 from codeunlearn.surgery import CodebookModel, recording, site_module
 from codeunlearn.training import (
@@ -115,18 +116,39 @@ def translation_batches(
     return batches
 
 
+def source_flags(
+    tokenizer: Any,
+    sources: Sequence[str],
+    spans: Sequence[Sequence[Span]],
+    config: TranslationConfig,
+    seq2seq: bool,
+) -> list[list[bool]]:
+    """Per token of `source_ids`, True where it overlaps one of the source's character `spans`."""
+    names = {"source_name": config.source_name, "target_name": config.target_name}
+    if seq2seq:
+        lead = config.t5_prefix.format(**names)
+        texts = [lead + s for s in sources]
+    else:
+        lead = config.prompt.split("{source}")[0].format(**names)
+        texts = [config.prompt.format(source=s, **names) for s in sources]
+    shifted = [[(start + len(lead), end + len(lead)) for start, end in row] for row in spans]
+    flags = token_flags(tokenizer, texts, shifted, lead=0 if seq2seq else 1)  # causal: BOS first
+    return [[*row, False] for row in flags] if seq2seq else flags  # seq2seq: EOS last
+
+
 def source_batches(
-    tokenizer: Any, sources: Sequence[str], config: TranslationConfig, seq2seq: bool, batch_size: int
+    tokenizer: Any,
+    sources: Sequence[str],
+    config: TranslationConfig,
+    seq2seq: bool,
+    batch_size: int,
+    spans: Sequence[Sequence[Span]] | None = None,
 ) -> list[Batch]:
-    """What mining counts codes on: the source side only (the encoder input, or BOS + prompt)."""
+    """What mining counts codes on: the source side only (the encoder input, or BOS + prompt); with
+    `spans`, only the source tokens that overlap them."""
     ids = source_ids(tokenizer, sources, config, seq2seq)
-    order = sorted(range(len(ids)), key=lambda row: (len(ids[row]), row))
-    batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        input_ids, attention_mask = _pad([ids[r] for r in rows], tokenizer.pad_token_id)
-        batches.append(Batch(input_ids, attention_mask, torch.tensor(rows)))
-    return batches
+    flags = None if spans is None else source_flags(tokenizer, sources, spans, config, seq2seq)
+    return make_batches(ids, batch_size, tokenizer.pad_token_id, flags)
 
 
 def _pad(sequences: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,15 @@ from codeunlearn.evaluation import normalized_drop
 from codeunlearn.masks import apply_mask, mask_from_codes
 from codeunlearn.mining import count_codes
 from codeunlearn.parallel_corpus import load_parallel_corpus
-from codeunlearn.pipeline import RunPaths, _write_json, same_training, setup, training_stamp
+from codeunlearn.pipeline import (
+    RunPaths,
+    _write_json,
+    same_training,
+    served_as_configured,
+    setup,
+    training_stamp,
+)
+from codeunlearn.positions import split_spans
 from codeunlearn.selection import random_codes, select_codes
 from codeunlearn.surgery import (
     CodebookModel,
@@ -33,7 +41,7 @@ from codeunlearn.surgery import (
     load_codebook_model,
     save_codebook_model,
 )
-from codeunlearn.topics import Splits, build_splits, write_splits
+from codeunlearn.topics import Splits, build_splits, topic_pattern, write_splits
 from codeunlearn.translation import (
     is_seq2seq,
     source_batches,
@@ -133,7 +141,8 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
     stamp_file = paths.model_dir / "translation_stamp.json"
     if stamp_file.is_file() and same_training(json.loads(stamp_file.read_text()), stamp):
         log.info("reusing the translation codebook model in %s", paths.model_dir)
-        return load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+        device = assets.pick_device(config.model.device)
+        return served_as_configured(load_codebook_model(paths.model_dir, device), config)
     model, tokenizer = assets.load_pretrained(config.model.name, assets.pick_device(config.model.device))
     config.bottleneck.validate(n_layers=len(decoder_layers(model)))
     pairs = json.loads((paths.root / "data" / "train_pairs.json").read_text())
@@ -157,8 +166,12 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
 
 
 def mine_topic_codes(config: RunConfig, codebook_model: CodebookModel, splits: Splits) -> list[int]:
-    """Codes ranked best first among those eligible for the topic (forget vs word-swapped control)."""
+    """Codes ranked best first among those eligible for the topic (forget vs word-swapped control);
+    under mining.positions=topic_words, counted at the topic words and their replacements only."""
     seq2seq, tokenizer = is_seq2seq(codebook_model.model), codebook_model.tokenizer
+    spans = {}
+    if config.mining.positions == "topic_words":
+        spans = split_spans(splits.forget_train, splits.control_train, topic_pattern(config.topic))
     counts = {
         name: count_codes(
             codebook_model,
@@ -168,11 +181,18 @@ def mine_topic_codes(config: RunConfig, codebook_model: CodebookModel, splits: S
                 config.translation,
                 seq2seq,
                 config.mining.batch_size,
+                spans.get(name),
             ),
             desc=f"mining {name}",
         )
         for name in ("forget", "control")
     }
+    log.info(
+        "counted %d forget and %d control positions (mining.positions=%s)",
+        counts["forget"].n_tokens,
+        counts["control"].n_tokens,
+        config.mining.positions,
+    )
     eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
     order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
     return eligible.code_ids[order].tolist()

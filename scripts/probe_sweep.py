@@ -1,54 +1,95 @@
 """Multiple-choice accuracy on the forgotten topic and five neighbours as the mask grows.
 
-Usage: python3 scripts/probe_sweep.py [CONFIG]  (default configs/default.yaml; needs `codeunlearn run`).
-S' up to the eligible count takes the ranked eligible codes; beyond it, the codes most enriched on the
-forget set by raw ratio. Prints one line per S' and writes <run_dir>/eval/probe_sweep.json.
+Usage: python3 scripts/probe_sweep.py [CONFIG] [--policy next_best|zero] [--mine-on all|lemma]
+                                      [--sizes 0,192,...] [overrides...]
+(default configs/default.yaml; needs `codeunlearn run` on that config first).
+
+--mine-on all ranks the run's mined codes (all gloss tokens, as `codeunlearn mine` does); S' past the
+eligible count takes the codes most enriched on the forget set by raw ratio. --mine-on lemma counts
+codes only at the lemma of each record (the text before its first ':'), forget set against control
+set, and ranks by that enrichment: the codes that carry *which* food a record is about. --policy
+switches what a masked code's slot gets (the model is not retrained). Prints one line per S' and
+writes <run_dir>/eval/probe_sweep-<policy>-<mine_on>.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+import numpy as np
 
 from codeunlearn.config import load_config
 from codeunlearn.evaluation import Evaluator
 from codeunlearn.knowledge import KnowledgeProbe
 from codeunlearn.masks import mask_from_codes
-from codeunlearn.pipeline import load_model
+from codeunlearn.mining import count_codes
+from codeunlearn.pipeline import batch_texts, load_model
 from codeunlearn.probes import ProbeConfig, accuracy_by_topic, answers, question_set
 from codeunlearn.selection import enrichment
 from codeunlearn.store import CodeStore
+from codeunlearn.topics import read_splits
 
 TOPICS = {"noun.plant", "noun.substance", "noun.animal", "noun.artifact", "noun.person"}
-SIZES = (0, 192, 314, 1024, 2048)
 
 
-def main(config_path: str) -> None:
-    config = load_config(config_path)
+def ranked_on_glosses(config, run_dir: Path) -> tuple[list[int], list[int]]:
+    selection = json.loads((run_dir / "mining" / "selected.json").read_text())
+    store = CodeStore(run_dir / "store")
+    forget, control = (
+        store.read_counts(selection["counts_run"], s, config.topic.key) for s in ("forget", "control")
+    )
+    return selection["ranked_eligible"], enrichment(forget, control).argsort()[::-1].tolist()
+
+
+def ranked_on_lemmas(config, run_dir: Path, model) -> tuple[list[int], list[int]]:
+    splits = read_splits(run_dir / "data" / "topic")
+    counts = {}
+    for name in ("forget", "control"):
+        texts = getattr(splits, f"{name}_train")["text"].to_pylist()
+        spans = [[(0, text.index(":"))] if ":" in text else [] for text in texts]
+        batches = batch_texts(texts, model.tokenizer, config, config.mining.batch_size, spans)
+        counts[name] = count_codes(model, batches, desc=f"lemma codes {name}")
+    ratio = enrichment(counts["forget"], counts["control"])
+    eligible = np.flatnonzero(
+        (counts["forget"].token_counts >= config.mining.min_count) & (ratio >= config.mining.min_enrichment)
+    )
+    ranked = eligible[np.argsort(-ratio[eligible], kind="stable")].tolist()
+    print(f"lemma positions: forget {counts['forget'].n_tokens}, control {counts['control'].n_tokens}; "
+          f"{len(ranked)} codes eligible", flush=True)
+    return ranked, ratio.argsort()[::-1].tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config", nargs="?", default="configs/default.yaml")
+    parser.add_argument("--policy", default="next_best", choices=("next_best", "zero"))
+    parser.add_argument("--mine-on", default="all", choices=("all", "lemma"))
+    parser.add_argument("--sizes", default="0,192,314,1024,2048")
+    args, overrides = parser.parse_known_args()
+    config = load_config(args.config, [*overrides, f"bottleneck.mask_policy={args.policy}"])
     run_dir = Path(config.run_dir)
     model = load_model(config)
     probe = ProbeConfig(questions_per_topic=50, forget_questions=200)
     knowledge = KnowledgeProbe(config, probe, model)
     questions = [q for q in knowledge.questions if q.topic in TOPICS | {config.topic.label}]
     evaluator = Evaluator(model, [question_set(questions, model.tokenizer, probe)])
-    selection = json.loads((run_dir / "mining" / "selected.json").read_text())
-    store = CodeStore(run_dir / "store")
-    forget, control = (
-        store.read_counts(selection["counts_run"], s, config.topic.key) for s in ("forget", "control")
-    )
-    by_ratio = enrichment(forget, control).argsort()[::-1].tolist()
+    if args.mine_on == "lemma":
+        ranked, by_ratio = ranked_on_lemmas(config, run_dir, model)
+    else:
+        ranked, by_ratio = ranked_on_glosses(config, run_dir)
     n_codes = model.bottleneck.n_codes
     rows = {}
-    for size in SIZES:
-        ranked = selection["ranked_eligible"]
+    for size in (int(s) for s in args.sizes.split(",")):
         codes = ranked[:size] if size <= len(ranked) else by_ratio[:size]
         mask = mask_from_codes(n_codes, "sweep", codes) if size else None
         sums, _ = evaluator.examples_codebook(mask)["probe"]
         rows[size] = accuracy_by_topic(questions, answers(questions, sums))
         print(size, {topic: round(100 * value, 1) for topic, value in rows[size].items()}, flush=True)
-    (run_dir / "eval" / "probe_sweep.json").write_text(json.dumps(rows, indent=1))
+    out = run_dir / "eval" / f"probe_sweep-{args.policy}-{args.mine_on}.json"
+    out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "configs/default.yaml")
+    main()

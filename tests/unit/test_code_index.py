@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codeunlearn.bottleneck import CodebookBottleneck
+from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck
 from codeunlearn.code_index import balanced_groups, grouped_topk, index_codes
 from codeunlearn.config import BottleneckConfig, default_search_groups
 from codeunlearn.errors import ConfigError
@@ -205,3 +205,11 @@ def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_pa
     served = load_model(load_config(None, [*overrides, *grouped_search]))
     assert (served.bottleneck.config.search, served.bottleneck.config.search_probes) == ("grouped", 4)
     assert load_model(load_config(None, overrides)).bottleneck.config.search == "exact"
+    zero = load_model(load_config(None, [*overrides, "bottleneck.mask_policy=zero"])).bottleneck
+    assert zero.config.mask_policy == "zero"
+    zero.set_masked(torch.arange(8))
+    h = torch.randn(32, zero.code_dim)
+    assert (zero.code_ids(h)[zero.select(h) < 8] == NO_CODE).all()  # zero: masked slots stay empty
+    with pytest.raises(ConfigError, match="mask_policy='skip'"):
+        zero.set_mask_policy("skip")
+    assert zero.config.mask_policy == "zero"

@@ -88,3 +88,5 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
     assert not same_training(older, grouped)
     other_k = training_stamp(replace(config, bottleneck=replace(config.bottleneck, top_k=4)))
     assert not same_training(current, other_k)
+    zero = training_stamp(replace(config, bottleneck=replace(config.bottleneck, mask_policy="zero")))
+    assert same_training(current, zero)  # training never sees a mask; the policy is applied at load

@@ -1,0 +1,85 @@
+"""The no-bottleneck reference: the base model fine-tuned on the same data and budget as the codebook
+model, the natural comparison for what the bottleneck costs (issue 2, criterion 3).
+
+Its held-out NLL depends on the base model, the training texts and settings, the layer (which
+decides the trained layers in mode `above`) and the evaluation texts, not on the codebook. So it is
+cached under the run directory keyed on exactly those: an `evaluate` that changes only the
+bottleneck, the mask or the sweep does not fine-tune it again, and the cache file can be copied to
+another run directory whose key matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from codeunlearn import assets
+from codeunlearn.config import RunConfig
+from codeunlearn.evaluation import EvalSet, Evaluator
+from codeunlearn.surgery import insert_bottleneck, remove_bottleneck
+from codeunlearn.training import train
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "reference_nll.json"
+
+
+def train_reference(config: RunConfig, texts: list[str]) -> torch.nn.Module:
+    """The base model fine-tuned on `texts` with the codebook's training settings, no bottleneck."""
+    from codeunlearn.pipeline import batch_texts  # here: the pipeline imports this module
+
+    device = assets.pick_device(config.model.device)
+    model, tokenizer = assets.load_pretrained(config.model.name, device)
+    # The bottleneck is inserted and bypassed so that mode `above` trains the same layers as it does
+    # for the codebook model.
+    codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
+    batches = batch_texts(texts, tokenizer, config, config.train.batch_size)
+    reference_config = config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
+    train(codebook_model, batches, reference_config, use_bottleneck=False)
+    return remove_bottleneck(codebook_model)
+
+
+def reference_key(config: RunConfig, texts: list[str], eval_sets: list[EvalSet]) -> str:
+    """What the reference's held-out NLL depends on, hashed."""
+    train_settings = {k: v for k, v in asdict(config.train).items() if k != "compile"}  # speed only
+    evaluated = [
+        (
+            s.name,
+            s.groups,
+            None if s.score_from is None else s.score_from.tolist(),
+            [b.input_ids[b.attention_mask.bool()].tolist() for b in s.batches],
+        )
+        for s in eval_sets
+    ]
+    payload = [
+        config.model.name,
+        train_settings,
+        config.bottleneck.layer,
+        config.data.max_length,
+        texts,
+        evaluated,
+    ]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def reference_nll(
+    config: RunConfig, evaluator: Evaluator, texts: list[str], eval_dir: Path
+) -> dict[str, float]:
+    """The reference's NLL per evaluated split, from `eval_dir`'s cache when the key matches."""
+    key = reference_key(config, texts, evaluator.eval_sets)
+    path = eval_dir / CACHE_FILE
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    if cached.get("key") == key:
+        log.info("reusing the no-bottleneck reference's NLL from %s", path)
+        return cached["nll"]
+    nll = evaluator.score_model(train_reference(config, texts))
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"key": key, "nll": nll}, indent=1))
+    partial.replace(path)
+    return nll
