@@ -287,12 +287,23 @@ class TranslationConfig:
     max_eval_examples: int = 100  # per evaluated split (topic, rest); generation is the slow part
     metrics: tuple[str, ...] = ("bleu", "chrf", "meteor", "bertscore")
     wordnet_synonyms: bool = True  # METEOR synonym stage from WordNet; only meaningful for English targets
+    # The topic's words in the target language (e.g. [noyau, noyaux] for "kernel"): the `term` metric
+    # is the share of translations that still carry one where the reference does
+    target_keywords: tuple[str, ...] = ()
+    # Keep only the pairs whose target fits in max_target_tokens: no training target is cut, and no
+    # translation is scored against a reference longer than it may be
+    whole_targets: bool = False
 
     def validate(self) -> None:
-        known = ("bleu", "chrf", "meteor", "bertscore")
+        known = ("bleu", "chrf", "meteor", "bertscore", "term")
         unknown = [m for m in self.metrics if m not in known]
         if unknown:
             raise ConfigError(f"translation.metrics has {unknown}: use any of {', '.join(known)}")
+        if "term" in self.metrics and not any(k.strip() for k in self.target_keywords):
+            raise ConfigError(
+                "translation.metrics has term, but translation.target_keywords is empty: list the topic's "
+                "words in the target language (e.g. [noyau, noyaux]), or drop term"
+            )
         if "{source}" not in self.prompt:
             raise ConfigError(
                 f"translation.prompt={self.prompt!r} has no {{source}} placeholder: add one where the "

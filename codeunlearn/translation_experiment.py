@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from codeunlearn import assets
 from codeunlearn.config import RunConfig, save_config
@@ -34,6 +35,7 @@ from codeunlearn.pipeline import (
 )
 from codeunlearn.positions import split_spans
 from codeunlearn.selection import random_codes, select_codes
+from codeunlearn.serialization import without_nan
 from codeunlearn.surgery import (
     CodebookModel,
     decoder_layers,
@@ -61,6 +63,7 @@ class TranslationReport:
     """Metric scores per variant (base, codebook, masked@S', random@S') and split."""
 
     scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # variant->split->metric
+    translations: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # variant -> split -> outputs
     n_examples: dict[str, int] = field(default_factory=dict)
     n_eligible: int = 0
     elapsed_s: float = 0.0
@@ -91,7 +94,7 @@ class TranslationReport:
             "|---" * (1 + len(columns)) + "|",
         ]
         for variant, by_split in self.scores.items():
-            cells = [f"{by_split[s][m]:.2f}" for s in SPLITS for m in metrics]
+            cells = [_cell(by_split[s][m], "{:.2f}") for s in SPLITS for m in metrics]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines += [
             "",
@@ -103,7 +106,8 @@ class TranslationReport:
             if variant == "base":
                 continue
             cells = [
-                f"{self.normalized(variant, s, m):.2f} ({self.relative(variant, s, m):+.0%})"
+                f"{_cell(self.normalized(variant, s, m), '{:.2f}')} "
+                f"({_cell(self.relative(variant, s, m), '{:+.0%}')})"
                 for s in SPLITS
                 for m in metrics
             ]
@@ -111,10 +115,17 @@ class TranslationReport:
         return "\n".join(lines) + "\n"
 
 
+def _cell(value: float, form: str) -> str:
+    """A table cell; "-" where a metric is undefined (e.g. `term` on a split without the topic word)."""
+    return "-" if value != value else form.format(value)
+
+
 def prepare_translation(config: RunConfig) -> Splits:
     """Parallel corpus -> global train/test by id hash -> the word topic's forget/control/retain splits."""
     paths = setup(config)
     corpus = load_parallel_corpus(config.data, config.translation)
+    if config.translation.whole_targets:
+        corpus = _whole_targets(corpus, config)
     train_rows, test_rows = split_train_test(corpus, config.data.test_fraction)
     splits = build_splits(train_rows, test_rows, config.topic, config.seed)
     write_splits(splits, paths.splits_dir)
@@ -122,6 +133,23 @@ def prepare_translation(config: RunConfig) -> Splits:
     save_config(config, paths.root / "config.yaml")
     _write_json(paths.root / "data" / "train_pairs.json", _training_pairs(train_rows, config))
     return splits
+
+
+def _whole_targets(corpus: pa.Table, config: RunConfig) -> pa.Table:
+    """The pairs whose target, as trained (space-led, plus EOS), fits in translation.max_target_tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(assets.resolve_model_dir(config.model.name))
+    targets = [" " + t for t in corpus["target"].to_pylist()]
+    lengths = np.array([len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]])
+    kept = corpus.filter(pa.array(lengths < config.translation.max_target_tokens))
+    log.info(
+        "translation.whole_targets: kept %d of %d pairs (targets under %d tokens)",
+        kept.num_rows,
+        corpus.num_rows,
+        config.translation.max_target_tokens,
+    )
+    return kept
 
 
 def _training_pairs(train_rows, config: RunConfig) -> dict[str, list[str]]:
@@ -204,19 +232,27 @@ def evaluate_translation(
     """Translate the held-out topic and rest splits with every variant and score them."""
     started = time.perf_counter()
     wordnet = config.data.wordnet_dir if config.translation.wordnet_synonyms else None
-    scorer = TranslationScorer(config.translation.metrics, wordnet, codebook_model.device.type)
+    scorer = TranslationScorer(
+        config.translation.metrics, wordnet, codebook_model.device.type, config.translation.target_keywords
+    )
     sets = _eval_sets(config, splits)
     report = TranslationReport(n_examples={k: len(v[0]) for k, v in sets.items()}, n_eligible=len(ranked))
     tokenizer, batch_size = codebook_model.tokenizer, config.eval.batch_size
 
-    def score(model) -> dict[str, dict[str, float]]:
+    def decode(model) -> dict[str, list[str]]:
         return {
-            split: scorer.score(translate(model, tokenizer, sources, config.translation, batch_size), targets)
-            for split, (sources, targets) in sets.items()
+            split: translate(model, tokenizer, sources, config.translation, batch_size)
+            for split, (sources, _) in sets.items()
         }
 
-    report.scores["base"] = _base_scores(config, sets, lambda: score(_load_base(config, codebook_model)))
-    report.scores["codebook"] = score(codebook_model.model)
+    def record(variant: str, outputs: dict[str, list[str]]) -> None:
+        report.translations[variant] = outputs
+        report.scores[variant] = {
+            split: scorer.score(outputs[split], targets) for split, (_, targets) in sets.items()
+        }
+
+    record("base", _base_translations(config, sets, lambda: decode(_load_base(config, codebook_model))))
+    record("codebook", decode(codebook_model.model))
     n_codes = codebook_model.bottleneck.n_codes
     for n_select in _sweep_sizes(config, len(ranked)):
         for name, code_ids in (
@@ -225,7 +261,7 @@ def evaluate_translation(
         ):
             apply_mask(codebook_model, mask_from_codes(n_codes, name, code_ids))
             try:
-                report.scores[name] = score(codebook_model.model)
+                record(name, decode(codebook_model.model))
             finally:
                 apply_mask(codebook_model, None)
             log.info("%s: %s", name, report.scores[name])
@@ -237,20 +273,22 @@ def _load_base(config: RunConfig, codebook_model: CodebookModel):
     return assets.load_pretrained(config.model.name, codebook_model.device.type)[0]
 
 
-def _base_scores(config: RunConfig, sets: dict, compute) -> dict[str, dict[str, float]]:
-    """The base model's scores, cached in the run directory: they depend only on the base model, the
-    evaluation pairs and the decoding settings, and decoding an untrained model is the slow part."""
-    key = hashlib.sha256(
-        json.dumps([config.model.name, sets, asdict(config.translation)], sort_keys=True).encode()
-    ).hexdigest()
-    path = RunPaths(Path(config.run_dir)).eval_dir / "base_scores.json"
+def _base_translations(config: RunConfig, sets: dict, compute) -> dict[str, list[str]]:
+    """The base model's translations, cached in the run directory: they depend only on the base model,
+    the evaluation pairs and the decoding settings (not on the metrics), and decoding an untrained
+    model is the slow part."""
+    decoding = {
+        k: v for k, v in asdict(config.translation).items() if k not in ("metrics", "target_keywords")
+    }
+    key = hashlib.sha256(json.dumps([config.model.name, sets, decoding], sort_keys=True).encode()).hexdigest()
+    path = RunPaths(Path(config.run_dir)).eval_dir / "base_translations.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}
     if cached.get("key") == key:
-        log.info("reusing the base model's scores from %s", path)
-        return cached["scores"]
-    scores = compute()
-    _write_json(path, {"key": key, "scores": scores})
-    return scores
+        log.info("reusing the base model's translations from %s", path)
+        return cached["translations"]
+    translations = compute()
+    _write_json(path, {"key": key, "translations": translations})
+    return translations
 
 
 def _eval_sets(config: RunConfig, splits: Splits) -> dict[str, tuple[list[str], list[str]]]:
@@ -285,7 +323,7 @@ def run_translation(config: RunConfig) -> TranslationReport:
     codebook_model = train_translation_codebook(config)
     ranked = mine_topic_codes(config, codebook_model, splits)
     report = evaluate_translation(config, codebook_model, splits, ranked)
-    _write_json(paths.eval_dir / "translation.json", asdict(report) | {"ranked_codes": ranked})
+    _write_json(paths.eval_dir / "translation.json", without_nan(asdict(report) | {"ranked_codes": ranked}))
     (paths.eval_dir / "translation.md").write_text(report.to_markdown())
     return report
 

@@ -1,4 +1,6 @@
-"""Translation quality, offline: BLEU and chrF (sacrebleu), METEOR (nltk), a BERTScore-style F1 (MiniLM).
+"""Translation quality, offline: BLEU and chrF (sacrebleu), METEOR (nltk), a BERTScore-style F1 (MiniLM),
+and `term`: how often a translation still carries the topic's target-language word where its
+reference does (a word topic is one word in a paragraph, which moves corpus BLEU very little).
 
 All scores are on a 0-100 scale, higher is better. METEOR's synonym stage uses Debian's WordNet 3.0
 (`/usr/share/wordnet`, exact lemmas, no morphological base forms) instead of nltk's downloaded data.
@@ -75,10 +77,17 @@ def tokenize(text: str) -> list[str]:
 class TranslationScorer:
     """Scores hypotheses against references; heavy resources (MiniLM, WordNet) load on first use."""
 
-    def __init__(self, metrics: Sequence[str], wordnet_dir: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        wordnet_dir: str | None = None,
+        device: str = "cpu",
+        target_keywords: Sequence[str] = (),
+    ) -> None:
         self.metrics = tuple(metrics)
         self.wordnet_dir = wordnet_dir  # None: METEOR without the synonym stage (exact + stem only)
         self.device = device
+        self.term_pattern = keyword_pattern(target_keywords) if target_keywords else None
         self._encoder: tuple[Any, Any] | None = None
         self._synonyms: _Synonyms | None = None
         self._check_installed()
@@ -90,6 +99,7 @@ class TranslationScorer:
             "chrf": chrf,
             "meteor": self.meteor,
             "bertscore": self.bertscore,
+            "term": self.term,
         }
         return {name: scorers[name](hypotheses, references) for name in self.metrics}
 
@@ -102,6 +112,13 @@ class TranslationScorer:
             for hyp, ref in zip(hypotheses, references, strict=True)
         ]
         return 100 * sum(scores) / max(1, len(scores))
+
+    def term(self, hypotheses: Sequence[str], references: Sequence[str]) -> float:
+        """Of the pairs whose reference holds a target keyword, the share (0-100) whose hypothesis does
+        too; NaN when no reference holds one."""
+        if self.term_pattern is None:
+            raise ValueError("the term metric needs target_keywords")
+        return term_recall(hypotheses, references, self.term_pattern)
 
     @torch.no_grad()
     def bertscore(self, hypotheses: Sequence[str], references: Sequence[str], batch_size: int = 32) -> float:
@@ -165,6 +182,19 @@ def minilm_dir() -> Path:
             f"{directory}/model.safetensors is missing: reinstall with `{MINILM_INSTALL}`"
         )
     return directory
+
+
+def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
+    """Whole-word, case-insensitive match of any keyword (longest first)."""
+    words = sorted({k.strip() for k in keywords if k.strip()}, key=len, reverse=True)
+    return re.compile(rf"(?<!\w)(?:{'|'.join(map(re.escape, words))})(?!\w)", re.IGNORECASE)
+
+
+def term_recall(hypotheses: Sequence[str], references: Sequence[str], pattern: re.Pattern[str]) -> float:
+    pairs = [(h, r) for h, r in zip(hypotheses, references, strict=True) if pattern.search(r)]
+    if not pairs:
+        return float("nan")
+    return 100 * sum(bool(pattern.search(h)) for h, _ in pairs) / len(pairs)
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:

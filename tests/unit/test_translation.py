@@ -4,6 +4,7 @@ parallel corpora, word topics with swapped controls, metrics and the paper's nor
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -133,6 +134,29 @@ def test_metrics_rank_translations():
     assert exact["bleu"] == pytest.approx(100) and exact["bertscore"] == pytest.approx(100, abs=1e-3)
 
 
+def test_term_metric_counts_translations_that_keep_the_topic_word():
+    scorer = TranslationScorer(("term",), target_keywords=("noyau", "noyaux"))
+    references = ["le noyau Linux", "les noyaux récents", "un paquet", "Noyau et modules"]
+    hypotheses = ["le Noyau", "les modules", "le noyau", "un système"]
+    # 3 references hold the word (whole words, any case); of their translations only the first keeps it
+    assert scorer.score(hypotheses, references)["term"] == pytest.approx(100 / 3)
+    assert math.isnan(scorer.score(["x"], ["un paquet"])["term"])
+    with pytest.raises(ConfigError, match="target_keywords is empty"):
+        TranslationConfig(metrics=("term",)).validate()
+
+
+def test_whole_targets_drop_the_pairs_whose_target_would_be_cut(tokenizer):
+    from codeunlearn.config import RunConfig
+    from codeunlearn.translation_experiment import _whole_targets
+
+    corpus = pa.table({"id": ["a", "b"], "text": ["short", "long"], "target": ["corto", "largo " * 40]})
+    config = RunConfig(translation=TranslationConfig(max_target_tokens=16, whole_targets=True))
+    kept = _whole_targets(corpus, config)
+    assert kept["id"].to_pylist() == ["a"]
+    ids = target_ids(tokenizer, kept["target"].to_pylist(), config.translation, seq2seq=False)
+    assert ids[0][-1] == tokenizer.eos_token_id and len(ids[0]) <= 16
+
+
 def test_normalised_score_is_zero_at_base_and_one_at_codebook():
     def scores(value: float) -> dict:
         return {"topic": {"bleu": value}, "rest": {"bleu": value}}
@@ -203,14 +227,20 @@ def test_translate_eval_end_to_end_on_a_tiny_local_t5(tokenizer, tmp_path):
             "eval.sweep=[2]",
             "translation.max_new_tokens=3",
             "translation.max_eval_examples=6",
-            "translation.metrics=[bleu,chrf,meteor]",
+            "translation.metrics=[bleu,chrf,meteor,term]",
+            "translation.target_keywords=[amor]",
         ],
     )
+    assert config.mining.positions == "topic_words"  # the shipped config counts at the swapped words
     report = run_translation(config)
     assert set(report.scores) == {"base", "codebook", "masked@2", "random@2", "masked@4", "random@4"}
-    for scores in report.scores.values():
-        assert set(scores) == {"topic", "rest"} and set(scores["topic"]) == {"bleu", "chrf", "meteor"}
+    for variant, scores in report.scores.items():
+        assert set(scores) == {"topic", "rest"} and set(scores["topic"]) == {"bleu", "chrf", "meteor", "term"}
+        assert [len(report.translations[variant][s]) for s in ("topic", "rest")] == [6, 6]
     assert report.n_examples == {"topic": 6, "rest": 6}
+    assert math.isnan(report.scores["base"]["rest"]["term"])  # no rest reference says "amor"
+    stored = json.loads((tmp_path / "run" / "eval" / "translation.json").read_text())
+    assert stored["scores"]["base"]["rest"]["term"] is None  # strict JSON: NaN is written as null
     table = (tmp_path / "run" / "eval" / "translation.md").read_text()
     assert "| masked@4 |" in table and "0 = base, 1 = codebook" in table
     assert (tmp_path / "run" / "model" / "codebook_config.json").is_file()
