@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -291,3 +292,68 @@ def _decoding_groups(ids: Sequence[Sequence[int]], batch_size: int, equal_length
         else:
             groups.append([row])
     return groups
+
+
+# ---------------------------------------------------------------- scoring references
+
+
+@torch.no_grad()
+def reference_nll(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    config: TranslationConfig,
+    batch_size: int,
+    term_pattern: re.Pattern[str] | None = None,
+) -> dict[str, float]:
+    """Teacher-forced NLL (nats/token) of the reference translations: `nll` over every target token,
+    and `term_nll` over the target tokens of the topic's target-language words (`term_pattern`; NaN
+    when no reference holds one). Unlike corpus BLEU on a few dozen greedy decodes, this moves only
+    when the model's probabilities do, and it isolates the topic word from the rest of the sentence.
+    """
+    seq2seq = is_seq2seq(model)
+    device = next(model.parameters()).device
+    src = source_ids(tokenizer, sources, config, seq2seq)
+    tgt = target_ids(tokenizer, targets, config, seq2seq)
+    texts = list(targets) if seq2seq else [" " + t for t in targets]
+    spans = [[m.span() for m in term_pattern.finditer(t)] if term_pattern else [] for t in texts]
+    terms = [
+        flags[: len(ids) - 1] + [False]
+        for flags, ids in zip(token_flags(tokenizer, texts, spans), tgt, strict=True)
+    ]
+    sums = {"nll": 0.0, "term_nll": 0.0}
+    counts = {"nll": 0, "term_nll": 0}
+    for start in range(0, len(src), batch_size):
+        rows = range(start, min(start + batch_size, len(src)))
+        labels, _ = _pad([tgt[r] for r in rows], IGNORE)
+        term_mask = _pad([terms[r] for r in rows], False)[0].bool()
+        if seq2seq:
+            input_ids, attention_mask = _pad([src[r] for r in rows], tokenizer.pad_token_id)
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                labels=labels.to(device),
+            ).logits  # (B, T_target, V), aligned with labels
+        else:
+            input_ids, attention_mask = _pad([src[r] + tgt[r] for r in rows], tokenizer.pad_token_id)
+            full = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            # the target tokens of row i start right after its source: gather their predicting logits
+            index = torch.stack(
+                [
+                    torch.arange(len(src[r]) - 1, len(src[r]) - 1 + labels.shape[1]).clamp_max(
+                        full.shape[1] - 1
+                    )
+                    for r in rows
+                ]
+            )
+            logits = full.gather(1, index.to(device).unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+        nll = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), labels.to(device), ignore_index=IGNORE, reduction="none"
+        ).cpu()  # (B, T_target), 0 where ignored
+        scored = labels != IGNORE
+        sums["nll"] += float(nll[scored].sum())
+        counts["nll"] += int(scored.sum())
+        sums["term_nll"] += float(nll[term_mask & scored].sum())
+        counts["term_nll"] += int((term_mask & scored).sum())
+    return {k: sums[k] / counts[k] if counts[k] else float("nan") for k in sums}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from codeunlearn import assets
 from codeunlearn.config import RunConfig, save_config
@@ -46,12 +47,13 @@ from codeunlearn.surgery import (
 from codeunlearn.topics import Splits, build_splits, topic_pattern, write_splits
 from codeunlearn.translation import (
     is_seq2seq,
+    reference_nll,
     source_batches,
     train_translation,
     translate,
     translation_batches,
 )
-from codeunlearn.translation_metrics import TranslationScorer
+from codeunlearn.translation_metrics import TranslationScorer, keyword_pattern
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class TranslationReport:
 
     scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # variant->split->metric
     translations: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # variant -> split -> outputs
+    # variant -> split -> teacher-forced NLL of the references: `nll` (all target tokens), `term_nll`
+    reference_nll: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     n_examples: dict[str, int] = field(default_factory=dict)
     n_eligible: int = 0
     elapsed_s: float = 0.0
@@ -112,7 +116,32 @@ class TranslationReport:
                 for m in metrics
             ]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self._nll_markdown()) + "\n"
+
+    def _nll_markdown(self) -> list[str]:
+        if not self.reference_nll:
+            return []
+        columns = [(s, m) for s in SPLITS for m in ("nll", "term_nll")]
+        header = " | ".join(f"{s} {m}" for s, m in columns)
+        lines = [
+            "",
+            "## Teacher-forced NLL of the references (nats/token; term_nll: the topic word's target tokens)",
+            "Normalised drop in brackets: 0 = codebook model, 1 = base model.",
+            f"| model | {header} |",
+            "|---" * (1 + len(columns)) + "|",
+        ]
+        nll = self.reference_nll
+        for variant, by_split in nll.items():
+            cells = []
+            for s, m in columns:
+                value = by_split[s][m]
+                drop = normalized_drop(nll["base"][s][m], nll["codebook"][s][m], value)
+                cells.append(
+                    _cell(value, "{:.3f}")
+                    + ("" if variant in ("base", "codebook") else f" ({_cell(drop, '{:.2f}')})")
+                )
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        return lines
 
 
 def _cell(value: float, form: str) -> str:
@@ -167,7 +196,9 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
     paths = setup(config)
     stamp = _stamp(config)
     stamp_file = paths.model_dir / "translation_stamp.json"
-    if stamp_file.is_file() and same_training(json.loads(stamp_file.read_text()), stamp):
+    if stamp_file.is_file() and same_training(
+        _trained_by(json.loads(stamp_file.read_text())), _trained_by(stamp)
+    ):
         log.info("reusing the translation codebook model in %s", paths.model_dir)
         device = assets.pick_device(config.model.device)
         return served_as_configured(load_codebook_model(paths.model_dir, device), config)
@@ -245,14 +276,25 @@ def evaluate_translation(
             for split, (sources, _) in sets.items()
         }
 
-    def record(variant: str, outputs: dict[str, list[str]]) -> None:
+    term_pattern = (
+        keyword_pattern(config.translation.target_keywords) if config.translation.target_keywords else None
+    )
+
+    def record(variant: str, outputs: dict[str, list[str]], model: torch.nn.Module) -> None:
+        report.reference_nll[variant] = {
+            split: reference_nll(
+                model, tokenizer, sources, targets, config.translation, batch_size, term_pattern
+            )
+            for split, (sources, targets) in sets.items()
+        }
         report.translations[variant] = outputs
         report.scores[variant] = {
             split: scorer.score(outputs[split], targets) for split, (_, targets) in sets.items()
         }
 
-    record("base", _base_translations(config, sets, lambda: decode(_load_base(config, codebook_model))))
-    record("codebook", decode(codebook_model.model))
+    base_model = _load_base(config, codebook_model)  # scored every run; decoded only when not cached
+    record("base", _base_translations(config, sets, lambda: decode(base_model)), base_model)
+    record("codebook", decode(codebook_model.model), codebook_model.model)
     n_codes = codebook_model.bottleneck.n_codes
     for n_select in _sweep_sizes(config, len(ranked)):
         for name, code_ids in (
@@ -261,7 +303,7 @@ def evaluate_translation(
         ):
             apply_mask(codebook_model, mask_from_codes(n_codes, name, code_ids))
             try:
-                record(name, decode(codebook_model.model))
+                record(name, decode(codebook_model.model), codebook_model.model)
             finally:
                 apply_mask(codebook_model, None)
             log.info("%s: %s", name, report.scores[name])
@@ -332,3 +374,14 @@ def _stamp(config: RunConfig) -> dict:
     """The codebook training stamp plus the translation settings that shape the training pairs."""
     translation = {k: v for k, v in asdict(config.translation).items() if k != "metrics"}
     return json.loads(json.dumps(training_stamp(config) | {"translation": translation}))
+
+
+# Translation settings that only decode or score, so two stamps differing in them trained the same
+# model; and settings added later, with the value every earlier model was trained under.
+_SCORING_ONLY = ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms")
+_ADDED_LATER = {"whole_targets": False}
+
+
+def _trained_by(stamp: dict) -> dict:
+    translation = _ADDED_LATER | stamp.get("translation", {})
+    return stamp | {"translation": {k: v for k, v in translation.items() if k not in _SCORING_ONLY}}

@@ -244,3 +244,56 @@ def test_translate_eval_end_to_end_on_a_tiny_local_t5(tokenizer, tmp_path):
     table = (tmp_path / "run" / "eval" / "translation.md").read_text()
     assert "| masked@4 |" in table and "0 = base, 1 = codebook" in table
     assert (tmp_path / "run" / "model" / "codebook_config.json").is_file()
+
+
+def test_reference_nll_equals_a_per_example_count(tiny_llama, tokenizer):
+    from codeunlearn.translation import reference_nll
+    from codeunlearn.translation_metrics import keyword_pattern
+
+    config = TranslationConfig(max_target_tokens=16)
+    amor = keyword_pattern(["amor"])
+    scores = reference_nll(tiny_llama, tokenizer, SOURCES, TARGETS, config, batch_size=3, term_pattern=amor)
+
+    total, count, term_total, term_count = 0.0, 0, 0.0, 0
+    for source, target in zip(SOURCES, TARGETS, strict=True):  # one at a time: no padding at all
+        src = source_ids(tokenizer, [source], config, seq2seq=False)[0]
+        tgt = target_ids(tokenizer, [target], config, seq2seq=False)[0]
+        with torch.no_grad():
+            logits = tiny_llama(input_ids=torch.tensor([src + tgt])).logits[0]
+        word = (" " + target).find("amor")
+        for offset, token in enumerate(tgt):
+            nll = float(torch.nn.functional.cross_entropy(logits[len(src) - 1 + offset], torch.tensor(token)))
+            total, count = total + nll, count + 1
+            # the characters this token adds to the decoded target overlap the word "amor"
+            start, end = len(tokenizer.decode(tgt[:offset])), len(tokenizer.decode(tgt[: offset + 1]))
+            if word >= 0 and start < word + 4 and word < end and token != tokenizer.eos_token_id:
+                term_total, term_count = term_total + nll, term_count + 1
+    assert term_count > 0
+    assert scores["nll"] == pytest.approx(total / count, rel=1e-4)
+    assert scores["term_nll"] == pytest.approx(term_total / term_count, rel=1e-4)
+    assert math.isnan(
+        reference_nll(tiny_llama, tokenizer, SOURCES[1:], TARGETS[1:], config, 3, amor)["term_nll"]
+    )
+
+
+def test_a_translation_codebook_is_reused_across_scoring_settings():
+    from dataclasses import replace
+
+    from codeunlearn.config import RunConfig
+    from codeunlearn.pipeline import same_training
+    from codeunlearn.translation_experiment import _stamp, _trained_by
+
+    config = RunConfig(translation=TranslationConfig())
+    stored = _stamp(config)
+    older = stored | {"translation": {k: v for k, v in stored["translation"].items() if k != "whole_targets"}}
+
+    def matches(translation: TranslationConfig, stamp: dict = stored) -> bool:
+        return same_training(
+            _trained_by(stamp), _trained_by(_stamp(replace(config, translation=translation)))
+        )
+
+    scoring = replace(config.translation, target_keywords=("amor",), max_new_tokens=8, max_eval_examples=5)
+    assert matches(scoring)  # decoding and scoring settings do not change the trained model
+    assert matches(config.translation, older)  # stamped before whole_targets existed
+    assert not matches(replace(config.translation, whole_targets=True), older)
+    assert not matches(replace(config.translation, max_target_tokens=32))
