@@ -228,7 +228,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     store = CodeStore(paths.store_dir)
     run_id = _counts_run_id(config, splits)
     tokenizer = codebook_model.tokenizer
-    spans = _counted_spans(config, splits)
+    spans = counted_spans(config, splits)
     counts = {}
     for split in ("forget", "control", "retain"):
         table = getattr(splits, f"{split}_train")
@@ -261,7 +261,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     return selected
 
 
-def _counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:
+def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:
     """The forget and control spans mining counts under mining.positions=topic_words; else none."""
     if config.mining.positions != "topic_words":
         return {}
@@ -437,13 +437,18 @@ def trained_model_matches(config: RunConfig) -> bool:
     return stored is not None and same_training(stored, training_stamp(config))
 
 
-# Settings that change how fast training runs, not what it computes, and settings added after models
-# were first saved, compared only when set away from the value they had before they existed.
-# Settings that do not change what training produces: speed knobs, and the mask policy (training
-# never runs with a mask; `load_model` applies the configured policy).
-_TRAINING_NEUTRAL = {"bottleneck": ("chunk_tokens", "chunk_codes", "mask_policy"), "train": ("compile",)}
+# Settings that do not change what training produces: speed knobs, the mask policy (training never
+# runs with a mask; `load_model` applies the configured policy), and the translation setting's
+# decoding and scoring. And settings added after models were first saved, compared only when set
+# away from the value they had before they existed.
+_TRAINING_NEUTRAL = {
+    "bottleneck": ("chunk_tokens", "chunk_codes", "mask_policy"),
+    "train": ("compile",),
+    "translation": ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms"),
+}
 _ADDED_LATER = {
     "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
+    "translation": {"whole_targets": False},
 }
 
 

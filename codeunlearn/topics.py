@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,15 +224,20 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), purpose_key])
 
 
+def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
+    """Any of `keywords` as whole words, in any case (blank ones ignored)."""
+    words = sorted({k.strip() for k in keywords if k.strip()}, key=len, reverse=True)
+    # Longest first so "ice cream" wins over "ice"; whitespace inside a keyword matches any spacing.
+    alternatives = "|".join(r"\s+".join(map(re.escape, word.split())) for word in words)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
 def topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
     """The compiled pattern of a keyword or regex topic (keywords as whole words, any case)."""
     if topic.kind == "keywords":
-        words = sorted({k.strip() for k in topic.keywords if k.strip()}, key=len, reverse=True)
-        if not words:
+        if not any(k.strip() for k in topic.keywords):
             raise ConfigError(f"topic.keywords={list(topic.keywords)!r} holds only blanks: give real words")
-        # Longest first so "ice cream" wins over "ice"; whitespace inside a keyword matches any spacing.
-        alternatives = "|".join(r"\s+".join(map(re.escape, word.split())) for word in words)
-        return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+        return keyword_pattern(topic.keywords)
     try:
         pattern = re.compile(str(topic.regex), re.IGNORECASE)
     except re.error as error:

@@ -298,7 +298,7 @@ def _decoding_groups(ids: Sequence[Sequence[int]], batch_size: int, equal_length
 
 
 @torch.no_grad()
-def reference_nll(
+def teacher_forced_nll(
     model: torch.nn.Module,
     tokenizer: Any,
     sources: Sequence[str],

@@ -29,12 +29,12 @@ from codeunlearn.parallel_corpus import load_parallel_corpus
 from codeunlearn.pipeline import (
     RunPaths,
     _write_json,
+    counted_spans,
     same_training,
     served_as_configured,
     setup,
     training_stamp,
 )
-from codeunlearn.positions import split_spans
 from codeunlearn.selection import random_codes, select_codes
 from codeunlearn.serialization import without_nan
 from codeunlearn.surgery import (
@@ -44,11 +44,11 @@ from codeunlearn.surgery import (
     load_codebook_model,
     save_codebook_model,
 )
-from codeunlearn.topics import Splits, build_splits, topic_pattern, write_splits
+from codeunlearn.topics import Splits, build_splits, write_splits
 from codeunlearn.translation import (
     is_seq2seq,
-    reference_nll,
     source_batches,
+    teacher_forced_nll,
     train_translation,
     translate,
     translation_batches,
@@ -196,9 +196,7 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
     paths = setup(config)
     stamp = _stamp(config)
     stamp_file = paths.model_dir / "translation_stamp.json"
-    if stamp_file.is_file() and same_training(
-        _trained_by(json.loads(stamp_file.read_text())), _trained_by(stamp)
-    ):
+    if stamp_file.is_file() and same_training(json.loads(stamp_file.read_text()), stamp):
         log.info("reusing the translation codebook model in %s", paths.model_dir)
         device = assets.pick_device(config.model.device)
         return served_as_configured(load_codebook_model(paths.model_dir, device), config)
@@ -228,9 +226,7 @@ def mine_topic_codes(config: RunConfig, codebook_model: CodebookModel, splits: S
     """Codes ranked best first among those eligible for the topic (forget vs word-swapped control);
     under mining.positions=topic_words, counted at the topic words and their replacements only."""
     seq2seq, tokenizer = is_seq2seq(codebook_model.model), codebook_model.tokenizer
-    spans = {}
-    if config.mining.positions == "topic_words":
-        spans = split_spans(splits.forget_train, splits.control_train, topic_pattern(config.topic))
+    spans = counted_spans(config, splits)
     counts = {
         name: count_codes(
             codebook_model,
@@ -282,7 +278,7 @@ def evaluate_translation(
 
     def record(variant: str, outputs: dict[str, list[str]], model: torch.nn.Module) -> None:
         report.reference_nll[variant] = {
-            split: reference_nll(
+            split: teacher_forced_nll(
                 model, tokenizer, sources, targets, config.translation, batch_size, term_pattern
             )
             for split, (sources, targets) in sets.items()
@@ -371,17 +367,7 @@ def run_translation(config: RunConfig) -> TranslationReport:
 
 
 def _stamp(config: RunConfig) -> dict:
-    """The codebook training stamp plus the translation settings that shape the training pairs."""
+    """The codebook training stamp plus the translation settings (those that only decode or score are
+    left out of the comparison by `same_training`)."""
     translation = {k: v for k, v in asdict(config.translation).items() if k != "metrics"}
     return json.loads(json.dumps(training_stamp(config) | {"translation": translation}))
-
-
-# Translation settings that only decode or score, so two stamps differing in them trained the same
-# model; and settings added later, with the value every earlier model was trained under.
-_SCORING_ONLY = ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms")
-_ADDED_LATER = {"whole_targets": False}
-
-
-def _trained_by(stamp: dict) -> dict:
-    translation = _ADDED_LATER | stamp.get("translation", {})
-    return stamp | {"translation": {k: v for k, v in translation.items() if k not in _SCORING_ONLY}}

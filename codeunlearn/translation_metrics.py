@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from codeunlearn.errors import MissingAssetError
+from codeunlearn.topics import keyword_pattern
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +183,6 @@ def minilm_dir() -> Path:
             f"{directory}/model.safetensors is missing: reinstall with `{MINILM_INSTALL}`"
         )
     return directory
-
-
-def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
-    """Whole-word, case-insensitive match of any keyword (longest first)."""
-    words = sorted({k.strip() for k in keywords if k.strip()}, key=len, reverse=True)
-    return re.compile(rf"(?<!\w)(?:{'|'.join(map(re.escape, words))})(?!\w)", re.IGNORECASE)
 
 
 def term_recall(hypotheses: Sequence[str], references: Sequence[str], pattern: re.Pattern[str]) -> float:

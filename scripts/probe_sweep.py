@@ -56,8 +56,11 @@ def ranked_on_lemmas(config, run_dir: Path, model) -> tuple[list[int], list[int]
         (counts["forget"].token_counts >= config.mining.min_count) & (ratio >= config.mining.min_enrichment)
     )
     ranked = eligible[np.argsort(-ratio[eligible], kind="stable")].tolist()
-    print(f"lemma positions: forget {counts['forget'].n_tokens}, control {counts['control'].n_tokens}; "
-          f"{len(ranked)} codes eligible", flush=True)
+    print(
+        f"lemma positions: forget {counts['forget'].n_tokens}, control {counts['control'].n_tokens}; "
+        f"{len(ranked)} codes eligible",
+        flush=True,
+    )
     return ranked, ratio.argsort()[::-1].tolist()
 
 
