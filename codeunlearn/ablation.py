@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from codeunlearn.config import RunConfig, with_overrides
-from codeunlearn.errors import ConfigError
+from codeunlearn.errors import CodeunlearnError, ConfigError
 from codeunlearn.evaluation import EvalReport
 from codeunlearn.serialization import without_nan
 
@@ -62,6 +63,9 @@ class AblationRow:
     n_masked: int
     seconds: float
     run_dir: str = ""
+    # codebook / no-bottleneck reference NLL on the worst held-out split (eval.run_reference); NaN if off
+    reference_ratio: float = float("nan")
+    error: str = ""  # why the variant produced no mask (e.g. training collapsed); its figures are NaN
 
 
 @dataclass
@@ -71,14 +75,20 @@ class AblationResult:
     def to_markdown(self) -> str:
         lines = [
             "| axis | value | forget drop | retain drop | retain Δnll | random-codes forget drop "
-            "| codebook gain forget | codebook gain retain | masked codes | seconds |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| codebook gain forget | codebook gain retain | codebook / reference NLL, worst split "
+            "| masked codes | seconds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
+            if r.error:
+                empty = " |" * 8
+                lines.append(f"| {r.axis} | {r.value} | failed: {r.error} |{empty} {r.seconds:.0f} |")
+                continue
+            ratio = "-" if math.isnan(r.reference_ratio) else f"{r.reference_ratio:.3f}"
             lines.append(
                 f"| {r.axis} | {r.value} | {r.forget_drop:.3f} | {r.retain_drop:.3f} | {r.retain_delta:+.4f} "
                 f"| {r.random_forget_drop:.3f} | {r.codebook_gain_forget:.3f} | {r.codebook_gain_retain:.3f} "
-                f"| {r.n_masked} | {r.seconds:.0f} |"
+                f"| {ratio} | {r.n_masked} | {r.seconds:.0f} |"
             )
         return "\n".join(lines)
 
@@ -108,8 +118,10 @@ def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> Ablation
 
     spec.validate(base)
     sweep = spec.axes.get(SWEEP_AXIS, ())
+    # Variants that leave the reference's key alone (the bottleneck's settings) share its fine-tune.
+    shared = [*spec.overrides, f"eval.reference_cache={out_dir / 'reference_nll.json'}"]
     baseline_config = with_overrides(
-        base, [*spec.overrides, f"run_dir={out_dir / 'baseline'}", f"eval.sweep={_yaml_list(sweep)}"]
+        base, [*shared, f"run_dir={out_dir / 'baseline'}", f"eval.sweep={_yaml_list(sweep)}"]
     )
     result = AblationResult()
     trained: list[tuple[dict, Path]] = []  # training stamp, model directory
@@ -123,7 +135,7 @@ def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> Ablation
             config = with_overrides(
                 base,
                 [
-                    *spec.overrides,
+                    *shared,
                     f"{axis}={value}",
                     f"run_dir={out_dir / _slug(axis, value)}",
                     "eval.sweep=[]",
@@ -131,7 +143,14 @@ def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> Ablation
             )
             if _setting(config, axis) == _setting(baseline_config, axis):
                 continue  # the baseline row already is this variant
-            report, seconds = _run_variant(pipeline, config, trained)
+            started = time.perf_counter()
+            try:
+                report, seconds = _run_variant(pipeline, config, trained)
+            except CodeunlearnError as error:  # a result, not a crash: e.g. a codebook that collapsed
+                log.warning("ablation variant %s=%s failed: %s", axis, value, error)
+                seconds = time.perf_counter() - started
+                result.rows.append(_failed_row(axis, str(value), error, seconds, config))
+                continue
             result.rows.append(_row(axis, str(value), report, seconds, config))
     _write(out_dir, result)
     return result
@@ -167,7 +186,22 @@ def _row(axis: str, value: str, report: EvalReport, seconds: float, config: RunC
         n_masked=len(mask.get("code_ids", [])),
         seconds=seconds,
         run_dir=config.run_dir,
+        reference_ratio=_reference_ratio(report),
     )
+
+
+def _failed_row(axis: str, value: str, error: Exception, seconds: float, config: RunConfig) -> AblationRow:
+    nan, reason = float("nan"), str(error).splitlines()[0]
+    return AblationRow(axis, value, nan, nan, nan, nan, nan, nan, 0, seconds, config.run_dir, error=reason)
+
+
+def _reference_ratio(report: EvalReport) -> float:
+    """The worst held-out split's codebook NLL over the reference's; NaN without a reference."""
+    reference = report.nll.get("reference")
+    if not reference:
+        return float("nan")
+    codebook = report.nll["codebook"]
+    return max(codebook[split] / reference[split] for split in reference if split in codebook)
 
 
 def _sweep_row(report: EvalReport, point: dict[str, float], config: RunConfig) -> AblationRow:
@@ -184,6 +218,7 @@ def _sweep_row(report: EvalReport, point: dict[str, float], config: RunConfig) -
         n_masked=n,
         seconds=0.0,
         run_dir=config.run_dir,
+        reference_ratio=_reference_ratio(report),
     )
 
 

@@ -1,8 +1,9 @@
-"""Gradient unlearning baselines (GA, GradDiff, NPO/NPO+RT) on the same model and data as masking.
+"""Gradient unlearning baselines (GA, GradDiff, NPO/NPO+RT, RMU) on the same model and data as masking.
 
 The paper compared against no baseline; these answer "what would fine-tuning away the topic cost and
-do?" on identical forget/retain batches, with their cost counted in tokens and FLOPs. Each method is
-one loss function in a registry, picked by `BaselineConfig.method`.
+do?" on identical forget/retain batches, with their cost counted in tokens and FLOPs. GA, GradDiff and
+NPO are each one loss function in a registry, picked by `BaselineConfig.method`; RMU acts on one
+layer's activations rather than the output, so it has a loop of its own (`codeunlearn.rmu`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class BaselineConfig:
     """One gradient unlearning run. Defaults follow the NPO paper's TOFU budget (10 epochs, lr 1e-5)."""
 
-    method: str = "npo"  # a name in BASELINE_METHODS: "ga", "graddiff" or "npo"
+    method: str = "npo"  # "ga", "graddiff", "npo" (BASELINE_METHODS) or "rmu"
     lr: float = 1e-5
     epochs: int = 10  # passes over the forget batches; one optimizer step per forget batch
     batch_size: int = 8  # examples per batch, for whoever builds the batches with make_batches
@@ -37,14 +38,23 @@ class BaselineConfig:
     max_grad_norm: float = 1.0  # gradient clipping; GA's loss is unbounded below
     weight_decay: float = 0.01
     seed: int = 0
+    # RMU (its own loop; lr above is not used by it): the paper's Zephyr-7B settings, but the steering
+    # norm is a multiple of the measured activation norm (codeunlearn.rmu says why).
+    rmu_layer: int | None = None  # None: a quarter of the way up (layer 7 of SmolLM2's 30)
+    rmu_steering: float = 16.0  # tuned on the default run (BENCHMARKS.md)
+    rmu_alpha: float = 1200.0  # weight of the retain activations' MSE
+    rmu_lr: float = 5e-5
 
     def validate(self) -> None:
-        if self.method not in _METHODS:
+        if self.method not in method_names():
             raise ConfigError(
-                f"baseline.method={self.method!r}: use one of {', '.join(sorted(_METHODS))} "
+                f"baseline.method={self.method!r}: use one of {', '.join(method_names())} "
                 "(YAML or --baseline.method)"
             )
-        for name in ("lr", "epochs", "batch_size", "beta", "max_grad_norm", "retain_coef", "weight_decay"):
+        if self.rmu_layer is not None and self.rmu_layer < 0:
+            raise ConfigError(f"baseline.rmu_layer={self.rmu_layer}: give a decoder layer index, 0 or more")
+        numbers = ("lr", "epochs", "batch_size", "beta", "max_grad_norm", "retain_coef", "weight_decay")
+        for name in (*numbers, "rmu_steering", "rmu_alpha", "rmu_lr"):
             value, may_be_zero = getattr(self, name), name in ("retain_coef", "weight_decay")
             if not (value >= 0 if may_be_zero else value > 0):
                 bound = "to 0 or more" if may_be_zero else "above 0"
@@ -90,6 +100,15 @@ class Method:
 _METHODS: dict[str, Method] = {}
 BASELINE_METHODS: Mapping[str, Method] = MappingProxyType(_METHODS)
 """Read-only view of the registered methods by name; add one with `@register_method(name, ...)`."""
+
+
+OWN_LOOP_METHODS = ("rmu",)
+"""Methods with a training loop of their own rather than a loss in BASELINE_METHODS."""
+
+
+def method_names() -> list[str]:
+    """Every baseline `unlearn_with_gradients` can run, sorted."""
+    return sorted([*_METHODS, *OWN_LOOP_METHODS])
 
 
 def register_method(
@@ -148,7 +167,7 @@ def _step_loss(model: nn.Module, method: Method, step: StepBatches, config: Base
     return loss + config.retain_coef * retain_nll, {**logs, "retain_nll": retain_nll.item()}
 
 
-def _epoch_orders(n_batches: int, epochs: int, seed: int) -> Iterator[int]:
+def epoch_orders(n_batches: int, epochs: int, seed: int) -> Iterator[int]:
     """Forget batch indices, reshuffled every epoch from the seed."""
     for epoch in range(epochs):
         yield from torch.randperm(n_batches, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
@@ -165,7 +184,7 @@ def reference_logprobs(model: nn.Module, batches: Sequence[Batch]) -> list[torch
     was_training = model.training
     model.eval()
     try:
-        with _autocast(next(model.parameters()).device):
+        with autocast_for(next(model.parameters()).device):
             return [sequence_logprobs(model, batch).detach() for batch in batches]
     finally:
         model.train(was_training)
@@ -174,7 +193,8 @@ def reference_logprobs(model: nn.Module, batches: Sequence[Batch]) -> list[torch
 def unlearn_with_gradients(
     model: nn.Module, forget_batches: Sequence[Batch], retain_batches: Sequence[Batch], config: BaselineConfig
 ) -> BaselineResult:
-    """Fine-tune every weight of `model` in place with AdamW to forget `forget_batches`.
+    """Fine-tune every weight of `model` in place with AdamW to forget `forget_batches` (RMU: only the
+    MLPs below its layer, see `codeunlearn.rmu`).
 
     Args:
         model: a causal LM; left in eval mode with its `requires_grad` flags as they were.
@@ -187,6 +207,10 @@ def unlearn_with_gradients(
         ConfigError: a bad config, no forget batches, or a retain term without retain batches.
     """
     config.validate()
+    if config.method == "rmu":
+        from codeunlearn.rmu import unlearn_with_rmu  # rmu builds on this module
+
+        return unlearn_with_rmu(model, forget_batches, retain_batches, config)
     method = _METHODS[config.method]
     uses_retain = method.uses_retain and config.retain_coef > 0
     if not forget_batches:
@@ -210,7 +234,7 @@ def unlearn_with_gradients(
             parameter.requires_grad_(flag)
 
 
-def _autocast(device: torch.device) -> torch.autocast:
+def autocast_for(device: torch.device) -> torch.autocast:
     """bf16 on a GPU, as codebook training runs; full precision on a CPU."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -231,13 +255,13 @@ def _train(
     model.train()
     started = time.perf_counter()
     bar = progress(total=total, desc=f"unlearning ({config.method})")
-    for step, index in enumerate(_epoch_orders(len(forget), config.epochs, config.seed)):
+    for step, index in enumerate(epoch_orders(len(forget), config.epochs, config.seed)):
         batches = StepBatches(
             forget[index],
             reference[index] if reference is not None else None,
             retain[step % len(retain)] if retain else None,
         )
-        with _autocast(device):
+        with autocast_for(device):
             loss, logs = _step_loss(model, method, batches, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -198,11 +198,17 @@ def sql(
 def compare(
     ctx: typer.Context,
     config: Path | None = CONFIG_OPTION,
-    methods: str = typer.Option("ga,graddiff,npo", help="Gradient baselines to run (ga, graddiff, npo)."),
+    methods: str = typer.Option("ga,graddiff,npo,rmu", help="Baselines to run (ga, graddiff, npo, rmu)."),
     forget_limit: int = typer.Option(200, help="Forget examples the baselines unlearn (trained-on first)."),
     epochs: int = typer.Option(10, help="Baseline epochs over the forget examples (NPO's usual budget)."),
     lr: float = typer.Option(1e-5, help="Baseline learning rate (AdamW)."),
     batch_size: int = typer.Option(8, help="Baseline batch size."),
+    rmu_layer: int | None = typer.Option(
+        None, help="RMU: the decoder layer whose activations it misdirects (default: a quarter up)."
+    ),
+    rmu_steering: float = typer.Option(16.0, help="RMU: target norm over the layer's mean norm."),
+    rmu_alpha: float = typer.Option(1200.0, help="RMU: weight of the retain activations' MSE."),
+    rmu_lr: float = typer.Option(5e-5, help="RMU learning rate (--lr is the other baselines')."),
     relearn: str = typer.Option("", help="Relearning attack: comma-separated step counts, e.g. 5,10,20."),
     quantize: str = typer.Option("", help="Quantization attack: bit widths to round weights to, e.g. 8,4."),
     probe_questions: int = typer.Option(
@@ -211,7 +217,7 @@ def compare(
     ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Masking against gradient ascent, gradient difference and NPO on the same codebook model and
+    """Masking against gradient ascent, gradient difference, NPO and RMU on the same codebook model and
     evaluation: forget/retain drops, membership-inference AUC, wall-clock. Needs `codeunlearn run` first."""
     import json
 
@@ -220,7 +226,15 @@ def compare(
     from codeunlearn.probes import ProbeConfig
 
     def stage(run_config: Any) -> Path:
-        baseline = BaselineConfig(lr=lr, epochs=epochs, batch_size=batch_size)
+        baseline = BaselineConfig(
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            rmu_layer=rmu_layer,
+            rmu_steering=rmu_steering,
+            rmu_alpha=rmu_alpha,
+            rmu_lr=rmu_lr,
+        )
         baseline.validate()
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
         for method in chosen:

@@ -266,6 +266,9 @@ class EvalConfig:
     sweep: tuple[int, ...] = (64, 128, 192, 256, 384)  # S' values for the sweep; empty skips it
     random_seed: int = 1234
     run_reference: bool = False  # also fine-tune the base model without a bottleneck (criterion 3)
+    # where the reference's NLL is cached, keyed: "" is <run_dir>/eval/reference_nll.json; runs that
+    # share a file reuse each other's reference wherever the key matches (ablations do)
+    reference_cache: str = ""
 
 
 @dataclass(frozen=True)

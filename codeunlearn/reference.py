@@ -3,9 +3,9 @@ model, the natural comparison for what the bottleneck costs (issue 2, criterion 
 
 Its held-out NLL depends on the base model, the training texts and settings, the layer (which
 decides the trained layers in mode `above`) and the evaluation texts, not on the codebook. So it is
-cached under the run directory keyed on exactly those: an `evaluate` that changes only the
-bottleneck, the mask or the sweep does not fine-tune it again, and the cache file can be copied to
-another run directory whose key matches.
+cached keyed on exactly those: an `evaluate` that changes only the bottleneck, the mask or the sweep
+does not fine-tune it again, and runs that share a cache file (`eval.reference_cache`) reuse each
+other's reference wherever the key matches.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from codeunlearn import assets
-from codeunlearn.config import RunConfig
+from codeunlearn.config import RunConfig, TrainConfig
 from codeunlearn.evaluation import EvalSet, Evaluator
 from codeunlearn.surgery import insert_bottleneck, remove_bottleneck
 from codeunlearn.training import train
@@ -39,14 +39,23 @@ def train_reference(config: RunConfig, texts: list[str]) -> torch.nn.Module:
     # for the codebook model.
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
     batches = batch_texts(texts, tokenizer, config, config.train.batch_size)
-    reference_config = config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
-    train(codebook_model, batches, reference_config, use_bottleneck=False)
+    train(codebook_model, batches, _reference_training(config), use_bottleneck=False)
     return remove_bottleneck(codebook_model)
+
+
+def _reference_training(config: RunConfig) -> TrainConfig:
+    """The codebook's training settings; mode `frozen` (nothing but the bottleneck learns) becomes
+    `above`, so that the reference is fine-tuned at all."""
+    return config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
 
 
 def reference_key(config: RunConfig, texts: list[str], eval_sets: list[EvalSet]) -> str:
     """What the reference's held-out NLL depends on, hashed."""
-    train_settings = {k: v for k, v in asdict(config.train).items() if k != "compile"}  # speed only
+    train_settings = {
+        k: v
+        for k, v in asdict(_reference_training(config)).items()
+        if k != "compile"  # speed only
+    }
     evaluated = [
         (
             s.name,
@@ -70,16 +79,30 @@ def reference_key(config: RunConfig, texts: list[str], eval_sets: list[EvalSet])
 def reference_nll(
     config: RunConfig, evaluator: Evaluator, texts: list[str], eval_dir: Path
 ) -> dict[str, float]:
-    """The reference's NLL per evaluated split, from `eval_dir`'s cache when the key matches."""
+    """The reference's NLL per evaluated split, from the cache when its key is there.
+
+    The cache is `config.eval.reference_cache`, else `eval_dir`/reference_nll.json. It holds one entry
+    per key, so runs sharing a file (an ablation's variants) fine-tune each distinct reference once.
+    """
     key = reference_key(config, texts, evaluator.eval_sets)
-    path = eval_dir / CACHE_FILE
-    cached = json.loads(path.read_text()) if path.is_file() else {}
-    if cached.get("key") == key:
+    path = Path(config.eval.reference_cache) if config.eval.reference_cache else eval_dir / CACHE_FILE
+    entries = _read_cache(path)
+    if key in entries:
         log.info("reusing the no-bottleneck reference's NLL from %s", path)
-        return cached["nll"]
+        return entries[key]
     nll = evaluator.score_model(train_reference(config, texts))
-    eval_dir.mkdir(parents=True, exist_ok=True)
+    entries = {**_read_cache(path), key: nll}  # read again: another run may have added an entry
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"key": key, "nll": nll}, indent=1))
+    partial.write_text(json.dumps({"entries": entries}, indent=1))
     partial.replace(path)
     return nll
+
+
+def _read_cache(path: Path) -> dict[str, dict[str, float]]:
+    if not path.is_file():
+        return {}
+    cached = json.loads(path.read_text())
+    if "key" in cached:  # the one-entry layout written before caches could be shared
+        return {cached["key"]: cached["nll"]}
+    return cached.get("entries", {})

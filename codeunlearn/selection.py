@@ -350,6 +350,13 @@ def _no_eligible_message(forget: CodeCounts, control: CodeCounts, config: Mining
     n_count = int((forget.token_counts >= config.min_count).sum())
     n_p = int((p_values <= config.max_p_value).sum())
     n_enrich = int((enrich >= config.min_enrichment).sum())
+    n_firing = int((forget.token_counts > 0).sum())
+    if n_firing <= max(1, n_codes // 100):  # thresholds are not the problem: the codebook is
+        return (
+            f"no code passes the mining thresholds: only {n_firing} of {n_codes} codes fire on "
+            f"{forget.n_tokens} forget tokens, so the codebook has collapsed in training and cannot "
+            "separate topics. Retrain it: lower train.base_lr or train.lr, or use train.mode=above"
+        )
     return (
         f"no code passes the mining thresholds (rule {config.rule!r}, {n_codes} codes, "
         f"{forget.n_tokens} forget / {control.n_tokens} control tokens): "

@@ -231,6 +231,27 @@ def forward_to_site(
     return captured[0], (outputs[0] if outputs else None)
 
 
+def residual_after(
+    model: nn.Module, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """The residual stream decoder layer `layer` outputs (B, T, d), running layers 0..layer only.
+
+    For methods that act on one layer's activations (RMU); gradients flow as in a full forward.
+    """
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = decoder_layers(model)[layer].register_forward_hook(grab)
+    try:
+        with only_layers(model, 0, layer + 1):
+            _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
 def forward_from_site(
     codebook_model: CodebookModel, hidden: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:

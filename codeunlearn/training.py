@@ -43,6 +43,7 @@ from codeunlearn.surgery import (
 )
 
 log = logging.getLogger(__name__)
+COLLAPSED_SHARE = 0.9  # dead-code share past which training is reported as collapsed
 
 
 @dataclass
@@ -84,6 +85,16 @@ def init_codes(
     samples = torch.cat([content_vectors(h, b) for h, b in zip(activations, batches, strict=True)])
     picks = torch.randperm(len(samples), generator=generator)[: config.init_vectors]
     samples = bottleneck.encode(samples[picks].to(codebook_model.device)).cpu()
+    if len(samples) < 2 * bottleneck.n_codes:
+        # Measured: C = 16,384 from the default 12,288 activations trained to a worse codebook than
+        # C = 4,096 (BENCHMARKS.md); the unclustered codes start as copies of single activations.
+        log.warning(
+            "initialising %d codes from only %d activations: set train.init_vectors=%d or more "
+            "(and train on enough examples to supply them) so that k-means can form clusters",
+            bottleneck.n_codes,
+            len(samples),
+            3 * bottleneck.n_codes,
+        )
     if config.init == "kmeans":
         codes = kmeans_codes(samples, bottleneck.n_codes, config.kmeans_iters, generator)
     else:
@@ -281,7 +292,15 @@ def _train(
     codebook_model.model.eval()
     for parameter in codebook_model.model.parameters():
         parameter.requires_grad_(False)
-    return state.result(tokens, time.perf_counter() - started)
+    result = state.result(tokens, time.perf_counter() - started)
+    if use_bottleneck and result.dead_share > COLLAPSED_SHARE:
+        log.warning(
+            "%.1f%% of the codes were dead at the end of training: the codebook has collapsed, and "
+            "masks mined on it will not separate topics; lower train.base_lr or train.lr, or use "
+            "train.mode=above",
+            100 * result.dead_share,
+        )
+    return result
 
 
 @contextlib.contextmanager

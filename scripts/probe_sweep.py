@@ -34,6 +34,20 @@ from codeunlearn.topics import read_splits
 TOPICS = {"noun.plant", "noun.substance", "noun.animal", "noun.artifact", "noun.person"}
 
 
+def probe_evaluator(config, model) -> tuple[list, Evaluator]:
+    """The questions on the forgotten topic (200) and TOPICS (50 each), ready to score on `model`."""
+    probe = ProbeConfig(questions_per_topic=50, forget_questions=200)
+    knowledge = KnowledgeProbe(config, probe, model)
+    questions = [q for q in knowledge.questions if q.topic in TOPICS | {config.topic.label}]
+    return questions, Evaluator(model, [question_set(questions, model.tokenizer, probe)])
+
+
+def probe_accuracy(questions: list, evaluator: Evaluator, mask=None) -> dict[str, float]:
+    """Accuracy per topic of the evaluator's model under `mask` (None: no mask)."""
+    sums, _ = evaluator.examples_codebook(mask)["probe"]
+    return accuracy_by_topic(questions, answers(questions, sums))
+
+
 def ranked_on_glosses(config, run_dir: Path) -> tuple[list[int], list[int]]:
     selection = json.loads((run_dir / "mining" / "selected.json").read_text())
     store = CodeStore(run_dir / "store")
@@ -74,10 +88,7 @@ def main() -> None:
     config = load_config(args.config, [*overrides, f"bottleneck.mask_policy={args.policy}"])
     run_dir = Path(config.run_dir)
     model = load_model(config)
-    probe = ProbeConfig(questions_per_topic=50, forget_questions=200)
-    knowledge = KnowledgeProbe(config, probe, model)
-    questions = [q for q in knowledge.questions if q.topic in TOPICS | {config.topic.label}]
-    evaluator = Evaluator(model, [question_set(questions, model.tokenizer, probe)])
+    questions, evaluator = probe_evaluator(config, model)
     if args.mine_on == "lemma":
         ranked, by_ratio = ranked_on_lemmas(config, run_dir, model)
     else:
@@ -87,8 +98,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         codes = ranked[:size] if size <= len(ranked) else by_ratio[:size]
         mask = mask_from_codes(n_codes, "sweep", codes) if size else None
-        sums, _ = evaluator.examples_codebook(mask)["probe"]
-        rows[size] = accuracy_by_topic(questions, answers(questions, sums))
+        rows[size] = probe_accuracy(questions, evaluator, mask)
         print(size, {topic: round(100 * value, 1) for topic, value in rows[size].items()}, flush=True)
     out = run_dir / "eval" / f"probe_sweep-{args.policy}-{args.mine_on}.json"
     out.write_text(json.dumps(rows, indent=1))

@@ -73,3 +73,13 @@ TEXTS = [
 @pytest.fixture
 def texts():
     return list(TEXTS)
+
+
+@pytest.fixture
+def forget_retain(tokenizer, texts):
+    """Food glosses to forget (one batch of 3), everything else to retain (one batch of 5)."""
+    from codeunlearn.batching import encode_texts, make_batches
+
+    forget = make_batches(encode_texts(tokenizer, texts[:3], 32), 3, tokenizer.pad_token_id)
+    retain = make_batches(encode_texts(tokenizer, texts[3:], 32), 5, tokenizer.pad_token_id)
+    return forget, retain

@@ -11,8 +11,9 @@ def test_ablate_runs_one_variant_per_setting_and_reuses_the_trained_model(make_s
     setup: Setup = make_setup()
     spec = setup.root / "ablation.yaml"
     spec.write_text(
-        "overrides: [train.max_examples=240]\n"
-        "axes:\n  mining.n_select: [4, 8]\n  bottleneck.top_k: [2, 4]\n  mining.min_count: [1, 3]\n"
+        "overrides: [train.max_examples=240, eval.run_reference=true]\n"
+        "axes:\n  mining.n_select: [4, 8]\n  bottleneck.top_k: [2, 4]\n  mining.min_count: [1, 3, 100000]\n"
+        "  train.mode: [frozen]\n"
     )
     out = setup.root / "ablation"
 
@@ -26,6 +27,8 @@ def test_ablate_runs_one_variant_per_setting_and_reuses_the_trained_model(make_s
         ("mining.n_select", "8"),
         ("bottleneck.top_k", "2"),  # top_k=4 is the baseline itself: not run twice
         ("mining.min_count", "3"),
+        ("mining.min_count", "100000"),  # no code passes: a row that says why, not a crash
+        ("train.mode", "frozen"),
     ]
     assert (out / "ablation.png").stat().st_size > 0 and "| bottleneck.top_k | 2 |" in result.stdout
     assert rows[2]["n_masked"] == 8 and rows[1]["n_masked"] == 4
@@ -36,6 +39,16 @@ def test_ablate_runs_one_variant_per_setting_and_reuses_the_trained_model(make_s
     assert not (out / "bottleneck.top_k=2" / "model").is_symlink()
     codebook = json.loads((out / "bottleneck.top_k=2" / "model" / "codebook_config.json").read_text())
     assert codebook["bottleneck"]["top_k"] == 2
+    # The no-bottleneck reference depends on none of the varied settings (a frozen codebook's reference
+    # trains in mode `above`): fine-tuned once, shared through one cache file, a ratio on every row.
+    assert len(json.loads((out / "reference_nll.json").read_text())["entries"]) == 1
+    assert all(r["reference_ratio"] > 0.5 for r in rows if not r["error"])
+    failed = rows[5]
+    assert failed["error"].startswith("no code passes the mining thresholds")
+    assert failed["forget_drop"] is None and failed["n_masked"] == 0
+    assert "| mining.min_count | 100000 | failed: no code passes" in result.stdout
+    assert not (out / "mining.min_count=100000" / "masks" / "active.json").exists()
+    assert "codebook / reference NLL" in (out / "ablation.md").read_text()
 
 
 def test_ablate_refuses_a_spec_with_an_unknown_setting(make_setup):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from codeunlearn import pipeline
 from codeunlearn.reference import CACHE_FILE
 
@@ -21,16 +23,28 @@ def test_the_reference_is_reused_until_its_training_or_data_change(make_setup):
 
     first = pipeline.evaluate(config)
     cache = setup.run_dir / "eval" / CACHE_FILE
-    stored = json.loads(cache.read_text())
-    assert stored["nll"] == first.nll["reference"]
+    ((key, nll),) = json.loads(cache.read_text())["entries"].items()
+    assert nll == first.nll["reference"]
     assert first.nll["reference"]["retain"] < first.nll["base"]["retain"]  # fine-tuning helped
 
-    # A marker in the cache shows whether the next evaluation read it or trained the reference again.
-    cache.write_text(json.dumps({"key": stored["key"], "nll": {k: 1.0 for k in stored["nll"]}}))
+    # A marker in the cache shows whether the next evaluation read it or trained the reference again;
+    # the one-entry layout of caches written before they could be shared still reads.
+    cache.write_text(json.dumps({"key": key, "nll": {k: 1.0 for k in nll}}))
     other_mask_policy = replace(config, bottleneck=replace(config.bottleneck, mask_policy="zero"))
     assert pipeline.evaluate(other_mask_policy).nll["reference"]["forget"] == 1.0
 
     other_lr = replace(config, train=replace(config.train, base_lr=config.train.base_lr / 2))
     retrained = pipeline.evaluate(other_lr).nll["reference"]
     assert retrained["forget"] != 1.0
-    assert json.loads(cache.read_text())["key"] != stored["key"]
+    entries = json.loads(cache.read_text())["entries"]
+    assert len(entries) == 2  # the new key joins the old one
+    assert entries[key]["forget"] == 1.0
+
+    # A shared cache file elsewhere (as an ablation's variants use) is read and written the same way.
+    shared = setup.run_dir / "shared" / "reference.json"
+    shared_config = replace(config, eval=replace(config.eval, reference_cache=str(shared)))
+    fresh = pipeline.evaluate(shared_config).nll["reference"]  # not in the new file: trained again
+    assert fresh == pytest.approx(first.nll["reference"], rel=1e-5)
+    assert key in json.loads(shared.read_text())["entries"]
+    shared.write_text(json.dumps({"entries": {key: {k: 2.0 for k in nll}}}))
+    assert pipeline.evaluate(shared_config).nll["reference"]["forget"] == 2.0

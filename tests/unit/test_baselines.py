@@ -14,6 +14,7 @@ from codeunlearn.baselines import (
     BASELINE_METHODS,
     BaselineConfig,
     mean_nll,
+    method_names,
     reference_logprobs,
     sequence_logprobs,
     unlearn_with_gradients,
@@ -23,14 +24,6 @@ from codeunlearn.errors import ConfigError
 
 # lr far above the real default: 2-3 steps on a random model must move the NLL measurably.
 FAST = BaselineConfig(lr=1e-3, epochs=3)
-
-
-@pytest.fixture
-def forget_retain(tokenizer, texts):
-    """Food glosses to forget (one batch of 3), everything else to retain (one batch of 5)."""
-    forget = make_batches(encode_texts(tokenizer, texts[:3], 32), 3, tokenizer.pad_token_id)
-    retain = make_batches(encode_texts(tokenizer, texts[3:], 32), 5, tokenizer.pad_token_id)
-    return forget, retain
 
 
 @torch.no_grad()
@@ -47,7 +40,9 @@ def _nll_change(model, forget, retain, config) -> tuple[float, float]:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"method": "rmu"}, "baseline.method='rmu': use one of ga, graddiff, npo"),
+        ({"method": "dpo"}, "baseline.method='dpo': use one of ga, graddiff, npo, rmu"),
+        ({"rmu_layer": -1}, "baseline.rmu_layer=-1: give a decoder layer index"),
+        ({"rmu_steering": 0.0}, "baseline.rmu_steering=0.0: set it above 0"),
         ({"lr": 0.0}, "baseline.lr=0.0: set it above 0"),
         ({"epochs": -1}, "baseline.epochs=-1: set it above 0"),
         ({"beta": 0}, "baseline.beta=0"),
@@ -61,6 +56,7 @@ def test_bad_config_is_refused(changes, message):
 
 def test_methods_are_registered_and_defaults_valid():
     assert set(BASELINE_METHODS) == {"ga", "graddiff", "npo"}
+    assert method_names() == ["ga", "graddiff", "npo", "rmu"]
     BaselineConfig().validate()
 
 

@@ -230,3 +230,12 @@ def test_random_codes_deterministic_sorted_and_excluding() -> None:
         random_codes(100, 51, seed=1, exclude=exclude)
     with pytest.raises(ConfigError, match="outside the codebook"):
         random_codes(10, 1, seed=1, exclude=np.array([10]))
+
+
+def test_no_eligible_code_names_a_collapsed_codebook_apart_from_strict_thresholds() -> None:
+    collapsed = counts([0] * 150 + [1000] + [0] * 49, 1000)  # one code of 200 fires on every token
+    with pytest.raises(CodeunlearnError, match=r"only 1 of 200 codes fire on 1000 forget tokens.*collapsed"):
+        select_codes(collapsed, collapsed, config())
+    with pytest.raises(CodeunlearnError, match=r"no code passes the mining thresholds \(rule") as caught:
+        select_codes(FORGET, CONTROL, config(min_count=10_000))
+    assert "collapsed" not in str(caught.value) and "Relax mining.min_count" in str(caught.value)

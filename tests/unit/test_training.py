@@ -88,3 +88,15 @@ def test_compiled_layers_train_like_eager_ones_and_are_eager_again_after(tokeniz
     eager_nll = [h["nll"] for h in eager_result.history]
     torch.testing.assert_close([h["nll"] for h in compiled_result.history], eager_nll, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(compiled.bottleneck.codes, eager.bottleneck.codes, rtol=1e-3, atol=1e-4)
+
+
+def test_too_few_activations_for_the_codes_are_warned_about_with_the_fix(tokenizer, texts, caplog):
+    codebook_model, batches = setup_model(tokenizer, texts)  # 32 codes, 24 texts of ~12 tokens
+    with caplog.at_level("WARNING", logger="codeunlearn.training"):
+        train(codebook_model, batches, TrainConfig(epochs=1, init_vectors=40, kmeans_iters=1))
+    assert "initialising 32 codes from only 40 activations: set train.init_vectors=96" in caplog.text
+    caplog.clear()
+    codebook_model, batches = setup_model(tokenizer, texts)
+    with caplog.at_level("WARNING", logger="codeunlearn.training"):
+        train(codebook_model, batches, TrainConfig(epochs=1, init_vectors=64, kmeans_iters=1))
+    assert "initialising" not in caplog.text
