@@ -43,6 +43,14 @@ def train_reference(config: RunConfig, texts: list[str]) -> torch.nn.Module:
     return remove_bottleneck(codebook_model)
 
 
+# Training settings the reference's fine-tune never reads: the bottleneck's own (its learning rate,
+# loss weight, initialisation and re-seeding) and those that change speed or bookkeeping only.
+_NOT_IN_REFERENCE = frozenset(
+    {"lr", "recon_coef", "init", "init_vectors", "kmeans_iters", "reseed_every"}
+    | {"checkpoint_every", "compile"}
+)
+
+
 def _reference_training(config: RunConfig) -> TrainConfig:
     """The codebook's training settings; mode `frozen` (nothing but the bottleneck learns) becomes
     `above`, so that the reference is fine-tuned at all."""
@@ -52,9 +60,7 @@ def _reference_training(config: RunConfig) -> TrainConfig:
 def reference_key(config: RunConfig, texts: list[str], eval_sets: list[EvalSet]) -> str:
     """What the reference's held-out NLL depends on, hashed."""
     train_settings = {
-        k: v
-        for k, v in asdict(_reference_training(config)).items()
-        if k != "compile"  # speed only
+        k: v for k, v in asdict(_reference_training(config)).items() if k not in _NOT_IN_REFERENCE
     }
     evaluated = [
         (

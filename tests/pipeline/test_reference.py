@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from codeunlearn import pipeline
-from codeunlearn.reference import CACHE_FILE
+from codeunlearn.reference import CACHE_FILE, reference_key
 
 from .conftest import Setup
 
@@ -32,6 +32,12 @@ def test_the_reference_is_reused_until_its_training_or_data_change(make_setup):
     cache.write_text(json.dumps({"key": key, "nll": {k: 1.0 for k in nll}}))
     other_mask_policy = replace(config, bottleneck=replace(config.bottleneck, mask_policy="zero"))
     assert pipeline.evaluate(other_mask_policy).nll["reference"]["forget"] == 1.0
+    # The bottleneck's own training settings do not enter the reference's fine-tune either.
+    codebook_only = replace(config.train, lr=config.train.lr / 2, init_vectors=7, reseed_every=3)
+    texts = pipeline.training_texts(config)
+    eval_sets = pipeline.evaluation_sets(config, pipeline.load_model(config).tokenizer)
+    assert reference_key(replace(config, train=codebook_only), texts, eval_sets) == key
+    assert reference_key(replace(config, train=replace(codebook_only, base_lr=1e-6)), texts, eval_sets) != key
 
     other_lr = replace(config, train=replace(config.train, base_lr=config.train.base_lr / 2))
     retrained = pipeline.evaluate(other_lr).nll["reference"]
