@@ -194,7 +194,7 @@ def unlearn_with_gradients(
     model: nn.Module, forget_batches: Sequence[Batch], retain_batches: Sequence[Batch], config: BaselineConfig
 ) -> BaselineResult:
     """Fine-tune every weight of `model` in place with AdamW to forget `forget_batches` (RMU: only the
-    MLPs below its layer, see `codeunlearn.rmu`).
+    MLPs of its layer and the two below, see `codeunlearn.rmu`).
 
     Args:
         model: a causal LM; left in eval mode with its `requires_grad` flags as they were.

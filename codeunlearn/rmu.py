@@ -46,7 +46,8 @@ def rmu_parameters(model: nn.Module, layer: int) -> list[nn.Parameter]:
 def unlearn_with_rmu(
     model: nn.Module, forget_batches: Sequence[Batch], retain_batches: Sequence[Batch], config: BaselineConfig
 ) -> BaselineResult:
-    """Train the MLPs below `config.rmu_layer` in place so forget activations point at a random vector.
+    """Train the MLPs of `config.rmu_layer` and the two below it in place, so that forget activations
+    point at a random vector.
 
     Args:
         model: a decoder-only causal LM (a codebook model's `model` works: its bottleneck is only run
