@@ -73,11 +73,9 @@ def compare(
     paths = setup(config)
     splits = read_splits(paths.splits_dir)
     forget_texts = splits.forget_train.column("text").to_pylist()
-    members, nonmembers = _membership_sets(config, splits)
-    # The baselines unlearn the examples the model was trained on first; MIA asks about exactly those.
-    trained = set(members)
-    subset = (members + [t for t in forget_texts if t not in trained])[:forget_limit]
-    members = members[:forget_limit]
+    members, nonmembers = membership_sets(config, splits)
+    subset, retain = baseline_texts(splits, members, forget_limit)
+    members = members[:forget_limit]  # MIA asks about exactly the examples the baselines unlearn first
     log.info(
         "forget subset %d examples; MIA: %d members, %d non-members",
         len(subset),
@@ -106,7 +104,6 @@ def compare(
         if relearn_steps and forget is forget_texts:
             attack = _Attack(config, subset, sets[0], scores[0].forget_nll, baseline.lr, relearn_steps)
             scores[-1].relearning = attack.run(load_model(config), mask)
-    retain = splits.retain_train.column("text").to_pylist()[: 4 * forget_limit]
     for method in methods:
         edited = load_model(config)
         tokenizer = edited.tokenizer
@@ -130,7 +127,16 @@ def compare(
     return Comparison(scores, knowledge.result if knowledge else None)
 
 
-def _membership_sets(config: RunConfig, splits: Splits) -> tuple[list[str], list[str]]:
+def baseline_texts(splits: Splits, members: list[str], forget_limit: int) -> tuple[list[str], list[str]]:
+    """What a gradient baseline trains on: `forget_limit` forget examples, those the codebook model was
+    trained on (`members`) first, and 4x as many retain examples."""
+    trained = set(members)
+    forget = splits.forget_train.column("text").to_pylist()
+    subset = (members + [t for t in forget if t not in trained])[:forget_limit]
+    return subset, splits.retain_train.column("text").to_pylist()[: 4 * forget_limit]
+
+
+def membership_sets(config: RunConfig, splits: Splits) -> tuple[list[str], list[str]]:
     """Forget-topic examples the codebook model was trained on, and held-out ones it never saw."""
     trained = set(training_texts(config))
     members = [t for t in splits.forget_train.column("text").to_pylist() if t in trained]

@@ -213,22 +213,33 @@ def forward_to_site(
 ) -> tuple[torch.Tensor, BottleneckOutput | None]:
     """Run layers 0..layer only; return the layer's residual output before the bottleneck (B, T, d)
     and, when the bottleneck is enabled, its output for that hidden state."""
+    model, layer = codebook_model.model, codebook_model.layer
+    # prepend: the residual as the layer made it, before the bottleneck's hook replaces it
+    with (
+        _captured_output(site_module(model, layer), prepend=True) as captured,
+        only_layers(model, 0, layer + 1),
+        recording(codebook_model) as outputs,
+    ):
+        if architecture_of(model).is_encoder_decoder:
+            model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+        else:
+            _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return captured[0], (outputs[0] if outputs else None)
+
+
+@contextlib.contextmanager
+def _captured_output(module: nn.Module, prepend: bool = False) -> Iterator[list[torch.Tensor]]:
+    """Collect `module`'s output hidden state (the first element of a tuple output) on each call."""
     captured: list[torch.Tensor] = []
 
     def grab(_module: nn.Module, _inputs: Any, output: Any) -> None:
         captured.append(output[0] if isinstance(output, tuple) else output)
 
-    model, layer = codebook_model.model, codebook_model.layer
-    handle = site_module(model, layer).register_forward_hook(grab, prepend=True)
+    handle = module.register_forward_hook(grab, prepend=prepend)
     try:
-        with only_layers(model, 0, layer + 1), recording(codebook_model) as outputs:
-            if architecture_of(model).is_encoder_decoder:
-                model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
-            else:
-                _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        yield captured
     finally:
         handle.remove()
-    return captured[0], (outputs[0] if outputs else None)
 
 
 def residual_after(
@@ -238,17 +249,8 @@ def residual_after(
 
     For methods that act on one layer's activations (RMU); gradients flow as in a full forward.
     """
-    captured: list[torch.Tensor] = []
-
-    def grab(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    handle = decoder_layers(model)[layer].register_forward_hook(grab)
-    try:
-        with only_layers(model, 0, layer + 1):
-            _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        handle.remove()
+    with _captured_output(decoder_layers(model)[layer]) as captured, only_layers(model, 0, layer + 1):
+        _base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return captured[0]
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from probe_sweep import probe_accuracy, probe_evaluator  # scripts/ is on sys.path when run as a script
 
 from codeunlearn.baselines import BaselineConfig, unlearn_with_gradients
+from codeunlearn.comparison import baseline_texts, membership_sets
 from codeunlearn.config import load_config
 from codeunlearn.evaluation import Evaluator, normalized_drop
-from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, training_texts
+from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model
 from codeunlearn.topics import read_splits
 
 
@@ -55,11 +56,8 @@ def main() -> None:
     splits = read_splits(run_dir / "data" / "topic")
     nll = json.loads((run_dir / "eval" / "report.json").read_text())["nll"]
     base, codebook = nll["base"], nll["codebook"]
-    forget = splits.forget_train.column("text").to_pylist()
-    trained = set(training_texts(config))
-    members = [t for t in forget if t in trained]
-    subset = (members + [t for t in forget if t not in set(members)])[: args.forget_limit]
-    retain = splits.retain_train.column("text").to_pylist()[: 4 * args.forget_limit]
+    members, _ = membership_sets(config, splits)
+    subset, retain = baseline_texts(splits, members, args.forget_limit)
     rows = []
     for setting in settings:
         model = load_model(config)
