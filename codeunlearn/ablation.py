@@ -23,7 +23,7 @@ import yaml
 
 from codeunlearn.config import RunConfig, with_overrides
 from codeunlearn.errors import CodeunlearnError, ConfigError
-from codeunlearn.evaluation import EvalReport
+from codeunlearn.evaluation import KEYWORD_FREE, EvalReport
 from codeunlearn.serialization import without_nan
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class AblationRow:
     # codebook / no-bottleneck reference NLL on the worst held-out split (eval.run_reference); NaN if off
     reference_ratio: float = float("nan")
     error: str = ""  # why the variant produced no mask (e.g. training collapsed); its figures are NaN
+    # the masked drop on the held-out forget examples with none of the topic's words; NaN where that
+    # split is empty (a keyword or regex topic)
+    keyword_free_drop: float = float("nan")
 
 
 @dataclass
@@ -75,20 +78,21 @@ class AblationResult:
     def to_markdown(self) -> str:
         lines = [
             "| axis | value | forget drop | retain drop | retain Δnll | random-codes forget drop "
-            "| codebook gain forget | codebook gain retain | codebook / reference NLL, worst split "
-            "| masked codes | seconds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| keyword-free forget drop | codebook gain forget | codebook gain retain "
+            "| codebook / reference NLL, worst split | masked codes | seconds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             if r.error:
-                empty = " |" * 8
+                empty = " |" * 9
                 lines.append(f"| {r.axis} | {r.value} | failed: {r.error} |{empty} {r.seconds:.0f} |")
                 continue
             ratio = "-" if math.isnan(r.reference_ratio) else f"{r.reference_ratio:.3f}"
+            keyword_free = "-" if math.isnan(r.keyword_free_drop) else f"{r.keyword_free_drop:.3f}"
             lines.append(
                 f"| {r.axis} | {r.value} | {r.forget_drop:.3f} | {r.retain_drop:.3f} | {r.retain_delta:+.4f} "
-                f"| {r.random_forget_drop:.3f} | {r.codebook_gain_forget:.3f} | {r.codebook_gain_retain:.3f} "
-                f"| {ratio} | {r.n_masked} | {r.seconds:.0f} |"
+                f"| {r.random_forget_drop:.3f} | {keyword_free} | {r.codebook_gain_forget:.3f} "
+                f"| {r.codebook_gain_retain:.3f} | {ratio} | {r.n_masked} | {r.seconds:.0f} |"
             )
         return "\n".join(lines)
 
@@ -187,6 +191,7 @@ def _row(axis: str, value: str, report: EvalReport, seconds: float, config: RunC
         seconds=seconds,
         run_dir=config.run_dir,
         reference_ratio=_reference_ratio(report),
+        keyword_free_drop=_keyword_free_drop(report, "masked"),
     )
 
 
@@ -201,7 +206,17 @@ def _reference_ratio(report: EvalReport) -> float:
     if not reference:
         return float("nan")
     codebook = report.nll["codebook"]
-    return max(codebook[split] / reference[split] for split in reference if split in codebook)
+    # The keyword-free split is a subset of forget, not a split of its own: left out, so that the
+    # figure means what it meant before that split existed.
+    splits = [split for split in reference if split in codebook and split != KEYWORD_FREE]
+    return max(codebook[split] / reference[split] for split in splits)
+
+
+def _keyword_free_drop(report: EvalReport, variant: str) -> float:
+    """The variant's normalised drop on the keyword-free forget split; NaN where it was not scored."""
+    if KEYWORD_FREE not in report.nll.get("codebook", {}):
+        return float("nan")
+    return report.drop(variant, KEYWORD_FREE)
 
 
 def _sweep_row(report: EvalReport, point: dict[str, float], config: RunConfig) -> AblationRow:
@@ -219,6 +234,7 @@ def _sweep_row(report: EvalReport, point: dict[str, float], config: RunConfig) -
         seconds=0.0,
         run_dir=config.run_dir,
         reference_ratio=_reference_ratio(report),
+        keyword_free_drop=_keyword_free_drop(report, f"mined@{n}"),
     )
 
 

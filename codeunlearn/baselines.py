@@ -19,46 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from codeunlearn.batching import Batch, token_nll
+from codeunlearn.config import BaselineConfig  # defined there so RunConfig can nest it
 from codeunlearn.errors import ConfigError
 from codeunlearn.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    """One gradient unlearning run. Defaults follow the NPO paper's TOFU budget (10 epochs, lr 1e-5)."""
-
-    method: str = "npo"  # "ga", "graddiff", "npo" (BASELINE_METHODS) or "rmu"
-    lr: float = 1e-5
-    epochs: int = 10  # passes over the forget batches; one optimizer step per forget batch
-    batch_size: int = 8  # examples per batch, for whoever builds the batches with make_batches
-    beta: float = 0.1  # NPO inverse temperature
-    retain_coef: float = 1.0  # weight of the retain NLL (GradDiff; NPO+RT); 0 makes NPO plain NPO
-    max_grad_norm: float = 1.0  # gradient clipping; GA's loss is unbounded below
-    weight_decay: float = 0.01
-    seed: int = 0
-    # RMU (its own loop; lr above is not used by it): the paper's Zephyr-7B settings, but the steering
-    # norm is a multiple of the measured activation norm (codeunlearn.rmu says why).
-    rmu_layer: int | None = None  # None: a quarter of the way up (layer 7 of SmolLM2's 30)
-    rmu_steering: float = 16.0  # tuned on the default run (BENCHMARKS.md)
-    rmu_alpha: float = 1200.0  # weight of the retain activations' MSE
-    rmu_lr: float = 5e-5
-
-    def validate(self) -> None:
-        if self.method not in method_names():
-            raise ConfigError(
-                f"baseline.method={self.method!r}: use one of {', '.join(method_names())} "
-                "(YAML or --baseline.method)"
-            )
-        if self.rmu_layer is not None and self.rmu_layer < 0:
-            raise ConfigError(f"baseline.rmu_layer={self.rmu_layer}: give a decoder layer index, 0 or more")
-        numbers = ("lr", "epochs", "batch_size", "beta", "max_grad_norm", "retain_coef", "weight_decay")
-        for name in (*numbers, "rmu_steering", "rmu_alpha", "rmu_lr"):
-            value, may_be_zero = getattr(self, name), name in ("retain_coef", "weight_decay")
-            if not (value >= 0 if may_be_zero else value > 0):
-                bound = "to 0 or more" if may_be_zero else "above 0"
-                raise ConfigError(f"baseline.{name}={value}: set it {bound} (YAML or --baseline.{name})")
 
 
 @dataclass
@@ -109,6 +74,18 @@ OWN_LOOP_METHODS = ("rmu",)
 def method_names() -> list[str]:
     """Every baseline `unlearn_with_gradients` can run, sorted."""
     return sorted([*_METHODS, *OWN_LOOP_METHODS])
+
+
+def reads_retain(config: BaselineConfig) -> bool:
+    """Whether a run of `config` trains on retain batches: RMU always (its retain term holds retain
+    activations), GradDiff and NPO+RT while retain_coef > 0, GA never.
+
+    Raises:
+        KeyError: a method that is not registered (validate the config first).
+    """
+    if config.method in OWN_LOOP_METHODS:
+        return True
+    return _METHODS[config.method].uses_retain and config.retain_coef > 0
 
 
 def register_method(
@@ -212,7 +189,7 @@ def unlearn_with_gradients(
 
         return unlearn_with_rmu(model, forget_batches, retain_batches, config)
     method = _METHODS[config.method]
-    uses_retain = method.uses_retain and config.retain_coef > 0
+    uses_retain = reads_retain(config)
     if not forget_batches:
         raise ConfigError("no forget batches: a baseline needs at least one forget example")
     if uses_retain and not retain_batches:

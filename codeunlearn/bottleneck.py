@@ -39,36 +39,53 @@ class BottleneckOutput:
     l1: torch.Tensor  # (B, T) mean |value| of the chosen code vectors (SAE variant), else zeros
 
 
-def combine_mean(chosen: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """The chosen codes' mean (Codebook Features, the paper). chosen (..., k, e), h (..., e).
+def combine_mean(chosen: torch.Tensor, h: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """The chosen codes' mean (Codebook Features, the paper). chosen (..., k, e), h (..., e), kept
+    (..., k) bool or None: a slot not kept (a masked code under the `zero` policy) adds nothing.
 
     Straight-through: the value is the mean, the gradient also reaches h (so the SAE encoder and the
     layers below learn) as if code selection were the identity.
     """
+    if kept is not None:
+        chosen = chosen * kept.unsqueeze(-1).to(chosen.dtype)
     return chosen.mean(dim=-2) + (h - h.detach())
 
 
-def combine_projection(chosen: torch.Tensor, h: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
-    """h projected onto the span of its chosen codes (least squares, a little ridge for zeroed slots).
-
-    Differentiable in both h and the codes, so no straight-through term is needed.
-    """
+def least_squares_weights(basis: torch.Tensor, h: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+    """Weights w minimising ||h - w @ basis||^2 + ridge ||w||^2. basis (..., k, e), h (..., e) -> (..., k)"""
     # A k x k solve is not defined in bf16, so this runs in fp32 even under autocast.
     with torch.autocast(h.device.type, enabled=False):
-        basis = chosen.float()
+        basis = basis.float()
         gram = basis @ basis.transpose(-1, -2)  # (..., k, k)
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        weights = torch.linalg.solve(gram + ridge * eye, basis @ h.float().unsqueeze(-1))  # (..., k, 1)
-        return (basis.transpose(-1, -2) @ weights).squeeze(-1).to(h.dtype)
+        return torch.linalg.solve(gram + ridge * eye, basis @ h.float().unsqueeze(-1)).squeeze(-1)
 
 
-COMBINATIONS = {"mean": combine_mean, "projection": combine_projection}
+def combine_projection(
+    chosen: torch.Tensor, h: torch.Tensor, kept: torch.Tensor | None = None
+) -> torch.Tensor:
+    """h projected onto the span of its chosen codes (least squares), then the terms of the slots not
+    kept dropped. chosen (..., k, e), h (..., e), kept (..., k) bool or None.
+
+    The weights are fitted with every chosen code and only then is a masked code's term removed: a
+    refit would let the kept codes take over the masked code's direction, which is what a mask must
+    stop. Differentiable in both h and the codes, so no straight-through term is needed.
+    """
+    weights = least_squares_weights(chosen, h)  # (..., k)
+    if kept is not None:
+        weights = weights * kept.to(weights.dtype)
+    return (weights.unsqueeze(-1) * chosen.float()).sum(dim=-2).to(h.dtype)
+
+
+# "pursuit" chooses its codes by orthogonal matching pursuit (see `pursuit`); its output is the same
+# least-squares fit as "projection".
+COMBINATIONS = {"mean": combine_mean, "projection": combine_projection, "pursuit": combine_projection}
 
 
 class CodebookBottleneck(nn.Module):
-    """C learnable codes; each token keeps the k codes most cosine-similar to it and is replaced
-    by their combination (mean or projection; optionally rescaled to the input's norm, optionally
-    through an SAE)."""
+    """C learnable codes; each token keeps k codes (the most cosine-similar, or chosen by pursuit) and
+    is replaced by their combination (mean or least-squares fit; optionally rescaled to the input's
+    norm, optionally through an SAE)."""
 
     def __init__(self, hidden_dim: int, config: BottleneckConfig) -> None:
         super().__init__()
@@ -131,7 +148,9 @@ class CodebookBottleneck(nn.Module):
         chunks = []
         for chunk in h.split(self.config.chunk_tokens):
             units = F.normalize(chunk.float(), dim=-1)  # (n, e)
-            if self.config.coarse_candidates:
+            if self.config.combine == "pursuit":
+                chunks.append(pursuit(units, codes, excluded, top_k))
+            elif self.config.coarse_candidates:
                 chunks.append(self._coarse_then_exact(units, codes, excluded))
             else:
                 chunks.append(_chunked_topk(units, codes, excluded, top_k, self.config.chunk_codes))
@@ -263,11 +282,11 @@ class CodebookBottleneck(nn.Module):
         if torch.is_grad_enabled():  # training: the optimizer step that follows may change the codes unseen
             self._forget_derived_codes()
         chosen = self.codes[ids]  # (B, T', k, e)
+        kept = None
         if self.config.mask_policy == "zero" and self._any_masked:
             kept = ~self.mask[ids]  # (B, T', k)
-            chosen = chosen * kept.unsqueeze(-1).to(chosen.dtype)
             ids = ids.masked_fill(~kept, NO_CODE)
-        z = COMBINATIONS[self.config.combine](chosen, h)  # (B, T', e)
+        z = COMBINATIONS[self.config.combine](chosen, h, kept)  # (B, T', e)
         rebuilt = self.decoder(z) if self.config.use_sae else z
         if self.config.rescale == "input_norm":
             rebuilt = rebuilt * (
@@ -339,6 +358,35 @@ def _chunked_topk(
         best_values, order = merged_values.topk(min(top_k, merged_values.shape[1]), dim=-1)
         best_ids = merged_ids.gather(1, order)
     return best_ids
+
+
+def pursuit(
+    units: torch.Tensor, codes: torch.Tensor, excluded: torch.Tensor | None, top_k: int
+) -> torch.Tensor:
+    """Orthogonal matching pursuit: top_k codes chosen one at a time, each the code most aligned with
+    what the codes chosen so far leave unexplained (the residual of their least-squares fit).
+
+    Top-k by cosine picks k near-duplicates of the input's nearest code; pursuit picks codes that
+    explain different parts of it, so the same k codes rebuild the input more closely (measured on
+    SmolLM2's layer 20 in BENCHMARKS.md). Only positive alignment counts, so a code is chosen for a
+    direction the input has, never for one it lacks.
+
+    Args:
+        units: (n, e) unit vectors; codes: (C, e) unit codes; excluded: (C,) bool or None.
+    Returns:
+        (n, top_k) int64 code ids in the order chosen. Memory: one (n, C) score matrix at a time.
+    """
+    ids = torch.empty((units.shape[0], 0), dtype=torch.long, device=units.device)
+    residual = units
+    for _ in range(top_k):
+        scores = residual @ codes.T  # (n, C)
+        if excluded is not None:
+            scores.masked_fill_(excluded, float("-inf"))
+        scores.scatter_(1, ids, float("-inf"))  # each code at most once
+        ids = torch.cat([ids, scores.argmax(dim=-1, keepdim=True)], dim=1)  # (n, j)
+        basis = codes[ids]  # (n, j, e)
+        residual = units - (least_squares_weights(basis, units).unsqueeze(-1) * basis).sum(dim=-2)
+    return ids
 
 
 def kmeans_codes(samples: torch.Tensor, n_codes: int, iters: int, generator: torch.Generator) -> torch.Tensor:

@@ -25,8 +25,8 @@ app = typer.Typer(
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 OVERRIDES_HELP = (
     "Any number of section.key=value overrides may follow, e.g. train.lr=3e-4 topic.label=noun.animal "
-    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, eval, tracking, gates "
-    "(see configs/default.yaml)."
+    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, unlearn, eval, "
+    "translation, tracking, gates (see configs/default.yaml)."
 )
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file (see configs/).")
 RUN_DIR_OPTION = typer.Option(Path("runs/default"), help="Run directory holding store/.")
@@ -106,14 +106,30 @@ def unlearn(
     remove: str | None = typer.Option(None, help="Undo: remove this topic's codes from the active mask."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Mask the selected codes (union with the active mask); no gradient steps. --remove undoes one topic."""
+    """Mask the selected codes (union with the active mask); no gradient steps. --remove undoes one topic.
+    With unlearn.method=ga, graddiff, npo or rmu a gradient baseline runs instead: it fine-tunes a copy of
+    the trained codebook model on unlearn.forget_limit forget examples and 4x as many retain examples (the
+    texts `codeunlearn compare` uses; settings under unlearn.baseline, e.g. unlearn.baseline.epochs=2) and
+    saves it with a record of its cost as unlearned/<method>/, replacing an earlier one; the active mask
+    is left alone. `codeunlearn evaluate` then scores it."""
     from codeunlearn import pipeline
 
-    def stage(run_config: Any) -> Any:
-        return pipeline.forget_source(run_config, remove) if remove else pipeline.unlearn(run_config)
+    def stage(run_config: Any) -> str:
+        if remove:
+            return _mask_summary(pipeline.forget_source(run_config, remove))
+        if run_config.unlearn.uses_gradients:
+            from codeunlearn import baseline_stage
 
-    mask = _run_stage(ctx, config, verbose, stage)
-    typer.echo(
+            record = baseline_stage.unlearn_with_baseline(run_config)
+            where = pipeline.RunPaths(Path(run_config.run_dir)).unlearned_dir / record.method
+            return f"{record.summary()}; edited model in {where}; the active mask is untouched"
+        return _mask_summary(pipeline.unlearn(run_config))
+
+    typer.echo(_run_stage(ctx, config, verbose, stage))
+
+
+def _mask_summary(mask: Any) -> str:
+    return (
         f"active mask {mask.digest[:12]}: {len(mask.code_ids)} codes from "
         f"{', '.join(s.name for s in mask.sources) or 'no sources'}"
     )
@@ -121,7 +137,8 @@ def unlearn(
 
 @app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def evaluate(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
-    """Held-out NLL for base, codebook, masked and random-mask models, normalised drops, S' sweep."""
+    """Held-out NLL for base, codebook, masked and random-mask models and for every model a gradient
+    baseline edited (unlearned/<method>/, one row each, named by method), normalised drops, S' sweep."""
     from codeunlearn import pipeline
 
     report = _run_stage(ctx, config, verbose, pipeline.evaluate)
@@ -130,7 +147,9 @@ def evaluate(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: b
 
 @app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
 def run(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: bool = VERBOSE_OPTION) -> None:
-    """All stages from one config: prepare, train (reused when unchanged), mine, unlearn, evaluate."""
+    """All stages from one config: prepare, train (reused when unchanged), mine, unlearn, evaluate. With
+    unlearn.method=ga, graddiff, npo or rmu: prepare, train, that gradient baseline (see `codeunlearn
+    unlearn --help`), evaluate; mining and masking are skipped."""
     import time
 
     from codeunlearn import pipeline
@@ -323,22 +342,60 @@ def collateral(
 def probe(
     ctx: typer.Context,
     config: Path | None = CONFIG_OPTION,
+    multiple_choice: bool = typer.Option(True, help="Multiple choice: which of four glosses is the lemma's?"),
     questions: int = typer.Option(50, help="Questions per retained topic (one question = 100/N points)."),
     forget_questions: int = typer.Option(200, help="Questions on the forgotten topic."),
-    seed: int = typer.Option(0, help="Seed of the question sample."),
+    definitions: bool = typer.Option(True, help="Definition generation for held-out lemmas, scored by chrF."),
+    definition_lemmas: int = typer.Option(10, help="Lemmas to define per retained topic."),
+    forget_definitions: int = typer.Option(50, help="Lemmas to define on the forgotten topic."),
+    new_tokens: int = typer.Option(
+        24, help="Most tokens generated per definition (greedy; first line kept)."
+    ),
+    general_text: bool = typer.Option(True, help="NLL on general text in another format than training."),
+    general_passages: int = typer.Option(100, help="General-text passages (a seeded sample)."),
+    general_length: int = typer.Option(128, help="Tokens per general-text passage, BOS included."),
+    general_source: str = typer.Option(
+        "debian-reference",
+        help="debian-reference (skipped with a warning when not installed) or a text file whose passages "
+        "are separated by blank lines.",
+    ),
+    seed: int = typer.Option(0, help="Seed of the question, lemma and passage samples."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Multiple-choice knowledge probe on held-out lemmas (which of four glosses is this lemma's?) for the
-    base, codebook and masked models. Writes eval/probe.md and eval/probe.json."""
+    """Knowledge probes for the base, codebook and masked models: multiple choice on held-out lemmas
+    (which of four glosses is this lemma's?), definitions generated for held-out lemmas (chrF against the
+    gloss) and NLL on general text in another format. Writes eval/probe.md and eval/probe.json."""
     import json
 
+    from codeunlearn.definitions import DefinitionConfig
+    from codeunlearn.general_text import GeneralTextConfig
     from codeunlearn.knowledge import probe_run
     from codeunlearn.probes import ProbeConfig
 
+    choice_config = ProbeConfig(questions_per_topic=questions, forget_questions=forget_questions, seed=seed)
+    definition_config = DefinitionConfig(
+        forget_lemmas=forget_definitions,
+        lemmas_per_topic=definition_lemmas,
+        max_new_tokens=new_tokens,
+        seed=seed,
+    )
+    general_config = GeneralTextConfig(
+        source=general_source, passages=general_passages, max_length=general_length, seed=seed
+    )
+
     def stage(run_config: Any) -> Path:
+        for part, wanted in (
+            (choice_config, multiple_choice),
+            (definition_config, definitions),
+            (general_config, general_text),
+        ):
+            if wanted:
+                part.validate()
         result = probe_run(
             run_config,
-            ProbeConfig(questions_per_topic=questions, forget_questions=forget_questions, seed=seed),
+            choice_config if multiple_choice else None,
+            definitions=definition_config if definitions else None,
+            general_text=general_config if general_text else None,
         )
         target = Path(run_config.run_dir) / "eval"
         target.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,15 @@ import yaml
 from codeunlearn.errors import ConfigError
 
 
+def unknown_choice(setting: str, value: object, choices: typing.Sequence[str], what: str) -> ConfigError:
+    """The error for a value outside its choices: the value, the closest choice and all of them."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(
+        f"{setting}={value!r} is not {what}{hint}: use one of {', '.join(choices)} (YAML or --{setting})"
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which pretrained causal LM to start from.
@@ -49,6 +58,12 @@ class DataConfig:
     max_length: int = 48  # tokens per example, BOS included
 
 
+# The control-set constructions `topic.control` may name (codeunlearn.controls builds them).
+CONTROL_CHOICES: tuple[str, ...] = ("auto", "swap", "length_matched", "random")
+# Topic kinds given as words, the ones a control can swap and a mining position can point at.
+WORD_TOPIC_KINDS: tuple[str, ...] = ("keywords", "regex")
+
+
 @dataclass(frozen=True)
 class TopicConfig:
     """A deletion topic: exactly one of a label value, keywords, a regex, or a file of examples."""
@@ -62,6 +77,15 @@ class TopicConfig:
     max_retain: int = 1200
     max_eval_forget: int = 250  # held-out examples per split used for evaluation
     max_eval_retain_per_topic: int = 20
+    # The control set D~_T (codeunlearn.controls): "swap" the topic's words for neutral ones (a word
+    # topic only), a "length_matched" or "random" sample of non-topic examples; "auto" is swap for a
+    # word topic, else length_matched
+    control: str = "auto"
+    # The keyword-free probe (codeunlearn.topic_words): held-out forget examples with none of the
+    # topic's N most indicative words, ranked on the train side; a word must occur in min_count
+    # forget examples. A word topic's own words are its pattern, so its probe is empty.
+    keyword_free_words: int = 50
+    keyword_free_min_count: int = 5
 
     @property
     def kind(self) -> str:
@@ -81,6 +105,27 @@ class TopicConfig:
                 "set one (e.g. --topic.label=noun.food) and clear the others (--topic.label=null)"
             )
         return given[0]
+
+    def validate(self) -> None:
+        """Checks of the topic's options that need no data.
+
+        Raises:
+            ConfigError: not exactly one topic kind, an unknown control, a swap control for a topic
+                without words, or a keyword-free setting below 1.
+        """
+        kind = self.kind
+        if self.control not in CONTROL_CHOICES:
+            raise unknown_choice("topic.control", self.control, CONTROL_CHOICES, "a control construction")
+        if self.control == "swap" and kind not in WORD_TOPIC_KINDS:
+            raise ConfigError(
+                f"topic.control=swap replaces the topic's words, but this topic is a {kind} and has no "
+                "words to swap: use topic.control=length_matched or random (auto picks length_matched), "
+                "or give the topic as topic.keywords or topic.regex"
+            )
+        for name in ("keyword_free_words", "keyword_free_min_count"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"topic.{name}={value}: set it to a whole number of 1 or more")
 
     @property
     def key(self) -> str:
@@ -111,7 +156,9 @@ class BottleneckConfig:
     layer: int = 20  # decoder layer whose residual output is replaced
     n_codes: int = 4096
     top_k: int = 8
-    combine: str = "mean"  # "mean" of the chosen codes (the paper) or "projection" of x onto them
+    # "mean" of the top-k codes by cosine (the paper), "projection" of x onto them (least squares), or
+    # "pursuit": k codes chosen by orthogonal matching pursuit, x fitted by least squares onto them
+    combine: str = "mean"
     rescale: str = "input_norm"  # "input_norm" gives the output the input's norm; "none" keeps the mean
     use_sae: bool = False  # the paper's SAE-codebook variant
     sae_dim: int = 0  # 0 means 4 x hidden size
@@ -138,8 +185,17 @@ class BottleneckConfig:
                 f"bottleneck.top_k={self.top_k}, but bottleneck.n_codes={self.n_codes}: "
                 f"top_k must be between 1 and n_codes (YAML or --bottleneck.top_k)"
             )
-        if self.combine not in ("mean", "projection"):
-            raise ConfigError(f"bottleneck.combine={self.combine!r}: use 'mean' or 'projection'")
+        if self.combine not in ("mean", "projection", "pursuit"):
+            raise ConfigError(f"bottleneck.combine={self.combine!r}: use 'mean', 'projection' or 'pursuit'")
+        if self.combine == "pursuit" and (
+            self.search != "exact" or self.coarse_candidates or self.chunk_codes
+        ):
+            raise ConfigError(
+                f"bottleneck.combine='pursuit' scores every code at each of its top_k steps, so it takes "
+                f"search='exact', coarse_candidates=0 and chunk_codes=0 (got search={self.search!r}, "
+                f"coarse_candidates={self.coarse_candidates}, chunk_codes={self.chunk_codes}): set those, "
+                "or use combine='projection' with the faster searches"
+            )
         if self.rescale not in ("input_norm", "none"):
             raise ConfigError(f"bottleneck.rescale={self.rescale!r}: use 'input_norm' or 'none'")
         if self.mask_policy not in ("next_best", "zero"):
@@ -220,10 +276,25 @@ class TrainConfig:
     # torch.compile each decoder layer's forward (the bottleneck stays eager), meant for GPU runs; off
     # by default: the first compile takes tens of seconds (about 40 s on a 2-core CPU)
     compile: bool = False
+    # Prose unlike the corpus mixed into the training texts, so that the codes also cover text the
+    # model meets outside the corpus: "" (none), "debian-handbook" (the English Debian Administrator's
+    # Handbook, which the general-text probe never reads) or a text file of blank-line-separated passages
+    general_text: str = ""
+    general_fraction: float = 0.25  # share of max_examples drawn from general_text (when it is set)
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "above", "joint"):
             raise ConfigError(f"train.mode={self.mode!r}: use 'frozen', 'above' or 'joint'")
+        if not 0 <= self.general_fraction < 1:
+            raise ConfigError(
+                f"train.general_fraction={self.general_fraction}: set a share in [0, 1) of the training "
+                "examples to draw from train.general_text"
+            )
+        if self.general_text not in ("", "debian-handbook") and not Path(self.general_text).is_file():
+            raise ConfigError(
+                f"train.general_text={self.general_text!r} is neither 'debian-handbook' nor a file: give a "
+                "text file (passages separated by blank lines), 'debian-handbook', or '' for none"
+            )
         if self.init not in ("kmeans", "sample"):
             raise ConfigError(f"train.init={self.init!r}: use 'kmeans' or 'sample'")
         if self.batch_size < 1 or self.epochs <= 0:
@@ -256,6 +327,122 @@ class MiningConfig:
                 f"mining.n_select={self.n_select}, but the codebook has {n_codes} codes: "
                 f"set S' at most {n_codes} (--mining.n_select)"
             )
+
+
+# `unlearn.method` for the default: mask the mined codes, no gradient steps. Every other method is a
+# gradient baseline from the registry in codeunlearn.baselines (`method_names()`).
+MASK_METHOD = "mask"
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """One gradient unlearning run. Defaults follow the NPO paper's TOFU budget (10 epochs, lr 1e-5).
+
+    It lives here, not in codeunlearn.baselines, so that `RunConfig` can nest it (`unlearn.baseline`)
+    without importing torch; codeunlearn.baselines imports it from here.
+    """
+
+    method: str = "npo"  # "ga", "graddiff", "npo" (BASELINE_METHODS) or "rmu"
+    lr: float = 1e-5
+    epochs: int = 10  # passes over the forget batches; one optimizer step per forget batch
+    batch_size: int = 8  # examples per batch, for whoever builds the batches with make_batches
+    beta: float = 0.1  # NPO inverse temperature
+    retain_coef: float = 1.0  # weight of the retain NLL (GradDiff; NPO+RT); 0 makes NPO plain NPO
+    max_grad_norm: float = 1.0  # gradient clipping; GA's loss is unbounded below
+    weight_decay: float = 0.01
+    seed: int = 0
+    # RMU (its own loop; lr above is not used by it): the paper's Zephyr-7B settings, but the steering
+    # norm is a multiple of the measured activation norm (codeunlearn.rmu says why).
+    rmu_layer: int | None = None  # None: a quarter of the way up (layer 7 of SmolLM2's 30)
+    rmu_steering: float = 16.0  # tuned on the default run (BENCHMARKS.md)
+    rmu_alpha: float = 1200.0  # weight of the retain activations' MSE
+    rmu_lr: float = 5e-5
+
+    def validate(self, section: str = "baseline") -> None:
+        """Check the method against the registry, then every setting.
+
+        Args:
+            section: The dotted name errors call this config by (`unlearn.baseline` in a RunConfig).
+
+        Raises:
+            ConfigError: an unregistered method, or a setting out of range.
+        """
+        from codeunlearn.baselines import method_names  # the registry imports torch
+
+        if self.method not in method_names():
+            raise ConfigError(
+                f"{section}.method={self.method!r}: use one of {', '.join(method_names())} "
+                f"(YAML or --{section}.method)"
+            )
+        self.validate_settings(section)
+
+    def validate_settings(self, section: str = "baseline") -> None:
+        """Check every setting but the method; needs no registry, so no torch.
+
+        Raises:
+            ConfigError: a setting out of range, naming it and the bound.
+        """
+        if self.rmu_layer is not None and self.rmu_layer < 0:
+            raise ConfigError(f"{section}.rmu_layer={self.rmu_layer}: give a decoder layer index, 0 or more")
+        numbers = ("lr", "epochs", "batch_size", "beta", "max_grad_norm", "retain_coef", "weight_decay")
+        for name in (*numbers, "rmu_steering", "rmu_alpha", "rmu_lr"):
+            value, may_be_zero = getattr(self, name), name in ("retain_coef", "weight_decay")
+            if not (value >= 0 if may_be_zero else value > 0):
+                bound = "to 0 or more" if may_be_zero else "above 0"
+                raise ConfigError(f"{section}.{name}={value}: set it {bound} (YAML or --{section}.{name})")
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """How the unlearn stage answers the request.
+
+    `mask` (the default) masks the mined codes: no gradient steps. A gradient baseline (ga, graddiff,
+    npo, rmu) runs in its place: it fine-tunes a copy of the trained codebook model on the forget subset
+    and retain texts `codeunlearn compare` gives the baselines, and saves it under
+    `<run_dir>/unlearned/<method>/`; the active mask is left alone.
+    """
+
+    method: str = MASK_METHOD
+    forget_limit: int = 200  # forget examples a baseline trains on (trained-on first); 4x as many retain
+    # The baseline's hyper-parameters. Its own `method` is not read: unlearn.method picks the method.
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    @property
+    def uses_gradients(self) -> bool:
+        """Whether the stage fine-tunes weights (a baseline) rather than masking codes."""
+        return self.method != MASK_METHOD
+
+    @property
+    def gradient_config(self) -> BaselineConfig:
+        """The baseline's settings with `method` taken from unlearn.method."""
+        return dataclasses.replace(self.baseline, method=self.method)
+
+    def validate(self) -> None:
+        """Check the method against `mask` and the baseline registry, and the baseline's settings.
+
+        Only a gradient method looks the registry up (it imports torch); `mask` checks the numbers only.
+
+        Raises:
+            ConfigError: an unknown method (listing the valid ones), a forget_limit below 1, a
+                baseline.method that disagrees with unlearn.method, or a baseline setting out of range.
+        """
+        if self.forget_limit < 1:
+            raise ConfigError(f"unlearn.forget_limit={self.forget_limit}: set it to 1 or more")
+        if not self.uses_gradients:
+            self.baseline.validate_settings("unlearn.baseline")
+            return
+        from codeunlearn.baselines import method_names  # the registry imports torch
+
+        valid = [MASK_METHOD, *method_names()]
+        if self.method not in valid:
+            raise unknown_choice("unlearn.method", self.method, valid, "an unlearning method")
+        if self.baseline.method not in (BaselineConfig.method, self.method):
+            raise ConfigError(
+                f"unlearn.baseline.method={self.baseline.method!r}, but unlearn.method={self.method!r} picks "
+                f"the method: set unlearn.method={self.baseline.method} instead, and leave "
+                "unlearn.baseline.method out"
+            )
+        self.gradient_config.validate("unlearn.baseline")
 
 
 @dataclass(frozen=True)
@@ -369,6 +556,7 @@ class RunConfig:
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -377,14 +565,22 @@ class RunConfig:
     def validate(self) -> None:
         """Checks that need no model; layer range is checked once the model is known."""
         kind = self.topic.kind
-        if self.mining.positions == "topic_words" and kind not in ("keywords", "regex"):
+        self.topic.validate()
+        if self.mining.positions == "topic_words" and kind not in WORD_TOPIC_KINDS:
             raise ConfigError(
                 f"mining.positions=topic_words needs a topic given as words (topic.keywords or "
                 f"topic.regex), but this topic is a {kind}: use mining.positions=all"
             )
+        if self.mining.positions == "topic_words" and self.topic.control not in ("auto", "swap"):
+            raise ConfigError(
+                f"mining.positions=topic_words counts the words a swap control put in place of the topic's, "
+                f"but topic.control={self.topic.control} swaps none: use topic.control=swap (or auto), or "
+                "mining.positions=all"
+            )
         self.bottleneck.validate()
         self.train.validate()
         self.mining.validate(self.bottleneck.n_codes)
+        self.unlearn.validate()
         self.translation.validate()
         for n_select in self.eval.sweep:
             MiningConfig(n_select=n_select).validate(self.bottleneck.n_codes)

@@ -25,6 +25,10 @@ from codeunlearn.surgery import CodebookModel, bypassed, forward_from_site, forw
 
 log = logging.getLogger(__name__)
 
+# The held-out forget examples with none of the topic's words (codeunlearn.topic_words), scored as a
+# split of their own: a drop here is not the mask merely suppressing those words.
+KEYWORD_FREE = "forget_keyword_free"
+
 
 @dataclass
 class EvalSet:
@@ -32,12 +36,15 @@ class EvalSet:
 
     `score_from` (per example, indexed like `groups`) is the first token position whose NLL counts;
     the tokens before it are a prompt the model is conditioned on. None scores every token.
+    `subsets` names sets of example indices scored as splits of their own (e.g. the keyword-free
+    forget examples), from the same forward passes: a subset costs no model time.
     """
 
     name: str
     batches: list[Batch]
     groups: list[str]
     score_from: np.ndarray | None = None
+    subsets: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def normalized_drop(base_nll: float, codebook_nll: float, edited_nll: float) -> float:
@@ -149,6 +156,9 @@ class Evaluator:
             if len(set(eval_set.groups)) > 1:
                 for group, value in group_means(sums, counts, eval_set.groups).items():
                     scores[f"{eval_set.name}:{group}"] = value
+            for subset, rows in eval_set.subsets.items():
+                if len(rows):
+                    scores[subset] = float(sums[rows].sum() / max(counts[rows].sum(), 1))
         return scores
 
 
@@ -158,6 +168,7 @@ class EvalReport:
 
     nll: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> key -> NLL
     sweep: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines shown under the main table
 
     def drop(self, variant: str, key: str) -> float:
         return normalized_drop(self.nll["base"][key], self.nll["codebook"][key], self.nll[variant][key])
@@ -173,7 +184,7 @@ class EvalReport:
         comparable = "codebook" in self.nll and "base" in self.nll
         for variant, scores in self.nll.items():
             nll = [scores.get(k, float("nan")) for k in keys]
-            drops = [self.drop(variant, k) if comparable else float("nan") for k in keys]
+            drops = [self._drop_or_nan(variant, k) if comparable else float("nan") for k in keys]
             cells = (
                 [f"{v:.4f}" for v in nll]
                 + [f"{perplexity(v):.1f}" for v in nll]
@@ -181,6 +192,18 @@ class EvalReport:
             )
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def _drop_or_nan(self, variant: str, key: str) -> float:
+        # A key some variant lacks (a cached reference scored before the key existed) has no drop.
+        if not all(key in self.nll[v] for v in ("base", "codebook", variant)):
+            return float("nan")
+        return self.drop(variant, key)
+
+    def main_keys(self) -> tuple[str, ...]:
+        """The splits of the main table: forget and retain, and the keyword-free forget split when
+        it was scored (it is empty for a keyword or regex topic)."""
+        is_scored = KEYWORD_FREE in self.nll.get("codebook", {})
+        return ("forget", "retain", KEYWORD_FREE) if is_scored else ("forget", "retain")
 
     def sweep_markdown(self) -> str:
         if not self.sweep:
@@ -236,7 +259,8 @@ class EvalReport:
         main = {k: v for k, v in self.nll.items() if "@" not in k}
         parts = [
             "## Held-out NLL (nats/token) and normalised drop (0 = codebook, 1 = base)",
-            EvalReport(nll=main).to_markdown(),
+            EvalReport(nll=main).to_markdown(self.main_keys()),
+            *(f"\n{note}" for note in self.notes),
         ]
         if "masked" in self.nll:
             forget_rise, random_rise = self.delta("masked", "forget"), self.delta("random", "forget")
@@ -246,6 +270,12 @@ class EvalReport:
                 f"over the codebook model; random codes of the same count: forget {random_rise:+.4f} "
                 f"({share:.2f} of the mined codes' rise)"
             )
+            if KEYWORD_FREE in self.main_keys():
+                parts.append(
+                    f"\nkeyword-free forget: masked drop {self.drop('masked', KEYWORD_FREE):.3f} "
+                    f"(forget {self.drop('masked', 'forget'):.3f}), random codes "
+                    f"{self.drop('random', KEYWORD_FREE):.3f}"
+                )
             parts += ["\n## Per retained topic", self.topic_markdown("masked")]
         parts += ["\n## Does the bottleneck keep the model usable?", self.quality_markdown()]
         if self.sweep:

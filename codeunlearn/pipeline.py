@@ -24,7 +24,7 @@ from codeunlearn.batching import Batch, encode_texts, make_batches
 from codeunlearn.config import RunConfig, save_config
 from codeunlearn.corpus import content_hash, load_corpus, split_train_test
 from codeunlearn.errors import CodeunlearnError
-from codeunlearn.evaluation import EvalReport, EvalSet, Evaluator
+from codeunlearn.evaluation import KEYWORD_FREE, EvalReport, EvalSet, Evaluator
 from codeunlearn.masks import Mask, load_mask, mask_from_codes, save_mask
 from codeunlearn.mining import count_codes
 from codeunlearn.positions import Span, split_spans, token_flags
@@ -38,6 +38,7 @@ from codeunlearn.surgery import (
     load_codebook_model,
     save_codebook_model,
 )
+from codeunlearn.topic_words import keyword_free_rows
 from codeunlearn.topics import Splits, build_splits, read_splits, topic_pattern, write_splits
 from codeunlearn.training import TrainResult, train
 
@@ -81,6 +82,11 @@ class RunPaths:
     @property
     def eval_dir(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def unlearned_dir(self) -> Path:
+        """Models a gradient baseline edited (`unlearned/<method>/`), kept beside the mask."""
+        return self.root / "unlearned"
 
 
 def setup(config: RunConfig) -> RunPaths:
@@ -148,12 +154,22 @@ def batch_texts(
 
 
 def training_texts(config: RunConfig) -> list[str]:
-    """A seeded sample of the train partition: the codebook is trained once, for every topic."""
+    """A seeded sample of the train partition (the codebook is trained once, for every topic), with
+    `train.general_fraction` of the examples taken from `train.general_text` when that is set."""
+    train = config.train
+    n_general = round(train.general_fraction * train.max_examples) if train.general_text else 0
     train_rows = read_table(RunPaths(Path(config.run_dir)).corpus_dir / "train.parquet")
-    rng = np.random.default_rng(config.train.seed)
-    picks = rng.permutation(train_rows.num_rows)[: config.train.max_examples]
+    rng = np.random.default_rng(train.seed)
+    picks = rng.permutation(train_rows.num_rows)[: train.max_examples - n_general]
     texts = train_rows.column("text").to_pylist()
-    return [texts[i] for i in sorted(picks)]
+    corpus = [texts[i] for i in sorted(picks)]
+    if not n_general:
+        return corpus
+    from codeunlearn.general_text import training_passages
+
+    general = training_passages(train.general_text, n_general, train.seed)
+    log.info("training texts: %d corpus examples and %d general-text passages", len(corpus), len(general))
+    return corpus + general  # batching groups texts by length and training shuffles the batches
 
 
 # ---------------------------------------------------------------- train
@@ -222,9 +238,10 @@ def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> Co
 def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> SelectedCodes:
     """Count code firings on the forget, control and retain sets, store them, select S' codes."""
     paths = setup(config)
+    splits = read_splits(paths.splits_dir)
+    _check_prepared_control(config, splits, paths)  # before the model loads
     codebook_model = codebook_model or load_model(config)
     config.mining.validate(codebook_model.bottleneck.n_codes)
-    splits = read_splits(paths.splits_dir)
     store = CodeStore(paths.store_dir)
     run_id = _counts_run_id(config, splits)
     tokenizer = codebook_model.tokenizer
@@ -269,17 +286,33 @@ def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span
 
 
 def _counts_run_id(config: RunConfig, splits: Splits) -> str:
+    """The code-store run that mining's counts go to: the same id sums counts of the same sets."""
     import hashlib
 
+    # A control other than auto adds itself and the control set's hash, so counts of another control
+    # never sum with these; auto keeps the key it had before topic.control existed.
+    control = splits.manifest.get("control", "auto")
+    control_key = [control, splits.manifest["splits"]["control_train"]["content_hash"]]
     key = json.dumps(
         [
             config.topic.name,
             splits.manifest["splits"]["forget_train"]["content_hash"],
             *([config.mining.positions] if config.mining.positions != "all" else []),
+            *(control_key if control != "auto" else []),
             str(Path(config.run_dir).resolve()),
         ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _check_prepared_control(config: RunConfig, splits: Splits, paths: RunPaths) -> None:
+    """Refuse to mine splits whose control set was built another way than the config asks."""
+    prepared = splits.manifest.get("control", "auto")  # splits from before topic.control: auto
+    if prepared != config.topic.control:
+        raise CodeunlearnError(
+            f"the splits in {paths.splits_dir} were prepared with topic.control={prepared}, but the config "
+            f"asks for topic.control={config.topic.control}: run `codeunlearn prepare` with this config first"
+        )
 
 
 # ---------------------------------------------------------------- unlearn
@@ -329,24 +362,35 @@ def evaluation_sets(config: RunConfig, tokenizer) -> list[EvalSet]:
 
 
 def eval_sets_of(splits: Splits, config: RunConfig, tokenizer) -> list[EvalSet]:
-    """The held-out forget set and the retain set grouped by topic, batched for evaluation."""
+    """The held-out forget set (with its keyword-free examples as a subset, scored as the split
+    `forget_keyword_free` when there are any) and the retain set grouped by topic, batched."""
     sets = []
     for name in ("forget", "retain"):
         table = getattr(splits, f"{name}_test")
         texts = table.column("text").to_pylist()
         groups = table.column("topic").to_pylist() if "topic" in table.column_names else [name] * len(texts)
         groups = [str(g) if g is not None else name for g in groups]
-        sets.append(EvalSet(name, batch_texts(texts, tokenizer, config, config.eval.batch_size), groups))
+        keyword_free = keyword_free_rows(table) if name == "forget" else []
+        sets.append(
+            EvalSet(
+                name,
+                batch_texts(texts, tokenizer, config, config.eval.batch_size),
+                groups,
+                subsets={KEYWORD_FREE: keyword_free} if len(keyword_free) else {},
+            )
+        )
     return sets
 
 
 def evaluate(config: RunConfig, codebook_model: CodebookModel | None = None) -> EvalReport:
-    """NLL on held-out forget and retain splits for base, codebook, masked, random-mask models, and the
-    S' sweep; writes eval/report.json and eval/report.md."""
+    """NLL on held-out forget and retain splits for base, codebook, masked, random-mask models, every
+    model a gradient baseline edited (`unlearned/<method>/`), and the S' sweep; writes eval/report.json
+    and eval/report.md."""
     paths = setup(config)
     codebook_model = codebook_model or load_model(config)
     mask = load_mask(paths.active_mask) if paths.active_mask.is_file() else None
-    evaluator = Evaluator(codebook_model, evaluation_sets(config, codebook_model.tokenizer))
+    splits = read_splits(paths.splits_dir)
+    evaluator = Evaluator(codebook_model, eval_sets_of(splits, config, codebook_model.tokenizer))
     report = EvalReport()
     started = time.perf_counter()
     base_model, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)
@@ -360,18 +404,59 @@ def evaluate(config: RunConfig, codebook_model: CodebookModel | None = None) -> 
         report.nll["masked"] = evaluator.score_codebook(mask)
         control = random_codes(n_codes, len(mask.code_ids), config.eval.random_seed)
         report.nll["random"] = evaluator.score_codebook(mask_from_codes(n_codes, "random", control.tolist()))
+    from codeunlearn import baseline_stage  # it builds on this module
+
+    unlearned = baseline_stage.score_edited_models(config, evaluator.eval_sets, report)
     report.sweep = _sweep(config, evaluator, report)
+    keyword_free = keyword_free_summary(splits, report)
+    report.notes.append(_keyword_free_note(keyword_free))
     _write_json(
         paths.eval_dir / "report.json",
         {
             "nll": report.nll,
             "sweep": report.sweep,
+            "keyword_free": keyword_free,
             "mask_digest": mask.digest if mask else None,
             "elapsed_s": time.perf_counter() - started,
+            **({"unlearned": unlearned} if unlearned else {}),  # models a gradient baseline edited
         },
     )
     (paths.eval_dir / "report.md").write_text(render_report(report))
     return report
+
+
+def keyword_free_summary(splits: Splits, report: EvalReport) -> dict:
+    """The keyword-free forget split of an evaluation: its size, the words it avoids, and the masked
+    and random-mask drops on it; or why it was skipped.
+
+    Args:
+        splits: The prepared splits, whose manifest describes the split.
+        report: The evaluation, scored on it when it is not empty.
+
+    Returns:
+        `examples` and `of` (held-out forget examples), `n_words` where the words were ranked,
+        `masked_drop` and `random_drop` where a mask was scored, else `skipped`: the reason.
+    """
+    entry = splits.manifest.get("keyword_free")
+    if entry is None:
+        reason = "the splits were prepared before the keyword-free split existed: run `codeunlearn prepare`"
+        entry = {"count": 0, "of": splits.forget_test.num_rows, "skipped": reason}
+    summary = {"examples": entry["count"], "of": entry["of"], "words_from": entry.get("words_from", "")}
+    summary |= {key: entry[key] for key in ("n_words", "skipped") if key in entry}
+    if "skipped" in entry:
+        log.info("keyword-free forget split skipped: %s", entry["skipped"])
+    elif "masked" in report.nll:
+        summary |= {variant + "_drop": report.drop(variant, KEYWORD_FREE) for variant in ("masked", "random")}
+    return summary
+
+
+def _keyword_free_note(summary: dict) -> str:
+    if "skipped" in summary:
+        return f"{KEYWORD_FREE}: none ({summary['skipped']})"
+    return (
+        f"{KEYWORD_FREE}: the {summary['examples']} of {summary['of']} held-out forget examples that contain "
+        f"none of the topic's {summary.get('n_words', 0)} most indicative words"
+    )
 
 
 def _sweep(config: RunConfig, evaluator: Evaluator, report: EvalReport) -> list[dict[str, float]]:
@@ -419,12 +504,18 @@ def _write_json(path: Path, payload: dict) -> None:
 
 def run_all(config: RunConfig) -> EvalReport:
     """prepare -> train -> mine -> unlearn -> evaluate, reusing a trained model already in run_dir
-    when it was trained with the same model, data, bottleneck and training settings."""
+    when it was trained with the same model, data, bottleneck and training settings. With a gradient
+    `unlearn.method`, that baseline edits a copy of the codebook model in place of mining and masking."""
     prepare(config)
     if trained_model_matches(config):
         log.info("reusing the trained codebook model in %s", RunPaths(Path(config.run_dir)).model_dir)
     else:
         train_codebook(config)
+    if config.unlearn.uses_gradients:
+        from codeunlearn import baseline_stage  # it builds on this module
+
+        baseline_stage.unlearn_with_baseline(config)
+        return evaluate(config)
     codebook_model = load_model(config)
     mine(config, codebook_model)
     unlearn(config, codebook_model.bottleneck.n_codes)
@@ -448,6 +539,7 @@ _TRAINING_NEUTRAL = {
 }
 _ADDED_LATER = {
     "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
+    "train": {"general_text": "", "general_fraction": 0.25},
     "translation": {"whole_targets": False},
 }
 

@@ -59,7 +59,7 @@ def multiple_choice_questions(table: pa.Table, forget_topic: str, config: ProbeC
     config.validate()
     if "label" not in table.column_names:
         raise CodeunlearnError("the probe needs a `label` column: it asks about held-out records per label")
-    lemmas, glosses = _terms_and_definitions(table)
+    lemmas, glosses = terms_and_definitions(table)
     labels = [str(label) for label in table.column("label").to_pylist()]
     by_topic: dict[str, list[int]] = defaultdict(list)
     for row, label in enumerate(labels):
@@ -93,7 +93,7 @@ def multiple_choice_questions(table: pa.Table, forget_topic: str, config: ProbeC
     return questions
 
 
-def _terms_and_definitions(table: pa.Table) -> tuple[list[str], list[str]]:
+def terms_and_definitions(table: pa.Table) -> tuple[list[str], list[str]]:
     """(lemma, gloss) per record: WordNet's columns, or "term: definition" texts of any corpus."""
     if {"lemmas", "gloss"} <= set(table.column_names):
         return [names[0] for names in table.column("lemmas").to_pylist()], table.column("gloss").to_pylist()
@@ -199,13 +199,36 @@ def verdict(
 def accuracy_markdown(accuracy: Mapping[str, Mapping[str, float]], counts: Mapping[str, int]) -> str:
     """Topics as rows, variants as columns; accuracy in percent and the change of each edited
     variant against the codebook model."""
-    variants = list(accuracy)
-    edited = [v for v in variants if v not in ("base", "codebook")]
-    header = ["topic", "questions", *variants, *(f"{v} - codebook" for v in edited)]
+    edited = [v for v in accuracy if v not in ("base", "codebook")]
+    return topic_table(accuracy, counts, "questions", edited, scale=100.0)
+
+
+def topic_table(
+    values: Mapping[str, Mapping[str, float]],
+    counts: Mapping[str, int],
+    count_label: str,
+    edited: Sequence[str],
+    scale: float = 1.0,
+) -> str:
+    """A Markdown table of a per-topic score: one row per topic of the codebook model, one column per
+    variant, then the change of each `edited` variant against the codebook model.
+
+    Args:
+        values: variant -> topic -> score; must hold "codebook".
+        counts: topic -> items scored (questions, lemmas), shown in the `count_label` column.
+        edited: The variants whose change against the codebook model gets a column.
+        scale: Multiplies every score and change (100 turns a fraction into percent).
+
+    Returns:
+        The table, one decimal per score.
+    """
+    variants = list(values)
+    header = ["topic", count_label, *variants, *(f"{v} - codebook" for v in edited)]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for topic in accuracy["codebook"]:
+    codebook = values["codebook"]
+    for topic in codebook:
         cells = [topic, str(counts[topic])]
-        cells += [f"{100 * accuracy[v][topic]:.1f}" for v in variants]
-        cells += [f"{100 * (accuracy[v][topic] - accuracy['codebook'][topic]):+.1f}" for v in edited]
+        cells += [f"{scale * values[v][topic]:.1f}" for v in variants]
+        cells += [f"{scale * (values[v][topic] - codebook[topic]):+.1f}" for v in edited]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -44,10 +44,12 @@ def train_reference(config: RunConfig, texts: list[str]) -> torch.nn.Module:
 
 
 # Training settings the reference's fine-tune never reads: the bottleneck's own (its learning rate,
-# loss weight, initialisation and re-seeding) and those that change speed or bookkeeping only.
+# loss weight, initialisation and re-seeding), those that change speed or bookkeeping only, and the
+# general-text mixture, which the key holds as the training texts it gives.
 _NOT_IN_REFERENCE = frozenset(
     {"lr", "recon_coef", "init", "init_vectors", "kmeans_iters", "reseed_every"}
     | {"checkpoint_every", "compile"}
+    | {"general_text", "general_fraction"}
 )
 
 
@@ -68,6 +70,8 @@ def reference_key(config: RunConfig, texts: list[str], eval_sets: list[EvalSet])
             s.groups,
             None if s.score_from is None else s.score_from.tolist(),
             [b.input_ids[b.attention_mask.bool()].tolist() for b in s.batches],
+            # only when there are some, so that keys made before subsets existed still match
+            *([{name: rows.tolist() for name, rows in s.subsets.items()}] if s.subsets else []),
         )
         for s in eval_sets
     ]

@@ -1,10 +1,11 @@
 """The report of one mask version: what it forgot, what it cost, how it compares, what attacks find.
 
 It gathers what the run directory holds: the evaluation (always), and when they were run, the method
-comparison with its relearning attack (`codeunlearn compare`), the knowledge probe (`codeunlearn
-probe`), the collateral-damage table (`codeunlearn collateral`) and the ablations (`codeunlearn
-ablate`). It writes report.md, its PNG plots and a copy of every input under one directory; the
-certificate binds them by hash (see codeunlearn.certificate).
+comparison with its relearning attack (`codeunlearn compare`), the knowledge probes (`codeunlearn
+probe`: multiple choice, definition generation, general-text NLL), the collateral-damage table
+(`codeunlearn collateral`) and the ablations (`codeunlearn ablate`). It writes report.md, its PNG
+plots and a copy of every input under one directory; the certificate binds them by hash (see
+codeunlearn.certificate).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def write_report(config: RunConfig, directory: Path) -> Report:
     if "methods.json" in inputs:
         sections.append(_methods_section(inputs["methods.json"], report))
     for name, rel_md, title in (
-        ("probe.json", "eval/probe.md", "Knowledge probe (multiple choice)"),
+        ("probe.json", "eval/probe.md", "Knowledge probes: multiple choice, definitions, general text"),
         ("methods_probe.json", "compare/probe.md", "Knowledge probe on every method"),
         ("collateral.json", "eval/collateral.md", "Collateral damage per retained topic"),
         ("ablation.json", "ablation/ablation.md", "Ablations"),
@@ -217,13 +218,24 @@ def _results(inputs: dict[str, Any]) -> dict[str, Any]:
         }
     for name, key in (("probe.json", "probe"), ("methods_probe.json", "methods_probe")):
         if name in inputs:
-            results[key] = {"accuracy": inputs[name]["accuracy"], "verdicts": inputs[name]["verdicts"]}
+            results[key] = _probe_results(inputs[name])
     if "collateral.json" in inputs:
         collateral = inputs["collateral.json"]
         results["collateral"] = {
             "spearman": collateral.get("spearman"),
             "rows": [{k: r[k] for k in ("topic", "masked_share", "nll_delta")} for r in collateral["rows"]],
         }
+    return results
+
+
+def _probe_results(probe: dict[str, Any]) -> dict[str, Any]:
+    """Multiple-choice accuracy and verdicts, and, where they ran, definition chrF and general-text NLL
+    per variant (a probe.json written before those probes existed has neither)."""
+    results = {"accuracy": probe["accuracy"], "verdicts": probe["verdicts"]}
+    if probe.get("definitions"):
+        results["definitions_chrf"] = probe["definitions"]["chrf"]
+    if probe.get("general_text") and not probe["general_text"].get("skipped"):
+        results["general_text_nll"] = probe["general_text"]["nll"]
     return results
 
 

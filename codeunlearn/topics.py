@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from codeunlearn.config import TopicConfig
+from codeunlearn.config import WORD_TOPIC_KINDS, TopicConfig
+from codeunlearn.controls import ControlMethod, control_method
 from codeunlearn.corpus import TABLE_SUFFIXES, content_hash, id_fraction, read_table_file
 from codeunlearn.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split, keyword_pattern
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,6 @@ SPLIT_NAMES: tuple[str, ...] = (
 )
 MANIFEST_FILE = "manifest.json"
 
-# Replacements for topic words in word-swap controls: common nouns with no topical content.
-NEUTRAL_WORDS: tuple[str, ...] = (
-    "thing", "item", "object", "matter", "piece", "part", "element", "unit", "entity", "stuff",
-    "material", "sort", "kind", "type", "form", "case", "example", "instance", "sample", "detail",
-    "feature", "aspect", "point", "subject", "issue", "factor", "component", "article", "entry", "body",
-)  # fmt: skip
-
-WORD_SWAP = "word_swap"
-LENGTH_MATCHED = "length_matched_sample"
 EXAMPLES_TEST_FRACTION = 0.2
 
 
@@ -59,7 +51,8 @@ class Splits:
     Every table starts with `id`, `text`, `label`. Control tables add `source_id`, the forget example
     each control row stands for; word-swap controls hold only those four columns, since the corpus's
     other columns (e.g. WordNet's `gloss`) would still carry the topic words. Retain tables add
-    `topic`, the row's label.
+    `topic`, the row's label. `forget_test` adds `keyword_free`: the row contains none of the topic's
+    words (codeunlearn.topic_words; absent from splits prepared before it existed).
     """
 
     forget_train: pa.Table
@@ -89,52 +82,66 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     Args:
         train: Train side of the corpus (`id`, `text`, optional `label`).
         test: Test side of the corpus, disjoint from `train`.
-        topic: The deletion topic and the size caps of each set.
+        topic: The deletion topic, its control construction and the size caps of each set.
         seed: Seed of every sample taken; the same seed gives identical splits.
 
     Returns:
-        The splits with their manifest.
+        The splits with their manifest; `forget_test` carries the keyword-free flag per row.
 
     Raises:
         ConfigError: A bad topic (two kinds, invalid regex, label topic on an unlabelled corpus,
-            non-positive size cap), a negative seed, or a corpus without `id`/`text`.
+            non-positive size cap, unknown control or a swap control without words), a negative
+            seed, or a corpus without `id`/`text`.
         MissingAssetError: The examples file does not exist.
         CodeunlearnError: The topic matches nothing on one side of the corpus.
     """
     _check_sizes(topic, seed)
-    train, test = _normalised(train, "train"), _normalised(test, "test")
-    pattern = topic_pattern(topic) if topic.kind in ("keywords", "regex") else None
-    if topic.kind == "examples_file":
-        train_side, test_side = _example_sides(topic, train, test)
-    else:
-        train_side, test_side = _cut(train, topic, pattern), _cut(test, topic, pattern)
-    _check_matches(topic, train_side, test_side)
+    control = control_method(topic)
+    pattern = topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None
+    train_side, test_side = _sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
     forget_train = _sample(train_side.topic, topic.max_forget, _rng(seed, "forget_train"))
     forget_test = _sample(test_side.topic, topic.max_eval_forget, _rng(seed, "forget_test"))
     control_source = _sample(forget_train, topic.max_control, _rng(seed, "control_source"))
-    control_train, words_train = _control(
+    control_train, words_train = control.build(
         control_source, train_side.other, pattern, _rng(seed, "control_train")
     )
-    control_test, words_test = _control(forget_test, test_side.other, pattern, _rng(seed, "control_test"))
+    control_test, words_test = control.build(
+        forget_test, test_side.other, pattern, _rng(seed, "control_test")
+    )
     retain_train = _sample(
         _without(train_side.other, control_train), topic.max_retain, _rng(seed, "retain_train")
     )
     retain_test = _stratified(_without(test_side.other, control_test), topic, _rng(seed, "retain_test"))
+    keyword_free, keyword_free_entry = keyword_free_split(
+        forget_train, retain_train, forget_test, topic, pattern
+    )
     tables = {
         "forget_train": forget_train,
-        "forget_test": forget_test,
+        "forget_test": forget_test.append_column(KEYWORD_FREE_COLUMN, keyword_free),
         "control_train": control_train,
         "control_test": control_test,
         "retain_train": _with_topic_column(retain_train),
         "retain_test": _with_topic_column(retain_test),
     }
     _check_controls(tables, topic)
-    method = WORD_SWAP if pattern is not None else LENGTH_MATCHED
-    words = {"control_train": words_train, "control_test": words_test} if pattern is not None else {}
-    manifest = _manifest(topic, seed, tables, method, words)
+    words = {"control_train": words_train, "control_test": words_test} if control.name == "swap" else {}
+    manifest = _manifest(topic, seed, tables, control, words)
+    manifest["keyword_free"] = keyword_free_entry
     manifest["topic_rows"] = {"train": train_side.topic.num_rows, "test": test_side.topic.num_rows}
     logger.info("topic %s: %s", topic.key, {name: table.num_rows for name, table in tables.items()})
     return Splits(**tables, manifest=manifest)
+
+
+def _sides(
+    train: pa.Table, test: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None
+) -> tuple[_Side, _Side]:
+    """Each side of the corpus cut into the topic's rows and the others; both must hold the topic."""
+    if topic.kind == "examples_file":
+        train_side, test_side = _example_sides(topic, train, test)
+    else:
+        train_side, test_side = _cut(train, topic, pattern), _cut(test, topic, pattern)
+    _check_matches(topic, train_side, test_side)
+    return train_side, test_side
 
 
 def write_splits(splits: Splits, directory: Path) -> None:
@@ -222,14 +229,6 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
     # One independent stream per purpose, so changing one cap does not reshuffle the other sets.
     purpose_key = int.from_bytes(hashlib.sha1(purpose.encode()).digest()[:4], "big")
     return np.random.default_rng([int(seed), purpose_key])
-
-
-def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
-    """Any of `keywords` as whole words, in any case (blank ones ignored)."""
-    words = sorted({k.strip() for k in keywords if k.strip()}, key=len, reverse=True)
-    # Longest first so "ice cream" wins over "ice"; whitespace inside a keyword matches any spacing.
-    alternatives = "|".join(r"\s+".join(map(re.escape, word.split())) for word in words)
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
 def topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
@@ -381,87 +380,6 @@ def _sample(table: pa.Table, limit: int, rng: np.random.Generator) -> pa.Table:
     return table.take(np.sort(rng.choice(table.num_rows, size=limit, replace=False)))
 
 
-def _word_swap(
-    forget: pa.Table, pattern: re.Pattern[str], rng: np.random.Generator
-) -> tuple[pa.Table, list[str]]:
-    # A replacement that itself matches the topic would leave the topic in the control.
-    words = [word for word in NEUTRAL_WORDS if not pattern.search(word)]
-    if not words:
-        raise ConfigError(
-            f"topic pattern {pattern.pattern!r} matches every neutral replacement word: narrow it"
-        )
-    used: list[str] = []
-    swap = _swapper(words, used, rng)
-    texts = [pattern.sub(swap, text) for text in forget.column("text").to_pylist()]
-    clean = np.array([pattern.search(text) is None for text in texts], dtype=bool)
-    if not clean.all():
-        logger.warning("word swap: %d control examples still match the topic; dropped", int((~clean).sum()))
-    ids = [f"{row_id}~swap" for row_id in forget.column("id").to_pylist()]
-    control = pa.table(
-        {
-            "id": pa.array(ids, type=pa.string()),
-            "text": pa.array(texts, type=pa.string()),
-            "label": forget.column("label"),
-            "source_id": forget.column("id"),
-        }
-    )
-    return control.filter(pa.array(clean)), sorted(set(used))
-
-
-def _swapper(words: list[str], used: list[str], rng: np.random.Generator) -> Callable[[re.Match[str]], str]:
-    def swap(match: re.Match[str]) -> str:
-        word = words[int(rng.integers(len(words)))]
-        used.append(word)
-        return word.capitalize() if match.group(0)[:1].isupper() else word
-
-    return swap
-
-
-def _control(
-    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, rng: np.random.Generator
-) -> tuple[pa.Table, list[str]]:
-    """A word-swap control when the topic has words to swap, else a length-matched sample of `pool`."""
-    if pattern is not None:
-        return _word_swap(forget, pattern, rng)
-    return _length_matched(forget, pool, rng), []
-
-
-def _length_matched(forget: pa.Table, pool: pa.Table, rng: np.random.Generator) -> pa.Table:
-    # Shuffle before the stable sort so ties among equal lengths are broken at random, reproducibly.
-    order = rng.permutation(pool.num_rows)
-    lengths = _char_lengths(pool)[order]
-    by_length = np.argsort(lengths, kind="stable")
-    order, lengths = order[by_length], lengths[by_length]
-    used = np.zeros(pool.num_rows, dtype=bool)
-    picks: list[int] = []
-    for target in _char_lengths(forget):
-        position = _nearest_unused(lengths, used, int(target))
-        if position is None:
-            logger.warning("length-matched control: only %d non-topic examples to draw from", len(picks))
-            break
-        used[position] = True
-        picks.append(int(order[position]))
-    control = pool.take(pa.array(picks, type=pa.int64()))
-    return control.append_column("source_id", forget.column("id").slice(0, len(picks)))
-
-
-def _char_lengths(table: pa.Table) -> np.ndarray:
-    return np.asarray(pc.utf8_length(table.column("text")).to_numpy(), dtype=np.int64)
-
-
-def _nearest_unused(lengths: np.ndarray, used: np.ndarray, target: int) -> int | None:
-    right = int(np.searchsorted(lengths, target))
-    left = right - 1
-    while left >= 0 and used[left]:
-        left -= 1
-    while right < len(lengths) and used[right]:
-        right += 1
-    candidates = [i for i in (left, right) if 0 <= i < len(lengths)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda i: abs(int(lengths[i]) - target))
-
-
 def _without(table: pa.Table, control: pa.Table) -> pa.Table:
     # Length-matched controls are real corpus rows; keep them out of retain so the sets stay disjoint.
     mask = pc.is_in(
@@ -502,7 +420,11 @@ def _check_controls(tables: dict[str, pa.Table], topic: TopicConfig) -> None:
 
 
 def _manifest(
-    topic: TopicConfig, seed: int, tables: dict[str, pa.Table], method: str, words: dict[str, list[str]]
+    topic: TopicConfig,
+    seed: int,
+    tables: dict[str, pa.Table],
+    control: ControlMethod,
+    words: dict[str, list[str]],
 ) -> dict[str, Any]:
     splits: dict[str, dict[str, Any]] = {}
     for name, table in tables.items():
@@ -511,7 +433,7 @@ def _manifest(
             "content_hash": content_hash(table.column("text").to_pylist()),
         }
         if name.startswith("control_"):
-            entry["control_method"] = method
+            entry["control_method"] = control.recorded_as
         if name in words:
             entry["replacement_words"] = words[name]
         splits[name] = entry
@@ -519,7 +441,8 @@ def _manifest(
         "topic": topic.name,
         "kind": topic.kind,
         "seed": int(seed),
-        "control_method": method,
+        "control": topic.control,  # as configured; control_method is what it resolved to
+        "control_method": control.recorded_as,
         "splits": splits,
     }
 

@@ -1,20 +1,39 @@
-"""`codeunlearn probe` on the tiny setup: the knowledge probe as a user runs it."""
+"""`codeunlearn probe` on the tiny setup: the knowledge probes (multiple choice, definitions, general
+text) as a user runs them, and the report that shows them."""
 
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
-from codeunlearn import pipeline
+import pytest
+
+from codeunlearn import knowledge, pipeline, report
+from codeunlearn.errors import CodeunlearnError
 from codeunlearn.probes import ProbeConfig
 
 from .conftest import Setup
 
+# Four forgotten-topic lemmas, two per other topic, short continuations; six general-text passages.
+SMALL_NEW_PROBES = ("--forget-definitions", "4", "--definition-lemmas", "2", "--new-tokens", "8")
+SMALL_NEW_PROBES += ("--general-passages", "6", "--general-length", "24", "--general-source")
+PROSE = (
+    "The river rose through the night, and by morning the low fields along its banks were under water. "
+    "Farmers moved their animals to the hills and waited for the rain to stop, while the older ones "
+    "told of a flood like it long ago."
+)
 
-def test_probe_scores_base_codebook_and_masked_models_and_judges_the_mask(make_setup):
+
+def test_probe_scores_base_codebook_and_masked_models_and_judges_the_mask(make_setup, tmp_path):
+    """All three probes through the CLI, shown by the report; then each part turned off."""
     setup: Setup = make_setup()
     pipeline.run_all(setup.config)
+    general = str(_prose_file(tmp_path))
 
-    result = setup.cli("probe", "--questions", "4", "--forget-questions", "10", "--seed", "3")
+    result = setup.cli(
+        "probe", "--questions", "4", "--forget-questions", "10", "--seed", "3", *SMALL_NEW_PROBES, general
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     probe = json.loads((setup.run_dir / "eval" / "probe.json").read_text())
@@ -43,6 +62,59 @@ def test_probe_scores_base_codebook_and_masked_models_and_judges_the_mask(make_s
     )
     written = (setup.run_dir / "eval" / "probe.md").read_text()
     assert "forgotten topic: noun.food" in written and written in result.stdout
+    _check_definitions(probe["definitions"], set(probe["questions"]))
+    _check_general_text(probe["general_text"])
+    assert "### Definition generation" in written and "### General text" in written
+
+    # The report shows every probe and certifies its figures.
+    shown = report.write_report(setup.config, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "## Knowledge probes" in text and "### Definition generation" in text and "### General text" in text
+    )
+    assert shown.results["probe"]["definitions_chrf"] == probe["definitions"]["chrf"]
+    assert shown.results["probe"]["general_text_nll"] == probe["general_text"]["nll"]
+
+    # Each probe can be turned off; turning off all three is refused before any model loads.
+    only_general = setup.cli(
+        "probe", "--no-multiple-choice", "--no-definitions", "--seed", "3", *SMALL_NEW_PROBES, general
+    )
+    assert only_general.returncode == 0, only_general.stderr[-3000:]
+    alone = json.loads((setup.run_dir / "eval" / "probe.json").read_text())
+    assert alone["accuracy"] == {} and alone["questions"] == {} and alone["definitions"] is None
+    assert alone["general_text"] == probe["general_text"]  # the same sample and models: the same NLL
+    assert "Multiple choice" not in only_general.stdout and "### General text" in only_general.stdout
+    with pytest.raises(CodeunlearnError, match="turn on at least one"):
+        knowledge.probe_run(setup.config, None)
+
+
+def _check_definitions(definitions: dict, topics: set[str]) -> None:
+    assert definitions["lemmas"] == {t: 4 if t == "noun.food" else 2 for t in topics}
+    assert definitions["max_new_tokens"] == 8
+    assert list(definitions["chrf"]) == ["base", "codebook", "masked"]
+    for scores in [*definitions["chrf"].values(), definitions["floor"]]:
+        assert set(scores) == topics and all(0 <= s <= 100 for s in scores.values())
+    # Glosses of one topic share words: the floor is well above zero.
+    assert all(s > 5 for s in definitions["floor"].values())
+
+
+def _check_general_text(general: dict) -> None:
+    assert general["skipped"] is None and general["passages"] == 6
+    # Six passages of at least 24 tokens each, cut to 24 with BOS: 23 scored tokens each.
+    assert general["tokens"] == 6 * 23
+    nll = general["nll"]
+    assert list(nll) == ["base", "codebook", "masked"] and all(
+        math.isfinite(v) and v > 0 for v in nll.values()
+    )
+    assert nll["codebook"] != nll["base"]  # the trained bottleneck changes the model
+    assert nll["masked"] != nll["codebook"]  # masked codes fire on general text too: the mask is in force
+
+
+def _prose_file(tmp_path: Path) -> Path:
+    """Eight passages of ordinary prose, blank-line separated (the Debian Reference need not be installed)."""
+    path = tmp_path / "general.txt"
+    path.write_text("\n\n".join(f"Passage {i}. {PROSE}" for i in range(8)))
+    return path
 
 
 def test_probe_without_a_trained_model_says_what_to_run(make_setup):

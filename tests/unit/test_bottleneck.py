@@ -180,3 +180,70 @@ def test_bad_chunk_and_candidate_settings_are_refused():
         make(n_codes=64, top_k=8, coarse_candidates=4)
     with pytest.raises(ConfigError, match="chunk_tokens=0"):
         make(chunk_tokens=0)
+
+
+def brute_force_pursuit(x: torch.Tensor, codes: torch.Tensor, k: int) -> list[list[int]]:
+    """Orthogonal matching pursuit one token at a time, in float64, with lstsq."""
+    units = torch.nn.functional.normalize(codes.double(), dim=-1)
+    chosen_per_token = []
+    for vector in x.double():
+        chosen: list[int] = []
+        residual = vector / vector.norm()
+        for _ in range(k):
+            scores = units @ residual
+            scores[chosen] = float("-inf")
+            chosen.append(int(scores.argmax()))
+            basis = units[chosen].T  # (e, j)
+            fit = basis @ torch.linalg.lstsq(basis, (vector / vector.norm()).unsqueeze(-1)).solution
+            residual = vector / vector.norm() - fit.squeeze(-1)
+        chosen_per_token.append(chosen)
+    return chosen_per_token
+
+
+def test_pursuit_selects_as_orthogonal_matching_pursuit():
+    bottleneck = make(n_codes=64, top_k=4, combine="pursuit", chunk_tokens=5)
+    h = torch.randn(12, 16, generator=torch.Generator().manual_seed(1))
+    assert bottleneck.select(h).tolist() == brute_force_pursuit(h, bottleneck.codes.detach(), 4)
+
+
+def test_pursuit_recovers_a_sparse_combination_that_cosine_topk_misses():
+    bottleneck = make(n_codes=64, top_k=3, combine="pursuit", rescale="none", skip_first_token=False)
+    codes = bottleneck.codes.detach()
+    parts = torch.tensor([[3, 17, 40], [5, 6, 60]])
+    x = torch.stack([codes[p].sum(0) for p in parts]).unsqueeze(0)  # (1, 2, 16)
+    out = bottleneck(x)
+    assert torch.equal(out.codes[0].sort(-1).values, parts)
+    assert out.recon_error.max() < 1e-6
+    # the same codes, chosen by cosine top-k instead
+    cosine = make(n_codes=64, top_k=3, combine="projection", rescale="none", skip_first_token=False)
+    assert cosine(x).recon_error.max() > 10 * out.recon_error.max()
+
+
+@pytest.mark.parametrize("combine", ["projection", "pursuit"])
+def test_zero_policy_drops_a_masked_codes_term_without_refitting(combine):
+    bottleneck = make(n_codes=32, top_k=4, combine=combine, rescale="none", mask_policy="zero")
+    x = torch.randn(1, 6, 16)
+    before = bottleneck(x)
+    masked = before.codes[0, 1:, 0].unique()  # the first code of every token
+    bottleneck.set_masked(masked)
+    after = bottleneck(x)
+    codes = bottleneck.codes.detach()
+    for t in range(1, 6):
+        ids = before.codes[0, t]
+        target = x[0, t].double().unsqueeze(-1)
+        weights = torch.linalg.lstsq(codes[ids].T.double(), target).solution.squeeze(-1)
+        kept = ~torch.isin(ids, masked)
+        expected = (weights[kept].unsqueeze(-1) * codes[ids][kept].double()).sum(0)
+        torch.testing.assert_close(after.hidden[0, t].double(), expected, atol=1e-3, rtol=1e-3)
+
+
+def test_pursuit_never_selects_a_masked_code_and_refuses_other_searches():
+    bottleneck = make(combine="pursuit")
+    x = torch.randn(4, 12, 16)
+    before = bottleneck(x).codes
+    popular = before[before != NO_CODE].bincount(minlength=64).topk(10).indices
+    bottleneck.set_masked(popular)
+    after = bottleneck(x).codes
+    assert not torch.isin(after, popular).any() and (after[:, 1:] != NO_CODE).all()
+    with pytest.raises(ConfigError, match="combine='pursuit'"):
+        make(combine="pursuit", search="grouped")

@@ -132,6 +132,7 @@ def test_unknown_model_offline_is_refused(tmp_path):
         ("bottleneck.top_k=5000", "top_k=5000, but bottleneck.n_codes=4096"),
         ("mining.n_select=5000", "mining.n_select=5000, but the codebook has 4096 codes"),
         ("train.lrr=1", "did you mean train.lr"),
+        ("unlearn.method=dpo", "unlearn.method='dpo' is not an unlearning method (did you mean npo?)"),
     ],
 )
 def test_bad_config_is_refused_before_work(tmp_path, override, message):

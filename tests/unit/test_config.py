@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from codeunlearn.config import RunConfig, flatten_config, load_config
@@ -90,3 +92,47 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
     assert not same_training(current, other_k)
     zero = training_stamp(replace(config, bottleneck=replace(config.bottleneck, mask_policy="zero")))
     assert same_training(current, zero)  # training never sees a mask; the policy is applied at load
+
+
+def test_unlearn_method_is_checked_against_the_registry_at_load():
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "unlearn.method='gaa' is not an unlearning method (did you mean ga?): use one of mask, ga, "
+            "graddiff, npo, rmu"
+        ),
+    ):
+        load_config(None, ["unlearn.method=gaa"])
+    with pytest.raises(ConfigError, match=re.escape("unlearn.baseline.lr=0.0: set it above 0")):
+        load_config(None, ["unlearn.method=npo", "unlearn.baseline.lr=0"])
+    with pytest.raises(ConfigError, match="unlearn.method='ga' picks the method: set unlearn.method=rmu"):
+        load_config(None, ["unlearn.method=ga", "unlearn.baseline.method=rmu"])
+    with pytest.raises(ConfigError, match="unlearn.forget_limit=0: set it to 1 or more"):
+        load_config(None, ["unlearn.forget_limit=0"])
+    with pytest.raises(ConfigError, match="did you mean unlearn.baseline.epochs"):
+        load_config(None, ["unlearn.baseline.epoch=2"])
+
+
+def test_unlearn_defaults_to_masking_and_a_baseline_takes_its_settings():
+    default = load_config(None, []).unlearn
+    assert default.method == "mask" and not default.uses_gradients
+    config = load_config(
+        None, ["unlearn.method=rmu", "unlearn.baseline.epochs=2", "unlearn.baseline.rmu_layer=3"]
+    )
+    assert config.unlearn.uses_gradients
+    gradient = config.unlearn.gradient_config
+    assert (gradient.method, gradient.epochs, gradient.rmu_layer) == ("rmu", 2, 3)
+    assert flatten_config(config)["unlearn.baseline.epochs"] == 2
+
+
+def test_loading_a_masking_config_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom codeunlearn.config import load_config\n"
+        "load_config(None, ['unlearn.baseline.epochs=2'])\nprint('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"  # the baseline registry is looked up for a gradient method only

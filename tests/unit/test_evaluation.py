@@ -10,6 +10,7 @@ import torch
 from codeunlearn.batching import encode_texts, make_batches, token_nll
 from codeunlearn.config import BottleneckConfig
 from codeunlearn.evaluation import (
+    KEYWORD_FREE,
     EvalReport,
     EvalSet,
     Evaluator,
@@ -88,3 +89,30 @@ def test_score_from_scores_only_the_tokens_after_the_prompt():
     # Tokens from index 2 on: two of example 0 (3 and 0), one of example 1 (its last, 3).
     np.testing.assert_allclose(counts, [2, 1])
     np.testing.assert_allclose(sums, [2 * math.log(4), math.log(4)])
+
+
+def test_a_subset_is_scored_token_weighted_from_the_same_examples():
+    eval_set = EvalSet("forget", [], ["forget"] * 3, subsets={KEYWORD_FREE: np.array([1, 2])})
+    scores = Evaluator(None, [eval_set])._means({"forget": (np.array([2.0, 6.0, 3.0]), np.array([1, 3, 3]))})
+    assert scores == {"forget": 11 / 7, KEYWORD_FREE: (6.0 + 3.0) / (3 + 3)}
+    empty = EvalSet("forget", [], ["forget"] * 3, subsets={KEYWORD_FREE: np.array([], dtype=int)})
+    assert KEYWORD_FREE not in Evaluator(None, [empty])._means({"forget": (np.ones(3), np.ones(3))})
+
+
+def test_the_keyword_free_split_is_a_column_of_the_main_table_only_when_scored():
+    nll = {
+        "base": {"forget": 5.0, "retain": 3.0, KEYWORD_FREE: 6.0},
+        "codebook": {"forget": 4.0, "retain": 2.0, KEYWORD_FREE: 5.0},
+        "masked": {"forget": 4.5, "retain": 2.1, KEYWORD_FREE: 5.25},
+        "random": {"forget": 4.1, "retain": 2.0, KEYWORD_FREE: 5.0},
+    }
+    rendered = EvalReport(nll=nll, notes=["forget_keyword_free: 3 of 9"]).render()
+    assert "| forget_keyword_free NLL |" in rendered.splitlines()[1]
+    assert "| masked | 4.5000 | 2.1000 | 5.2500 |" in rendered and "| 0.500 | 0.100 | 0.250 |" in rendered
+    assert "keyword-free forget: masked drop 0.250 (forget 0.500), random codes 0.000" in rendered
+    assert "\nforget_keyword_free: 3 of 9" in rendered
+    without = {
+        variant: {k: v for k, v in scores.items() if k != KEYWORD_FREE} for variant, scores in nll.items()
+    }
+    rendered = EvalReport(nll=without).render()
+    assert "keyword_free" not in rendered and "| forget drop | retain drop |" in rendered

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from codeunlearn.config import TopicConfig
+from codeunlearn.controls import NEUTRAL_WORDS
 from codeunlearn.corpus import content_hash, split_train_test
 from codeunlearn.errors import CodeunlearnError, ConfigError, MissingAssetError
 from codeunlearn.topics import (
-    NEUTRAL_WORDS,
     SPLIT_NAMES,
     Splits,
     build_splits,

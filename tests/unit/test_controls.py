@@ -1,0 +1,164 @@
+"""Control-set constructions on tiny tables, `topic.control` validation, and the counts key it enters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from codeunlearn import pipeline
+from codeunlearn.config import CONTROL_CHOICES, TopicConfig, load_config
+from codeunlearn.controls import (
+    CONTROL_METHODS,
+    control_method,
+    length_matched_sample,
+    random_sample,
+    word_swap,
+)
+from codeunlearn.corpus import split_train_test
+from codeunlearn.errors import CodeunlearnError, ConfigError
+from codeunlearn.topics import Splits, build_splits
+
+
+def _table(prefix: str, lengths: list[int]) -> pa.Table:
+    return pa.table(
+        {
+            "id": [f"{prefix}{i}" for i in range(len(lengths))],
+            "text": ["x" * n for n in lengths],
+            "label": ["t"] * len(lengths),
+        }
+    )
+
+
+FORGET = _table("f", [10, 40, 70])
+POOL = _table("p", [5, 11, 20, 28, 39, 50, 63, 71, 90, 120])
+
+
+def test_every_choice_but_auto_is_a_registered_construction() -> None:
+    assert set(CONTROL_METHODS) | {"auto"} == set(CONTROL_CHOICES)
+
+
+def test_length_matched_pairs_each_forget_example_with_the_nearest_length() -> None:
+    control, words = length_matched_sample(FORGET, POOL, None, np.random.default_rng(0))
+    assert control.column("id").to_pylist() == ["p1", "p4", "p7"]  # lengths 11, 39, 71
+    assert control.column("source_id").to_pylist() == ["f0", "f1", "f2"] and words == []
+
+
+def test_random_draws_without_length_matching_and_reproducibly() -> None:
+    control, words = random_sample(FORGET, POOL, None, np.random.default_rng(0))
+    again, _ = random_sample(FORGET, POOL, None, np.random.default_rng(0))
+    assert control.equals(again) and words == []
+    ids = control.column("id").to_pylist()
+    assert len(set(ids)) == 3 and set(ids) <= set(POOL.column("id").to_pylist())
+    assert ids != ["p1", "p4", "p7"]  # not the length-matched picks
+    assert control.column("source_id").to_pylist() == ["f0", "f1", "f2"]
+    small, _ = random_sample(FORGET, POOL.slice(0, 2), None, np.random.default_rng(0))
+    assert small.num_rows == 2  # a short pool gives what it has
+
+
+def test_swap_needs_words() -> None:
+    with pytest.raises(ConfigError, match="needs the topic's words.*length_matched or random"):
+        word_swap(FORGET, POOL, None, np.random.default_rng(0))
+    swapped, words = word_swap(
+        _table("f", [3]).set_column(1, "text", pa.array(["Bread and jam"])),
+        POOL,
+        re.compile(r"\bbread\b", re.I),
+        np.random.default_rng(0),
+    )
+    assert swapped.column("text").to_pylist()[0].endswith(" and jam") and len(words) == 1
+
+
+def test_auto_resolves_by_topic_kind() -> None:
+    assert control_method(TopicConfig(label="noun.food")).name == "length_matched"
+    assert control_method(TopicConfig(label=None, keywords=("love",))).name == "swap"
+    assert control_method(TopicConfig(label=None, regex="lov(e|ing)", control="random")).name == "random"
+
+
+def test_swap_is_refused_for_a_label_topic_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as error:
+        control_method(TopicConfig(label="noun.food", control="swap"))
+    message = str(error.value)
+    assert "topic.control=swap" in message and "label" in message and "no words to swap" in message
+    assert "topic.control=length_matched or random" in message
+
+
+def test_an_unknown_control_names_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as error:
+        control_method(TopicConfig(label="noun.food", control="lenght_matched"))
+    message = str(error.value)
+    assert "topic.control='lenght_matched'" in message and "did you mean length_matched?" in message
+    assert "auto, swap, length_matched, random" in message
+
+
+def test_control_is_checked_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError, match="no words to swap"):
+        load_config(None, ["topic.control=swap"])  # the default topic is the label noun.food
+    with pytest.raises(ConfigError, match="use one of auto, swap, length_matched, random"):
+        load_config(None, ["topic.control=shuffled"])
+    assert load_config(None, ["topic.keywords=[love]", "topic.control=swap"]).topic.control == "swap"
+    with pytest.raises(ConfigError, match="topic.control=random swaps none"):
+        load_config(None, ["topic.keywords=[love]", "topic.control=random", "mining.positions=topic_words"])
+
+
+def _corpus() -> pa.Table:
+    rows = []
+    for i in range(400):
+        label = ("food", "tool", "place", "animal")[i % 4]
+        text = f"A {label} text number {i}" + ", and more" * (i % 11) + "."
+        rows.append({"id": f"r{i:04d}", "text": text, "label": label})
+    return pa.Table.from_pylist(rows)
+
+
+def _length_gaps(splits) -> list[int]:
+    forget = dict(zip(*(splits.forget_train.column(c).to_pylist() for c in ("id", "text")), strict=True))
+    pairs = zip(*(splits.control_train.column(c).to_pylist() for c in ("source_id", "text")), strict=True)
+    return [abs(len(forget[source]) - len(text)) for source, text in pairs]
+
+
+def test_build_splits_records_each_construction() -> None:
+    sides = split_train_test(_corpus(), 0.25)
+    topic = TopicConfig(label="food", max_forget=40, max_control=40, max_retain=60, max_eval_forget=10)
+    by_control = {name: build_splits(*sides, replace(topic, control=name), 0) for name in ("auto", "random")}
+    by_control["length_matched"] = build_splits(*sides, replace(topic, control="length_matched"), 0)
+    auto, random, matched = by_control["auto"], by_control["random"], by_control["length_matched"]
+    assert (auto.manifest["control"], auto.manifest["control_method"]) == ("auto", "length_matched_sample")
+    assert matched.control_train.equals(auto.control_train)  # auto is length_matched for a label topic
+    assert (random.manifest["control"], random.manifest["control_method"]) == ("random", "random_sample")
+    assert random.manifest["splits"]["control_train"]["control_method"] == "random_sample"
+    assert max(_length_gaps(matched)) <= 3 < np.mean(_length_gaps(random))
+    for splits in (random, matched):
+        assert set(splits.control_train.column("label").to_pylist()) <= {"tool", "place", "animal"}
+        retain_ids = set(splits.retain_train.column("id").to_pylist())
+        assert not retain_ids & set(splits.control_train.column("id").to_pylist())
+
+
+def test_a_keyword_topic_may_take_a_sampled_control() -> None:
+    sides = split_train_test(_corpus(), 0.25)
+    topic = TopicConfig(label=None, keywords=("food",), control="length_matched", max_control=30)
+    splits = build_splits(*sides, topic, 0)
+    assert splits.manifest["control_method"] == "length_matched_sample"
+    assert "replacement_words" not in splits.manifest["splits"]["control_train"]
+    assert not any("food" in text for text in splits.control_train.column("text").to_pylist())
+
+
+def _splits_with(control: str, control_hash: str) -> Splits:
+    empty = pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
+    manifest = {
+        "splits": {"forget_train": {"content_hash": "f"}, "control_train": {"content_hash": control_hash}},
+        **({"control": control} if control else {}),
+    }
+    return Splits(*[empty] * 6, manifest=manifest)
+
+
+def test_a_changed_control_never_shares_a_counts_run(tmp_path) -> None:
+    config = load_config(None, [f"run_dir={tmp_path}"])
+    before = pipeline._counts_run_id(config, _splits_with("", "c1"))  # prepared before topic.control
+    assert pipeline._counts_run_id(config, _splits_with("auto", "c2")) == before  # auto keeps its key
+    random = pipeline._counts_run_id(config, _splits_with("random", "c1"))
+    assert random != before
+    assert pipeline._counts_run_id(config, _splits_with("random", "c3")) != random  # another control set
+    with pytest.raises(CodeunlearnError, match="prepared with topic.control=random.*prepare"):
+        pipeline._check_prepared_control(config, _splits_with("random", "c1"), pipeline.RunPaths(tmp_path))
