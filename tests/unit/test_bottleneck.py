@@ -190,7 +190,7 @@ def brute_force_pursuit(x: torch.Tensor, codes: torch.Tensor, k: int) -> list[li
         chosen: list[int] = []
         residual = vector / vector.norm()
         for _ in range(k):
-            scores = units @ residual
+            scores = (units @ residual).abs()
             scores[chosen] = float("-inf")
             chosen.append(int(scores.argmax()))
             basis = units[chosen].T  # (e, j)
@@ -210,7 +210,8 @@ def test_pursuit_recovers_a_sparse_combination_that_cosine_topk_misses():
     bottleneck = make(n_codes=64, top_k=3, combine="pursuit", rescale="none", skip_first_token=False)
     codes = bottleneck.codes.detach()
     parts = torch.tensor([[3, 17, 40], [5, 6, 60]])
-    x = torch.stack([codes[p].sum(0) for p in parts]).unsqueeze(0)  # (1, 2, 16)
+    weights = torch.tensor([[1.0, 1.0, 1.0], [1.0, -0.5, 0.8]])  # a code may enter with either sign
+    x = (weights.unsqueeze(-1) * codes[parts]).sum(1).unsqueeze(0)  # (1, 2, 16)
     out = bottleneck(x)
     assert torch.equal(out.codes[0].sort(-1).values, parts)
     assert out.recon_error.max() < 1e-6
