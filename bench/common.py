@@ -65,6 +65,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--chunk-codes", type=int, default=0, help="bottleneck.chunk_codes")
     parser.add_argument("--search", choices=["exact", "grouped"], default="exact", help="bottleneck.search")
     parser.add_argument("--search-probes", type=int, default=8, help="bottleneck.search_probes")
+    parser.add_argument(
+        "--combine", choices=["mean", "projection", "pursuit"], default="mean", help="bottleneck.combine"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
@@ -115,6 +118,7 @@ def with_bottleneck(
         coarse_candidates=args.coarse_candidates,
         search=args.search,
         search_probes=args.search_probes,
+        combine=args.combine,
     )
     return insert_bottleneck(model, None, config, "random")
 

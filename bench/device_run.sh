@@ -55,5 +55,11 @@ bench request-smollm2 60 bench/bench_request.py $S
 # Llama-3.2-1B shape (acceptance 2: MFU at 1B)
 bench training-1b 100 bench/bench_training.py --repeats 5 $L --n-codes 16384 --peak-tflops 989
 
+# The pursuit bottleneck (bottleneck.combine=pursuit: k sequential scans of the codebook) at the default
+# C and k, SmolLM2 shape: what its quality costs in step time
+P="--n-codes 4096 --combine pursuit"
+[ "${DEVICE_RUN_SMOKE:-0}" = 1 ] && P="--n-codes 1024 --combine pursuit"
+bench training-smollm2-pursuit 60 bench/bench_training.py --repeats 5 $S $P --peak-tflops 989
+
 echo "=== summary" | tee -a "$LOG"
 python3 bench/summarize.py "$JSON" --out "$OUT/summary.md" 2>&1 | tee -a "$LOG"

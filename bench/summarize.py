@@ -16,6 +16,8 @@ def rows_of(report: dict) -> list[dict]:
     search = report.get("args", {}).get("search", "exact")
     if search == "grouped":
         search = f"grouped P={report['args'].get('search_probes')}"
+    if report.get("args", {}).get("combine", "mean") != "mean":
+        search += f" {report['args']['combine']}"
     for result in report.get("results", []):
         row = {"bench": name, "shape": shape, "C": f"{result.get('n_codes', '')} {search}"}
         if name == "training":
