@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,10 +76,20 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
     config_dict.pop("quantization_config", None)
     model = type(loaded)(type(loaded.config).from_dict(config_dict))
     model.load_state_dict(loaded.state_dict())
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.replace(target)
+    # Each process writes its own partial directory: two jobs started together on a fresh machine
+    # both convert, and the first rename wins; the loser's copy is identical and is dropped.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".partial", dir=target.parent))
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        try:
+            partial.replace(target)
+        except OSError:
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     log.info("converted in %.1f s", time.perf_counter() - started)
 
 

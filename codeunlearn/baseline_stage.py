@@ -26,13 +26,12 @@ from codeunlearn.batching import Batch
 from codeunlearn.comparison import baseline_texts, membership_sets
 from codeunlearn.config import BaselineConfig, RunConfig
 from codeunlearn.corpus import content_hash
-from codeunlearn.deletion import weights_hash
 from codeunlearn.errors import ConfigError
 from codeunlearn.evaluation import EvalReport, EvalSet, Evaluator
 from codeunlearn.failpoints import failpoint
 from codeunlearn.pipeline import RunPaths, batch_texts, load_model, served_as_configured, setup
 from codeunlearn.serialization import without_nan
-from codeunlearn.surgery import CodebookModel, load_codebook_model, save_codebook_model
+from codeunlearn.surgery import CodebookModel, load_codebook_model, save_codebook_model, weights_hash
 from codeunlearn.topics import read_splits
 
 log = logging.getLogger(__name__)

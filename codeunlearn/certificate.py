@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 
 from codeunlearn.config import RunConfig
 from codeunlearn.corpus import content_hash
-from codeunlearn.deletion import weights_hash
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.masks import Mask, load_mask
 from codeunlearn.serialization import without_nan
+from codeunlearn.surgery import weights_hash
 
 FORMAT = "codeunlearn-deletion-certificate/1"
 SPLITS = ("forget_train", "forget_test", "control_train", "control_test", "retain_train", "retain_test")

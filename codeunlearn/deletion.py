@@ -8,13 +8,11 @@ version registered by the killed run is found and reused rather than registered 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
 from typing import Protocol
 
 from codeunlearn import assets
@@ -27,7 +25,7 @@ from codeunlearn.mining import count_codes
 from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, read_table, setup
 from codeunlearn.requests import DeletionRequest, RequestStore, topic_hash
 from codeunlearn.selection import select_codes
-from codeunlearn.surgery import CodebookModel
+from codeunlearn.surgery import CodebookModel, weights_hash
 from codeunlearn.topics import Splits, build_splits, write_splits
 
 log = logging.getLogger(__name__)
@@ -79,18 +77,6 @@ class Outcome:
             for variant, value in getattr(self, split).items()
         }
         return {**flat, "forget_drop": self.forget_drop, "retain_drop": self.retain_drop}
-
-
-def weights_hash(model_dir: Path) -> str:
-    """sha256 over every weight file of the saved codebook model (the bottleneck and the base model's
-    weights, which training may change), by relative path in order."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).rglob("*.safetensors")):
-        digest.update(str(path.relative_to(model_dir)).encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 class Processor:

@@ -37,6 +37,7 @@ from codeunlearn.surgery import (
     insert_bottleneck,
     load_codebook_model,
     save_codebook_model,
+    weights_hash,
 )
 from codeunlearn.topic_words import keyword_free_rows
 from codeunlearn.topics import Splits, build_splits, read_splits, topic_pattern, write_splits
@@ -243,7 +244,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     codebook_model = codebook_model or load_model(config)
     config.mining.validate(codebook_model.bottleneck.n_codes)
     store = CodeStore(paths.store_dir)
-    run_id = _counts_run_id(config, splits)
+    run_id = _counts_run_id(config, splits, weights_hash(paths.model_dir))
     tokenizer = codebook_model.tokenizer
     spans = counted_spans(config, splits)
     counts = {}
@@ -252,7 +253,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         texts = table.column("text").to_pylist()
         batches = batch_texts(texts, tokenizer, config, config.mining.batch_size, spans.get(split))
         counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
-        store.write_counts(run_id, split, config.topic.key, counts[split])
+        store.replace_counts(run_id, split, config.topic.key, counts[split])
     selected = select_codes(counts["forget"], counts["control"], config.mining)
     eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
     order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
@@ -285,8 +286,9 @@ def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span
     return split_spans(splits.forget_train, splits.control_train, topic_pattern(config.topic))
 
 
-def _counts_run_id(config: RunConfig, splits: Splits) -> str:
-    """The code-store run that mining's counts go to: the same id sums counts of the same sets."""
+def _counts_run_id(config: RunConfig, splits: Splits, model_weights: str = "") -> str:
+    """The code-store run that mining's counts go to: one id per sets counted and model counting them,
+    so a retrained model's counts never mix with the last model's (collateral reuses stored counts)."""
     import hashlib
 
     # A control other than auto adds itself and the control set's hash, so counts of another control
@@ -300,6 +302,7 @@ def _counts_run_id(config: RunConfig, splits: Splits) -> str:
             *([config.mining.positions] if config.mining.positions != "all" else []),
             *(control_key if control != "auto" else []),
             str(Path(config.run_dir).resolve()),
+            *([model_weights] if model_weights else []),
         ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]

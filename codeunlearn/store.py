@@ -3,6 +3,7 @@
 Layout under `root`:
 
     counts/run=<run_id>/<split>-<uuid>.parquet   one file per `write_counts` call, never rewritten
+                                                 (`replace_counts` removes a run/split/topic's older files)
     store.duckdb                                 only VIEWS over the Parquet glob, for the duckdb CLI
 
 Parquet files are the source of truth. Every query runs in a fresh in-memory DuckDB connection that
@@ -105,6 +106,30 @@ class CodeStore:
         _check_name(split, "split")
         path = self.append("code_counts", _counts_table(run_id, split, topic, counts), f"run={run_id}", split)
         logger.info("stored %s counts of run %s in %s", split, run_id, path)
+        return path
+
+    def replace_counts(self, run_id: str, split: str, topic: str, counts: CodeCounts) -> Path:
+        """Write `counts` as the only counts of run/split/topic: earlier files for them are removed.
+
+        Re-mining the same sets with the same model must not sum with the first mining's counts. The
+        new file is published before the old ones go, so a concurrent reader may briefly see both but
+        never none.
+
+        Returns:
+            The path of the new file.
+        """
+        path = self.write_counts(run_id, split, topic, counts)
+        earlier = self.sql(
+            "SELECT DISTINCT filename FROM code_counts "
+            "WHERE run_id = $run_id AND split = $split AND topic = $topic",
+            {"run_id": run_id, "split": split, "topic": topic},
+        ).column("filename").to_pylist()
+        stale = [Path(name) for name in earlier if Path(name).resolve() != path.resolve()]
+        for old in stale:
+            old.unlink(missing_ok=True)
+        if stale:
+            logger.info("replaced %d earlier %s count file(s) of run %s", len(stale), split, run_id)
+            self.refresh_database()
         return path
 
     def append(self, view: str, table: pa.Table, partition: str = "", prefix: str = "part") -> Path:

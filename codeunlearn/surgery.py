@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -337,3 +338,15 @@ def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
     codebook_model = insert_bottleneck(model, tokenizer, config, meta["base_name"])
     codebook_model.bottleneck.load_state_dict(load_file(directory / "bottleneck.safetensors", device=device))
     return codebook_model
+
+
+def weights_hash(model_dir: Path) -> str:
+    """sha256 over every weight file of the saved codebook model (the bottleneck and the base model's
+    weights, which training may change), by relative path in order."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).rglob("*.safetensors")):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -17,11 +17,12 @@ import numpy as np
 
 from codeunlearn import pipeline, plots
 from codeunlearn.config import RunConfig
-from codeunlearn.deletion import weights_hash
+from codeunlearn.errors import ConfigError
 from codeunlearn.evaluation import evaluation_rows
 from codeunlearn.masks import load_mask, mask_rows
 from codeunlearn.pipeline import RunPaths
 from codeunlearn.store import CodeStore
+from codeunlearn.surgery import weights_hash
 from codeunlearn.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,17 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def pipeline_run(config: RunConfig) -> Iterator[str]:
-    """The parent MLflow run every stage nests under: yields its id; FAILED if the block raises."""
+    """The parent MLflow run every stage nests under: yields its id; FAILED if the block raises.
+
+    Raises:
+        ConfigError: unlearn.method is a gradient baseline; the tracked pipeline registers masks only.
+    """
+    if config.unlearn.uses_gradients:  # before any MLflow run exists, so nothing is half-written
+        raise ConfigError(
+            f"unlearn.method={config.unlearn.method!r}: the tracked pipeline registers mask versions only; "
+            "set unlearn.method=mask, or run a gradient baseline with `codeunlearn run` or `codeunlearn "
+            "unlearn` (it writes <run_dir>/unlearned/<method>/) or compare it with `codeunlearn compare`"
+        )
     with Tracker(config).run(f"pipeline {config.topic.key}") as run_id:
         yield run_id
 

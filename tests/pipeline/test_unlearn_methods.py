@@ -158,3 +158,14 @@ def test_evaluate_without_an_edited_model_reports_as_before(masked_run, make_set
         "random@8",
     }
     assert "unlearned" not in json.loads((setup.run_dir / "eval" / "report.json").read_text())
+
+
+def test_tracked_pipeline_refuses_a_gradient_method_before_tracking_anything(make_setup):
+    setup = make_setup(model=THREADS)
+
+    result = setup.cli("pipeline", "unlearn.method=npo")
+
+    assert result.returncode != 0
+    assert "unlearn.method='npo'" in result.stderr and "registers mask versions only" in result.stderr
+    assert not (setup.root / "state" / "mlflow.db").exists()
+    assert not setup.run_dir.exists()

@@ -162,3 +162,11 @@ def test_a_changed_control_never_shares_a_counts_run(tmp_path) -> None:
     assert pipeline._counts_run_id(config, _splits_with("random", "c3")) != random  # another control set
     with pytest.raises(CodeunlearnError, match="prepared with topic.control=random.*prepare"):
         pipeline._check_prepared_control(config, _splits_with("random", "c1"), pipeline.RunPaths(tmp_path))
+
+
+def test_a_retrained_model_never_shares_a_counts_run(tmp_path) -> None:
+    config = load_config(None, [f"run_dir={tmp_path}"])
+    splits = _splits_with("auto", "c1")
+    first = pipeline._counts_run_id(config, splits, "weights-a")
+    assert pipeline._counts_run_id(config, splits, "weights-a") == first
+    assert pipeline._counts_run_id(config, splits, "weights-b") != first

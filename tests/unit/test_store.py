@@ -187,3 +187,26 @@ def test_masks_view_has_one_row_per_version_even_when_digests_repeat(store: Code
         ("3", 3, "noun.food"),
     ]
     assert rows.column("mask_digest")[0] == rows.column("mask_digest")[2]
+
+
+def test_replace_counts_keeps_only_the_latest_of_a_run_split_topic(store: CodeStore) -> None:
+    first, second = make_counts(1), make_counts(2)
+    store.write_counts("run1", "forget", "noun.food", first)
+    store.write_counts("run1", "forget", "noun.plant", first)  # another topic of the same split
+    store.write_counts("run1", "control", "noun.food", first)  # another split
+    store.write_counts("run2", "forget", "noun.food", first)  # another run
+    store.replace_counts("run1", "forget", "noun.food", second)
+    store.replace_counts("run1", "forget", "noun.food", second)  # re-mining gives the same counts again
+
+    assert_counts_equal(store.read_counts("run1", "forget", "noun.food"), second)
+    files = store.sql(
+        "SELECT run_id, split, topic, count(DISTINCT filename) AS files FROM code_counts "
+        "GROUP BY ALL ORDER BY ALL"
+    ).to_pylist()
+    assert files == [
+        {"run_id": "run1", "split": "control", "topic": "noun.food", "files": 1},
+        {"run_id": "run1", "split": "forget", "topic": "noun.food", "files": 1},
+        {"run_id": "run1", "split": "forget", "topic": "noun.plant", "files": 1},
+        {"run_id": "run2", "split": "forget", "topic": "noun.food", "files": 1},
+    ]
+    assert_counts_equal(store.read_counts("run1", "forget", "noun.plant"), first)
