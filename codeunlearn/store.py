@@ -119,11 +119,15 @@ class CodeStore:
             The path of the new file.
         """
         path = self.write_counts(run_id, split, topic, counts)
-        earlier = self.sql(
-            "SELECT DISTINCT filename FROM code_counts "
-            "WHERE run_id = $run_id AND split = $split AND topic = $topic",
-            {"run_id": run_id, "split": split, "topic": topic},
-        ).column("filename").to_pylist()
+        earlier = (
+            self.sql(
+                "SELECT DISTINCT filename FROM code_counts "
+                "WHERE run_id = $run_id AND split = $split AND topic = $topic",
+                {"run_id": run_id, "split": split, "topic": topic},
+            )
+            .column("filename")
+            .to_pylist()
+        )
         stale = [Path(name) for name in earlier if Path(name).resolve() != path.resolve()]
         for old in stale:
             old.unlink(missing_ok=True)

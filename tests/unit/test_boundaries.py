@@ -42,7 +42,15 @@ def test_only_the_tracking_module_imports_mlflow_and_no_module_imports_prefect()
 # What bench/ imports of the library, to run on the GPU image: torch, transformers and their own
 # dependencies (numpy, pyyaml, safetensors, tqdm), nothing else.
 GPU_IMAGE_MODULES = (
-    "bottleneck", "code_index", "surgery", "training", "mining", "selection", "masks", "baselines", "batching"
+    "bottleneck",
+    "code_index",
+    "surgery",
+    "training",
+    "mining",
+    "selection",
+    "masks",
+    "baselines",
+    "batching",
 )
 
 

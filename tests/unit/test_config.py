@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,17 @@ def test_loading_a_masking_config_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"  # the baseline registry is looked up for a gradient method only
+
+
+@pytest.mark.parametrize("name", ["default", "pursuit", "translation", "translation-fr"])
+def test_every_shipped_run_config_loads_and_validates(name):
+    config = load_config(Path(__file__).parents[2] / "configs" / f"{name}.yaml")
+    assert config.run_dir
+
+
+def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
+    configs = Path(__file__).parents[2] / "configs"
+    default, pursuit = (flatten_config(load_config(configs / f"{n}.yaml")) for n in ("default", "pursuit"))
+    changed = {key for key in default if default[key] != pursuit[key]}
+    pursuit_settings = {"bottleneck.top_k", "bottleneck.combine", "bottleneck.mask_policy"}
+    assert changed == {"run_dir", "eval.run_reference", *pursuit_settings}
