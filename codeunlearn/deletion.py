@@ -250,7 +250,7 @@ class Processor:
                 texts, self.codebook_model.tokenizer, self.config, self.config.mining.batch_size
             )
             counts[split] = count_codes(self.codebook_model, batches, desc=f"mining {split}")
-            self.requests.store.write_counts(request.request_id, split, request.request_id, counts[split])
+            self.requests.store.replace_counts(request.request_id, split, request.request_id, counts[split])
         selected = select_codes(counts["forget"], counts["control"], self.config.mining)
         new = mask_from_codes(
             self.codebook_model.bottleneck.n_codes,

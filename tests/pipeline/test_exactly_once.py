@@ -58,6 +58,12 @@ def test_request_killed_mid_processing_is_finished_once_by_the_next_run(
     assert versions_answering(tracker, request.request_id) == [done.mask_version]  # no duplicate
     assert tracker.production_version() == done.mask_version
     assert history(trained, request.request_id) == ["pending", "processing", "processing", "done"]
+    count_files = CodeStore(trained.run_dir / "store").sql(
+        "SELECT split, count(DISTINCT filename) AS files FROM code_counts WHERE run_id = $id "
+        "GROUP BY split ORDER BY split",
+        {"id": request.request_id},
+    )
+    assert count_files.to_pylist() == [{"split": "control", "files": 1}, {"split": "forget", "files": 1}]
 
 
 def test_killed_flow_run_is_finished_by_the_next_flow_run(trained: Setup, prefect_api: str):
