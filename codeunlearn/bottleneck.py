@@ -172,7 +172,7 @@ class CodebookBottleneck(nn.Module):
         `zero`. For callers that only count codes (mining) and need no rebuilt vectors. (N, k) int64"""
         ids = self.select(h)
         if self.config.mask_policy == "zero" and self._any_masked:
-            ids = ids.masked_fill(self.mask[ids], NO_CODE)
+            ids = ids.masked_fill(self._dropped(ids), NO_CODE)
         return ids
 
     def set_search(self, search: str, probes: int | None = None, groups: int | None = None) -> None:
@@ -192,14 +192,15 @@ class CodebookBottleneck(nn.Module):
         self.config = config
         self._groups = self._index = None
 
-    def set_mask_policy(self, policy: str) -> None:
-        """Switch what a masked code's slot gets (`next_best` code or `zero`) on a built model. Training
-        never sees a mask, so a model trained under one policy serves under either.
+    def set_mask_policy(self, policy: str, gate: int = 1) -> None:
+        """Switch what a masked code's slot gets (`next_best` code or `zero`, gated by `gate` masked
+        codes per token) on a built model. Training never sees a mask, so a model trained under one
+        policy serves under any.
 
         Raises:
-            ConfigError: an unknown policy.
+            ConfigError: an unknown policy, or a gate outside [1, top_k] or with `next_best`.
         """
-        config = dataclasses.replace(self.config, mask_policy=policy)
+        config = dataclasses.replace(self.config, mask_policy=policy, mask_gate=gate)
         config.validate()
         self.config = config
 
@@ -284,13 +285,15 @@ class CodebookBottleneck(nn.Module):
         chosen = self.codes[ids]  # (B, T', k, e)
         kept = None
         if self.config.mask_policy == "zero" and self._any_masked:
-            kept = ~self.mask[ids]  # (B, T', k)
+            kept = ~self._dropped(ids)  # (B, T', k)
             ids = ids.masked_fill(~kept, NO_CODE)
-        z = COMBINATIONS[self.config.combine](chosen, h, kept)  # (B, T', e)
-        rebuilt = self.decoder(z) if self.config.use_sae else z
+        rebuilt = self._rebuild(chosen, h, kept)  # (B, T', d)
         if self.config.rescale == "input_norm":
+            # The scale is the one the unmasked output would get, so that the kept codes are not scaled
+            # up to make good a dropped code's share of the norm.
+            unmasked = rebuilt if kept is None else self._rebuild(chosen, h, None)
             rebuilt = rebuilt * (
-                body.norm(dim=-1, keepdim=True) / rebuilt.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+                body.norm(dim=-1, keepdim=True) / unmasked.norm(dim=-1, keepdim=True).clamp_min(1e-6)
             )
         recon = (rebuilt - body.detach()).pow(2).sum(-1) / body.detach().pow(2).sum(-1).clamp_min(1e-6)
         l1 = chosen.abs().mean(dim=(-1, -2)) if self.config.use_sae else torch.zeros_like(recon)
@@ -300,6 +303,19 @@ class CodebookBottleneck(nn.Module):
             recon_error=F.pad(recon, (start, 0)),
             l1=F.pad(l1, (start, 0)),
         )
+
+    def _rebuild(self, chosen: torch.Tensor, h: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+        """The combination of the chosen codes (..., k, e) in the residual's space, before rescaling."""
+        z = COMBINATIONS[self.config.combine](chosen, h, kept)  # (..., e)
+        return self.decoder(z) if self.config.use_sae else z
+
+    def _dropped(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which chosen slots (..., k) the zero policy empties: the masked codes of every token that
+        chose at least `mask_gate` masked codes."""
+        masked = self.mask[ids]
+        if self.config.mask_gate > 1:
+            masked = masked & (masked.sum(dim=-1, keepdim=True) >= self.config.mask_gate)
+        return masked
 
     @torch.no_grad()
     def reset_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:

@@ -164,6 +164,10 @@ class BottleneckConfig:
     sae_dim: int = 0  # 0 means 4 x hidden size
     l1_coef: float = 1e-3
     mask_policy: str = "next_best"  # "next_best" or "zero"
+    # zero policy only: a token's masked codes are dropped only where at least this many of its top_k
+    # codes are masked, so a token of a neighbouring topic that shares one or two codes with the
+    # forgotten topic keeps them; 1 drops every masked code wherever it is chosen
+    mask_gate: int = 1
     skip_first_token: bool = True  # position 0 is always BOS and carries no content
     chunk_tokens: int = 4096  # tokens per similarity chunk; bounds memory at chunk_tokens x n_codes
     chunk_codes: int = 0  # codes per similarity chunk, partial top-k merged; 0 compares all codes at once
@@ -176,6 +180,18 @@ class BottleneckConfig:
     search: str = "exact"
     search_groups: int = 0
     search_probes: int = 8
+
+    def _validate_mask_gate(self) -> None:
+        if not 1 <= self.mask_gate <= self.top_k:
+            raise ConfigError(
+                f"bottleneck.mask_gate={self.mask_gate}: use a count between 1 (drop every masked code) "
+                f"and top_k={self.top_k} (--bottleneck.mask_gate)"
+            )
+        if self.mask_gate > 1 and self.mask_policy != "zero":
+            raise ConfigError(
+                f"bottleneck.mask_gate={self.mask_gate} gates the zero policy, but bottleneck.mask_policy="
+                f"{self.mask_policy!r}: set bottleneck.mask_policy=zero, or bottleneck.mask_gate=1"
+            )
 
     def validate(self, n_layers: int | None = None) -> None:
         if self.n_codes < 1:
@@ -200,6 +216,7 @@ class BottleneckConfig:
             raise ConfigError(f"bottleneck.rescale={self.rescale!r}: use 'input_norm' or 'none'")
         if self.mask_policy not in ("next_best", "zero"):
             raise ConfigError(f"bottleneck.mask_policy={self.mask_policy!r}: use 'next_best' or 'zero'")
+        self._validate_mask_gate()
         if self.chunk_tokens < 1 or self.chunk_codes < 0:
             raise ConfigError(
                 f"bottleneck.chunk_tokens={self.chunk_tokens}, bottleneck.chunk_codes={self.chunk_codes}: "

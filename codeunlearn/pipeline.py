@@ -229,7 +229,7 @@ def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> Co
     """Apply the configured code search and mask policy, which training does not fix, to a model."""
     wanted = config.bottleneck
     codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
-    codebook_model.bottleneck.set_mask_policy(wanted.mask_policy)
+    codebook_model.bottleneck.set_mask_policy(wanted.mask_policy, wanted.mask_gate)
     return codebook_model
 
 
@@ -531,12 +531,12 @@ def trained_model_matches(config: RunConfig) -> bool:
     return stored is not None and same_training(stored, training_stamp(config))
 
 
-# Settings that do not change what training produces: speed knobs, the mask policy (training never
+# Settings that do not change what training produces: speed knobs, the mask policy and gate (training never
 # runs with a mask; `load_model` applies the configured policy), and the translation setting's
 # decoding and scoring. And settings added after models were first saved, compared only when set
 # away from the value they had before they existed.
 _TRAINING_NEUTRAL = {
-    "bottleneck": ("chunk_tokens", "chunk_codes", "mask_policy"),
+    "bottleneck": ("chunk_tokens", "chunk_codes", "mask_policy", "mask_gate"),
     "train": ("compile",),
     "translation": ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms"),
 }

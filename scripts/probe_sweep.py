@@ -1,7 +1,7 @@
 """Multiple-choice accuracy on the forgotten topic and five neighbours as the mask grows.
 
 Usage: python3 scripts/probe_sweep.py [CONFIG] [--policy next_best|zero] [--mine-on all|lemma]
-                                      [--sizes 0,192,...] [overrides...]
+                                      [--sizes 0,192,...] [--per-topic 50] [overrides...]
 (default configs/default.yaml; needs `codeunlearn run` on that config first).
 
 --mine-on all ranks the run's mined codes (all gloss tokens, as `codeunlearn mine` does); S' past the
@@ -9,7 +9,8 @@ eligible count takes the codes most enriched on the forget set by raw ratio. --m
 codes only at the lemma of each record (the text before its first ':'), forget set against control
 set, and ranks by that enrichment: the codes that carry *which* food a record is about. --policy
 switches what a masked code's slot gets (the model is not retrained). Prints one line per S' and
-writes <run_dir>/eval/probe_sweep-<policy>-<mine_on>.json.
+writes <run_dir>/eval/probe_sweep-<policy>[-gate<G>]-<mine_on>.json (G: bottleneck.mask_gate, when
+set past 1 by an override).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from codeunlearn.topics import read_splits
 TOPICS = {"noun.plant", "noun.substance", "noun.animal", "noun.artifact", "noun.person"}
 
 
-def probe_evaluator(config, model) -> tuple[list, Evaluator]:
-    """The questions on the forgotten topic (200) and TOPICS (50 each), ready to score on `model`."""
-    probe = ProbeConfig(questions_per_topic=50, forget_questions=200)
+def probe_evaluator(config, model, per_topic: int = 50) -> tuple[list, Evaluator]:
+    """The questions on the forgotten topic (200) and TOPICS (`per_topic` each), ready to score on `model`."""
+    probe = ProbeConfig(questions_per_topic=per_topic, forget_questions=200)
     knowledge = KnowledgeProbe(config, probe, model)
     questions = [q for q in knowledge.questions if q.topic in TOPICS | {config.topic.label}]
     return questions, Evaluator(model, [question_set(questions, model.tokenizer, probe)])
@@ -84,11 +85,14 @@ def main() -> None:
     parser.add_argument("--policy", default="next_best", choices=("next_best", "zero"))
     parser.add_argument("--mine-on", default="all", choices=("all", "lemma"))
     parser.add_argument("--sizes", default="0,192,314,1024,2048")
+    parser.add_argument(
+        "--per-topic", type=int, default=50, help="questions per neighbouring topic (one is 100/N points)"
+    )
     args, overrides = parser.parse_known_args()
     config = load_config(args.config, [*overrides, f"bottleneck.mask_policy={args.policy}"])
     run_dir = Path(config.run_dir)
     model = load_model(config)
-    questions, evaluator = probe_evaluator(config, model)
+    questions, evaluator = probe_evaluator(config, model, args.per_topic)
     if args.mine_on == "lemma":
         ranked, by_ratio = ranked_on_lemmas(config, run_dir, model)
     else:
@@ -100,7 +104,9 @@ def main() -> None:
         mask = mask_from_codes(n_codes, "sweep", codes) if size else None
         rows[size] = probe_accuracy(questions, evaluator, mask)
         print(size, {topic: round(100 * value, 1) for topic, value in rows[size].items()}, flush=True)
-    out = run_dir / "eval" / f"probe_sweep-{args.policy}-{args.mine_on}.json"
+    gate = config.bottleneck.mask_gate
+    suffix = f"-gate{gate}" if gate > 1 else ""
+    out = run_dir / "eval" / f"probe_sweep-{args.policy}{suffix}-{args.mine_on}.json"
     out.write_text(json.dumps(rows, indent=1))
 
 

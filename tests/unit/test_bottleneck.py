@@ -238,6 +238,43 @@ def test_zero_policy_drops_a_masked_codes_term_without_refitting(combine):
         torch.testing.assert_close(after.hidden[0, t].double(), expected, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("combine", ["mean", "projection"])
+def test_zero_policy_keeps_the_unmasked_scale_so_kept_codes_do_not_make_up_for_a_masked_one(combine):
+    bottleneck = make(n_codes=32, top_k=4, combine=combine, mask_policy="zero")
+    unscaled = make(n_codes=32, top_k=4, combine=combine, mask_policy="zero", rescale="none")
+    x = torch.randn(1, 6, 16)
+    before, before_unscaled = bottleneck(x), unscaled(x)
+    masked = before.codes[0, 1:, 0].unique()
+    for model in (bottleneck, unscaled):
+        model.set_masked(masked)
+    after, after_unscaled = bottleneck(x), unscaled(x)
+    scale = x[0, 1:].norm(dim=-1, keepdim=True) / before_unscaled.hidden[0, 1:].norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(after.hidden[0, 1:], after_unscaled.hidden[0, 1:] * scale)
+    assert (after.hidden[0, 1:].norm(dim=-1) < x[0, 1:].norm(dim=-1) - 1e-4).any()
+
+
+@pytest.mark.parametrize("combine", ["mean", "pursuit"])
+def test_gated_zero_policy_drops_masked_codes_only_where_enough_of_them_meet(combine):
+    ungated = make(n_codes=32, top_k=4, combine=combine, mask_policy="zero")
+    gated = make(n_codes=32, top_k=4, combine=combine, mask_policy="zero", mask_gate=2)
+    x = torch.randn(3, 10, 16)
+    before = ungated(x)
+    masked = before.codes[0, 1:, :2].unique()  # two codes of every token of the first sequence
+    for bottleneck in (ungated, gated):
+        bottleneck.set_masked(masked)
+    dropped, kept = ungated(x), gated(x)
+    hits = torch.isin(before.codes, masked).sum(-1)  # (B, T) masked codes each token chose
+    assert (hits[0, 1:] >= 2).all() and (hits == 1).any()  # both kinds of token occur
+    met = hits >= 2
+    torch.testing.assert_close(kept.hidden[met], dropped.hidden[met])
+    assert torch.equal(kept.codes[met], dropped.codes[met])
+    torch.testing.assert_close(kept.hidden[~met], before.hidden[~met])  # below the gate: untouched
+    assert torch.equal(kept.codes[~met], before.codes[~met])
+    assert not torch.equal(kept.hidden[hits == 1], dropped.hidden[hits == 1])
+    h = x[:, 1:].reshape(-1, 16)
+    assert torch.equal(gated.code_ids(h), kept.codes[:, 1:].reshape(-1, 4))  # mining counts the same
+
+
 def test_pursuit_never_selects_a_masked_code_and_refuses_other_searches():
     bottleneck = make(combine="pursuit")
     x = torch.randn(4, 12, 16)

@@ -213,3 +213,6 @@ def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_pa
     with pytest.raises(ConfigError, match="mask_policy='skip'"):
         zero.set_mask_policy("skip")
     assert zero.config.mask_policy == "zero"
+    gated_zero = ["bottleneck.mask_policy=zero", "bottleneck.mask_gate=2"]
+    gated = load_model(load_config(None, [*overrides, *gated_zero]))
+    assert gated.bottleneck.config.mask_gate == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn.config import RunConfig, flatten_config, load_config
+from codeunlearn.config import BottleneckConfig, RunConfig, flatten_config, load_config
 from codeunlearn.errors import ConfigError
 
 
@@ -93,6 +93,21 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
     assert not same_training(current, other_k)
     zero = training_stamp(replace(config, bottleneck=replace(config.bottleneck, mask_policy="zero")))
     assert same_training(current, zero)  # training never sees a mask; the policy is applied at load
+    gated = replace(config.bottleneck, mask_policy="zero", mask_gate=2)
+    assert same_training(current, training_stamp(replace(config, bottleneck=gated)))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mask_policy": "zero", "mask_gate": 0}, "mask_gate=0: use a count between 1"),
+        ({"mask_policy": "zero", "mask_gate": 9}, "and top_k=8"),
+        ({"mask_gate": 2}, "set bottleneck.mask_policy=zero, or bottleneck.mask_gate=1"),
+    ],
+)
+def test_mask_gate_is_a_count_of_codes_under_the_zero_policy(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        BottleneckConfig(top_k=8, **settings).validate()
 
 
 def test_unlearn_method_is_checked_against_the_registry_at_load():
@@ -149,5 +164,6 @@ def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
     configs = Path(__file__).parents[2] / "configs"
     default, pursuit = (flatten_config(load_config(configs / f"{n}.yaml")) for n in ("default", "pursuit"))
     changed = {key for key in default if default[key] != pursuit[key]}
-    pursuit_settings = {"bottleneck.top_k", "bottleneck.combine", "bottleneck.mask_policy"}
-    assert changed == {"run_dir", "eval.run_reference", *pursuit_settings}
+    pursuit_settings = {"bottleneck." + key for key in ("top_k", "combine", "mask_policy", "mask_gate")}
+    gated_selection = {"mining.n_select", "mining.min_enrichment", "mining.max_p_value"}
+    assert changed == {"run_dir", "eval.run_reference", *pursuit_settings, *gated_selection}
