@@ -9,8 +9,8 @@ eligible count takes the codes most enriched on the forget set by raw ratio. --m
 codes only at the lemma of each record (the text before its first ':'), forget set against control
 set, and ranks by that enrichment: the codes that carry *which* food a record is about. --policy
 switches what a masked code's slot gets (the model is not retrained). Prints one line per S' and
-writes <run_dir>/eval/probe_sweep-<policy>[-gate<G>]-<mine_on>.json (G: bottleneck.mask_gate, when
-set past 1 by an override).
+writes <run_dir>/eval/probe_sweep-<policy>[-gate<G>]-<mine_on>.json (G: the configured
+bottleneck.mask_gate of the zero policy, when past 1).
 """
 
 from __future__ import annotations
@@ -89,7 +89,10 @@ def main() -> None:
         "--per-topic", type=int, default=50, help="questions per neighbouring topic (one is 100/N points)"
     )
     args, overrides = parser.parse_known_args()
-    config = load_config(args.config, [*overrides, f"bottleneck.mask_policy={args.policy}"])
+    policy = [f"bottleneck.mask_policy={args.policy}"]
+    if args.policy == "next_best":  # a gate (configs/pursuit.yaml) gates only the zero policy
+        policy.append("bottleneck.mask_gate=1")
+    config = load_config(args.config, [*overrides, *policy])
     run_dir = Path(config.run_dir)
     model = load_model(config)
     questions, evaluator = probe_evaluator(config, model, args.per_topic)
