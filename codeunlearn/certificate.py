@@ -71,7 +71,12 @@ def build(
             "created_at": datetime.now(UTC).isoformat(),
             "topic": {"key": config.topic.key, "kind": config.topic.kind},
             "model": _model_block(config, run_dir / "model"),
-            "mask": _mask_block(mask, mask_file),
+            "mask": {
+                **_mask_block(mask, mask_file),
+                # the same codes forget differently under another policy or gate
+                "policy": config.bottleneck.mask_policy,
+                "gate": config.bottleneck.mask_gate,
+            },
             "data": _data_block(run_dir / "data" / "topic"),
             "evaluation": {
                 "nll": {v: nll[v] for v in ("base", "codebook", "masked", "random") if v in nll},

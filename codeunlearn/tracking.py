@@ -197,7 +197,10 @@ class Tracker:
                 name="masked",
                 python_model=CodebookPyfunc(),
                 artifacts={"mask": str(mask_path)},
-                model_config={"codebook_uri": f"models:/{self.codebook_name}/{codebook_version}"},
+                model_config={
+                    "codebook_uri": f"models:/{self.codebook_name}/{codebook_version}",
+                    **self.mask_serving(),
+                },
                 signature=_SIGNATURE,
                 pip_requirements=PIP_REQUIREMENTS,
                 registered_model_name=self.masked_name,
@@ -215,9 +218,16 @@ class Tracker:
                 "sources": ",".join(s.name for s in mask.sources if not s.name.startswith("req-")),
                 "data_hashes": ",".join(s.data_hash[:16] for s in mask.sources),
                 "request_key": request_key,
+                **{key: str(value) for key, value in self.mask_serving().items()},
             },
         )
         return version
+
+    def mask_serving(self) -> dict[str, str | int]:
+        """How a mask is applied (the configured policy and gate): a masked version is served, and was
+        evaluated, under these, which the codebook version's own saved settings need not match."""
+        bottleneck = self.config.bottleneck
+        return {"mask_policy": bottleneck.mask_policy, "mask_gate": bottleneck.mask_gate}
 
     def find_mask_version(self, digest: str, request_key: str) -> str | None:
         return self._find(self.masked_name, {"mask_digest": digest, "request_key": request_key})
@@ -318,6 +328,11 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
                 mlflow.artifacts.download_artifacts(context.model_config["codebook_uri"])
             )
         self.codebook_model = load_codebook_model(Path(directory), "cpu")
+        serving = context.model_config or {}
+        if "mask_policy" in serving:  # absent from versions registered before it was recorded
+            self.codebook_model.bottleneck.set_mask_policy(
+                serving["mask_policy"], int(serving.get("mask_gate", 1))
+            )
         self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None
         apply_mask(self.codebook_model, self.mask)
 
