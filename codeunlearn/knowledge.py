@@ -47,7 +47,9 @@ from codeunlearn.probes import (
     accuracy_by_topic,
     accuracy_markdown,
     answers,
+    correct_answers,
     multiple_choice_questions,
+    paired_p_values,
     question_set,
     verdict,
 )
@@ -90,7 +92,7 @@ class ProbeResult:
                 f"(halfway to chance is {100 * (check.codebook_forget + check.chance) / 2:.1f}%: "
                 f"{'met' if check.halfway_to_chance else 'NOT met'}); worst retained topic "
                 f"{check.worst_retained_topic} {-check.worst_retained_loss:+.1f} points "
-                f"({'within' if check.retained_within else 'NOT within'} 2 points)"
+                f"({'within' if check.retained_within else 'NOT within'} 2 points)" + _paired_note(check)
             )
         return "\n".join(lines) + "\n"
 
@@ -134,6 +136,7 @@ class KnowledgeProbe:
             multiple_choice_questions(held_out, forget_topic, probe) if probe else []
         )
         self.eval_set = question_set(self.questions, tokenizer, probe) if probe else None
+        self.correct: dict[str, np.ndarray] = {}  # variant -> (Q,) bool, for the paired test
         self.eval_sets = [self.eval_set] if self.eval_set else []
         self.result = ProbeResult(
             forget_topic=forget_topic,
@@ -198,7 +201,10 @@ class KnowledgeProbe:
         return accuracy
 
     def judge(self, variant: str) -> ProbeVerdict:
-        check = verdict(self.result.accuracy, variant, self.result.forget_topic, self.result.chance)
+        p_values = paired_p_values(self.questions, self.correct["codebook"], self.correct[variant])
+        check = verdict(
+            self.result.accuracy, variant, self.result.forget_topic, self.result.chance, p_values=p_values
+        )
         self.result.verdicts[variant] = check
         return check
 
@@ -208,7 +214,9 @@ class KnowledgeProbe:
             self.result.general_text.nll[name] = float(sums.sum() / max(counts.sum(), 1))
         if "probe" not in per_set:
             return {}
-        accuracy = accuracy_by_topic(self.questions, answers(self.questions, per_set["probe"][0]))
+        chosen = answers(self.questions, per_set["probe"][0])
+        self.correct[name] = correct_answers(self.questions, chosen)
+        accuracy = accuracy_by_topic(self.questions, chosen)
         self.result.accuracy[name] = accuracy
         log.info("probe %s: forgotten topic %.3f", name, accuracy[self.result.forget_topic])
         return accuracy
@@ -258,6 +266,16 @@ def probe_run(
             if name not in ("base", "codebook"):
                 knowledge.judge(name)
     return knowledge.result
+
+
+def _paired_note(check: ProbeVerdict) -> str:
+    """The paired test's p-values, so a reader can tell a real loss from the probe's noise."""
+    if check.forget_p_value is None or check.worst_retained_p_value is None:
+        return ""
+    return (
+        f"; paired exact test against the codebook model: forgotten topic p = {check.forget_p_value:.2g}, "
+        f"worst retained topic p = {check.worst_retained_p_value:.2g}"
+    )
 
 
 def _active_mask(path: Path) -> Mask | None:

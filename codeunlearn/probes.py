@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 import pyarrow as pa
@@ -152,11 +153,41 @@ def answers(questions: Sequence[Question], sums: np.ndarray) -> np.ndarray:
     return (conditional - unconditional).argmin(axis=1)  # NLL difference = -PMI
 
 
+def correct_answers(questions: Sequence[Question], chosen: np.ndarray) -> np.ndarray:
+    """(Q,) bool: whether each question's chosen option is its answer."""
+    return np.asarray(chosen) == np.array([question.answer for question in questions])
+
+
 def accuracy_by_topic(questions: Sequence[Question], chosen: np.ndarray) -> dict[str, float]:
-    correct: dict[str, list[int]] = defaultdict(list)
-    for question, pick in zip(questions, chosen, strict=True):
-        correct[question.topic].append(int(pick == question.answer))
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for question, hit in zip(questions, correct_answers(questions, chosen), strict=True):
+        correct[question.topic].append(bool(hit))
     return {topic: float(np.mean(hits)) for topic, hits in sorted(correct.items())}
+
+
+def mcnemar_p_value(before: np.ndarray, after: np.ndarray) -> float:
+    """Two-sided exact McNemar test on paired answers to the same questions: how likely a split at
+    least this lopsided between questions lost and questions gained would be if the edit only
+    reshuffled which questions a model gets right. Only the questions that changed count.
+
+    With 50 questions a topic, a 2-point loss is one question: the probe cannot tell that from noise,
+    and this says so.
+    """
+    before, after = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
+    lost, gained = int((before & ~after).sum()), int((~before & after).sum())
+    changed = lost + gained
+    if changed == 0:
+        return 1.0
+    tail = sum(comb(changed, i) for i in range(min(lost, gained) + 1))
+    return min(1.0, 2 * tail / 2**changed)
+
+
+def paired_p_values(questions: Sequence[Question], before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+    """`mcnemar_p_value` per topic between two variants' `correct_answers` on the same questions."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for index, question in enumerate(questions):
+        rows[question.topic].append(index)
+    return {topic: mcnemar_p_value(before[index], after[index]) for topic, index in sorted(rows.items())}
 
 
 @dataclass
@@ -171,6 +202,9 @@ class ProbeVerdict:
     worst_retained_topic: str
     worst_retained_loss: float  # accuracy points lost, 100 = all
     retained_within: bool  # every retained topic loses at most `max_loss_points`
+    # paired exact McNemar p-values against the codebook model (None without per-question answers)
+    forget_p_value: float | None = None
+    worst_retained_p_value: float | None = None
 
 
 def verdict(
@@ -179,7 +213,10 @@ def verdict(
     forget_topic: str,
     chance: float,
     max_loss_points: float = 2.0,
+    p_values: Mapping[str, float] | None = None,
 ) -> ProbeVerdict:
+    """`p_values` (topic -> `paired_p_values` of the variant against the codebook model), when given,
+    go into the verdict beside the accuracies; the pass/fail fields use the accuracies only."""
     codebook, edited = accuracy["codebook"], accuracy[variant]
     midpoint = (codebook[forget_topic] + chance) / 2
     losses = {t: 100 * (codebook[t] - edited[t]) for t in codebook if t != forget_topic}
@@ -193,6 +230,8 @@ def verdict(
         worst_retained_topic=worst,
         worst_retained_loss=losses[worst],
         retained_within=losses[worst] <= max_loss_points + 1e-9,
+        forget_p_value=p_values[forget_topic] if p_values else None,
+        worst_retained_p_value=p_values[worst] if p_values else None,
     )
 
 

@@ -8,9 +8,10 @@ Usage: python3 scripts/probe_sweep.py [CONFIG] [--policy next_best|zero] [--mine
 eligible count takes the codes most enriched on the forget set by raw ratio. --mine-on lemma counts
 codes only at the lemma of each record (the text before its first ':'), forget set against control
 set, and ranks by that enrichment: the codes that carry *which* food a record is about. --policy
-switches what a masked code's slot gets (the model is not retrained). Prints one line per S' and
-writes <run_dir>/eval/probe_sweep-<policy>[-gate<G>]-<mine_on>.json (G: the configured
-bottleneck.mask_gate of the zero policy, when past 1).
+switches what a masked code's slot gets (the model is not retrained). Prints one line per S' (with
+each topic's paired exact-test p-value against the first size, normally 0: is the change more than
+the probe's noise?) and writes both to <run_dir>/eval/probe_sweep-<policy>[-gate<G>]-<mine_on>.json
+(G: the configured bottleneck.mask_gate of the zero policy, when past 1).
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from codeunlearn.knowledge import KnowledgeProbe
 from codeunlearn.masks import mask_from_codes
 from codeunlearn.mining import count_codes
 from codeunlearn.pipeline import batch_texts, load_model
-from codeunlearn.probes import ProbeConfig, accuracy_by_topic, answers, question_set
+from codeunlearn.probes import (
+    ProbeConfig,
+    accuracy_by_topic,
+    answers,
+    correct_answers,
+    paired_p_values,
+    question_set,
+)
 from codeunlearn.selection import enrichment
 from codeunlearn.store import CodeStore
 from codeunlearn.topics import read_splits
@@ -43,10 +51,15 @@ def probe_evaluator(config, model, per_topic: int = 50) -> tuple[list, Evaluator
     return questions, Evaluator(model, [question_set(questions, model.tokenizer, probe)])
 
 
+def probe_answers(questions: list, evaluator: Evaluator, mask=None) -> np.ndarray:
+    """Each question's chosen option under `mask` (None: no mask)."""
+    sums, _ = evaluator.examples_codebook(mask)["probe"]
+    return answers(questions, sums)
+
+
 def probe_accuracy(questions: list, evaluator: Evaluator, mask=None) -> dict[str, float]:
     """Accuracy per topic of the evaluator's model under `mask` (None: no mask)."""
-    sums, _ = evaluator.examples_codebook(mask)["probe"]
-    return accuracy_by_topic(questions, answers(questions, sums))
+    return accuracy_by_topic(questions, probe_answers(questions, evaluator, mask))
 
 
 def ranked_on_glosses(config, run_dir: Path) -> tuple[list[int], list[int]]:
@@ -101,16 +114,21 @@ def main() -> None:
     else:
         ranked, by_ratio = ranked_on_glosses(config, run_dir)
     n_codes = model.bottleneck.n_codes
-    rows = {}
+    rows, p_values, first = {}, {}, None
     for size in (int(s) for s in args.sizes.split(",")):
         codes = ranked[:size] if size <= len(ranked) else by_ratio[:size]
         mask = mask_from_codes(n_codes, "sweep", codes) if size else None
-        rows[size] = probe_accuracy(questions, evaluator, mask)
+        chosen = probe_answers(questions, evaluator, mask)
+        rows[size] = accuracy_by_topic(questions, chosen)
+        correct = correct_answers(questions, chosen)
+        first = correct if first is None else first
+        p_values[size] = paired_p_values(questions, first, correct)
         print(size, {topic: round(100 * value, 1) for topic, value in rows[size].items()}, flush=True)
+        print("  paired p:", {topic: float(f"{p:.2g}") for topic, p in p_values[size].items()}, flush=True)
     gate = config.bottleneck.mask_gate
     suffix = f"-gate{gate}" if gate > 1 else ""
     out = run_dir / "eval" / f"probe_sweep-{args.policy}{suffix}-{args.mine_on}.json"
-    out.write_text(json.dumps(rows, indent=1))
+    out.write_text(json.dumps({"accuracy": rows, "paired_p_values": p_values}, indent=1))
 
 
 if __name__ == "__main__":

@@ -60,8 +60,12 @@ def test_probe_scores_base_codebook_and_masked_models_and_judges_the_mask(make_s
     assert verdict["halfway_to_chance"] == (
         verdict["edited_forget"] <= (verdict["codebook_forget"] + verdict["chance"]) / 2
     )
+    assert 0 < verdict["forget_p_value"] <= 1 and 0 < verdict["worst_retained_p_value"] <= 1
+    if verdict["edited_forget"] == verdict["codebook_forget"]:  # then as many answers gained as lost
+        assert verdict["forget_p_value"] == 1.0
     written = (setup.run_dir / "eval" / "probe.md").read_text()
     assert "forgotten topic: noun.food" in written and written in result.stdout
+    assert "paired exact test against the codebook model" in written
     _check_definitions(probe["definitions"], set(probe["questions"]))
     _check_general_text(probe["general_text"])
     assert "### Definition generation" in written and "### General text" in written

@@ -12,8 +12,11 @@ from codeunlearn.probes import (
     Question,
     accuracy_by_topic,
     answers,
+    correct_answers,
     distinct_glosses,
+    mcnemar_p_value,
     multiple_choice_questions,
+    paired_p_values,
     question_set,
     verdict,
 )
@@ -83,3 +86,41 @@ def test_verdict_halfway_to_chance_and_two_point_budget():
     assert ok.worst_retained_topic == "animal" and abs(ok.worst_retained_loss - 2.0) < 1e-9
     leaky = verdict(accuracy, "leaky", "food", chance=0.25)
     assert not leaky.halfway_to_chance and not leaky.retained_within
+
+
+def test_mcnemar_p_value_counts_only_the_questions_that_changed():
+    # 3 lost, 1 gained, 6 unchanged: two-sided exact binomial on 4 changes, 2 * P(X <= 1) = 2 * 5/16
+    before = np.array([1, 1, 1, 0, 1, 1, 0, 0, 1, 0], dtype=bool)
+    after = np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 0], dtype=bool)
+    assert mcnemar_p_value(before, after) == pytest.approx(10 / 16)
+    assert mcnemar_p_value(before, before) == 1.0  # nothing changed
+    assert mcnemar_p_value(np.ones(8, bool), np.zeros(8, bool)) == pytest.approx(2 / 2**8)
+    assert mcnemar_p_value([1, 0], [0, 1]) == 1.0  # capped: one lost, one gained
+
+
+def test_mcnemar_p_value_matches_scipy_binomtest():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        before, after = rng.random(60) < 0.6, rng.random(60) < 0.5
+        lost, gained = int((before & ~after).sum()), int((~before & after).sum())
+        expected = stats.binomtest(lost, lost + gained, 0.5).pvalue
+        assert mcnemar_p_value(before, after) == pytest.approx(expected, rel=1e-9)
+
+
+def test_paired_p_values_per_topic_and_in_the_verdict():
+    questions = [Question(t, f"{t}{i}", ("a", "b"), 0) for t in ("food", "plant") for i in range(8)]
+    codebook = correct_answers(questions, np.zeros(16, dtype=int))  # all right
+    # the edit gets every food question wrong and one plant question wrong
+    edited = correct_answers(questions, np.array([1] * 8 + [1] + [0] * 7))
+    assert codebook.all() and edited.sum() == 7
+    p_values = paired_p_values(questions, codebook, edited)
+    assert p_values == pytest.approx({"food": 2 / 2**8, "plant": 1.0})
+    accuracy = {
+        "codebook": accuracy_by_topic(questions, np.zeros(16, dtype=int)),
+        "masked": accuracy_by_topic(questions, np.array([1] * 8 + [1] + [0] * 7)),
+    }
+    check = verdict(accuracy, "masked", "food", chance=0.5, p_values=p_values)
+    assert check.worst_retained_topic == "plant" and check.worst_retained_loss == pytest.approx(12.5)
+    assert check.forget_p_value == pytest.approx(2 / 2**8) and check.worst_retained_p_value == 1.0
+    assert verdict(accuracy, "masked", "food", chance=0.5).forget_p_value is None
