@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from codeunlearn.config import load_config
 from codeunlearn.evaluation import Evaluator, normalized_drop
 from codeunlearn.masks import mask_from_codes
 from codeunlearn.pipeline import evaluation_sets, load_model
+from codeunlearn.surgery import CodebookModel
 
 
 def parse_grid(grid: str) -> list[tuple[int, list[int]]]:
@@ -37,44 +39,63 @@ def parse_grid(grid: str) -> list[tuple[int, list[int]]]:
     return cells
 
 
+@dataclass
+class GridRun:
+    """A trained run ready to score masks: the layers below the bottleneck are computed once."""
+
+    model: CodebookModel
+    evaluator: Evaluator
+    ranked: list[int]  # the run's codes in enrichment order
+    base: dict[str, float]  # the base model's held-out NLL
+    codebook: dict[str, float]  # the unmasked codebook model's
+
+    @classmethod
+    def load(cls, config, base_report: Path | None) -> GridRun:
+        """`base_report` None: the run's own eval/report.json."""
+        torch.set_num_threads(int(config.model.threads or 1))
+        run_dir = Path(config.run_dir)
+        ranked = json.loads((run_dir / "mining" / "selected.json").read_text())["ranked_eligible"]
+        base = json.loads((base_report or run_dir / "eval" / "report.json").read_text())["nll"]["base"]
+        model = load_model(config)
+        evaluator = Evaluator(model, evaluation_sets(config, model.tokenizer))
+        return cls(model, evaluator, ranked, base, evaluator.score_codebook(None))
+
+    def score(self, size: int) -> str:
+        """The first `size` ranked codes masked under the bottleneck's current policy: forget and
+        keyword-free drops, retain rise and the three retained topics that rise most, timed."""
+        started = time.perf_counter()
+        codes = self.ranked[:size]
+        masked = self.evaluator.score_codebook(mask_from_codes(self.model.bottleneck.n_codes, "grid", codes))
+        base, codebook = self.base, self.codebook
+        drop = normalized_drop(base["forget"], codebook["forget"], masked["forget"])
+        free = normalized_drop(
+            base["forget_keyword_free"], codebook["forget_keyword_free"], masked["forget_keyword_free"]
+        )
+        topics = [k for k in masked if k.startswith("retain:")]
+        rises = sorted(((masked[k] - codebook[k], k[len("retain:") :]) for k in topics), reverse=True)
+        worst = ", ".join(f"{topic} +{rise:.3f}" for rise, topic in rises[:3])
+        return (
+            f"S'={len(codes)}: forget drop {drop:.3f} keyword-free {free:.3f} "
+            f"retain +{masked['retain'] - codebook['retain']:.4f} | {worst} "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("config", nargs="?", default="configs/pursuit.yaml")
     parser.add_argument("--grid", required=True, help="GATE:S',S',...;GATE:... e.g. \"5:256,320;4:256\"")
     parser.add_argument("--base-report", type=Path, help="report.json with the base model's NLL")
     args, overrides = parser.parse_known_args()
-    config = load_config(Path(args.config), overrides)
-    torch.set_num_threads(int(config.model.threads or 1))
-    run_dir = Path(config.run_dir)
-    ranked = json.loads((run_dir / "mining" / "selected.json").read_text())["ranked_eligible"]
-    base_report = args.base_report or run_dir / "eval" / "report.json"
-    base = json.loads(base_report.read_text())["nll"]["base"]
-    model = load_model(config)
-    n_codes = model.bottleneck.n_codes
-    evaluator = Evaluator(model, evaluation_sets(config, model.tokenizer))
-    codebook = evaluator.score_codebook(None)
+    run = GridRun.load(load_config(Path(args.config), overrides), args.base_report)
     print(
-        f"{len(ranked)} codes eligible; codebook forget {codebook['forget']:.4f} "
-        f"retain {codebook['retain']:.4f}"
+        f"{len(run.ranked)} codes eligible; codebook forget {run.codebook['forget']:.4f} "
+        f"retain {run.codebook['retain']:.4f}"
     )
     for gate, sizes in parse_grid(args.grid):
-        model.bottleneck.set_mask_policy("zero", gate)
+        run.model.bottleneck.set_mask_policy("zero", gate)
         for size in sizes:
-            started = time.perf_counter()
-            masked = evaluator.score_codebook(mask_from_codes(n_codes, "grid", ranked[:size]))
-            drop = normalized_drop(base["forget"], codebook["forget"], masked["forget"])
-            free = normalized_drop(
-                base["forget_keyword_free"], codebook["forget_keyword_free"], masked["forget_keyword_free"]
-            )
-            topics = [k for k in masked if k.startswith("retain:")]
-            rises = sorted(((masked[k] - codebook[k], k[len("retain:") :]) for k in topics), reverse=True)
-            worst = ", ".join(f"{topic} +{rise:.3f}" for rise, topic in rises[:3])
-            print(
-                f"gate {gate} S'={min(size, len(ranked))}: forget drop {drop:.3f} keyword-free {free:.3f} "
-                f"retain +{masked['retain'] - codebook['retain']:.4f} | {worst} "
-                f"({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
+            print(f"gate {gate} {run.score(size)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,23 +13,19 @@ codes of the run's enrichment order.
 
 It replaces `CodebookBottleneck._dropped` for whole sequences only (the Evaluator's forward); cached
 decoding would need the count of gated tokens carried from step to step, which the library does not
-do yet. Prints one line per cell as scripts/gate_grid.py does.
+do yet. Prints one line per cell as scripts/gate_grid.py does (its GridRun scores each cell).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
 import torch
+from gate_grid import GridRun  # scripts/ is on sys.path when run as a script
 
 from codeunlearn import bottleneck as bn
 from codeunlearn.config import load_config
-from codeunlearn.evaluation import Evaluator, normalized_drop
-from codeunlearn.masks import mask_from_codes
-from codeunlearn.pipeline import evaluation_sets, load_model
 
 CONTEXT = {"low_gate": 0, "after": 1}  # set per spec; low_gate 0 leaves the plain gate
 
@@ -62,33 +58,12 @@ def main() -> None:
     parser.add_argument("--base-report", type=Path, help="report.json with the base model's NLL")
     args, overrides = parser.parse_known_args()
     bn.CodebookBottleneck._dropped = sequence_dropped
-    config = load_config(Path(args.config), overrides)
-    torch.set_num_threads(int(config.model.threads or 1))
-    run_dir = Path(config.run_dir)
-    ranked = json.loads((run_dir / "mining" / "selected.json").read_text())["ranked_eligible"]
-    base = json.loads((args.base_report or run_dir / "eval" / "report.json").read_text())["nll"]["base"]
-    model = load_model(config)
-    evaluator = Evaluator(model, evaluation_sets(config, model.tokenizer))
-    codebook = evaluator.score_codebook(None)
+    run = GridRun.load(load_config(Path(args.config), overrides), args.base_report)
     for gate, low_gate, after, sizes in parse_specs(args.specs):
-        model.bottleneck.set_mask_policy("zero", gate)
+        run.model.bottleneck.set_mask_policy("zero", gate)
         CONTEXT.update(low_gate=low_gate, after=after)
         for size in sizes:
-            started = time.perf_counter()
-            masked = evaluator.score_codebook(mask_from_codes(model.bottleneck.n_codes, "x", ranked[:size]))
-            drop = normalized_drop(base["forget"], codebook["forget"], masked["forget"])
-            free = normalized_drop(
-                base["forget_keyword_free"], codebook["forget_keyword_free"], masked["forget_keyword_free"]
-            )
-            topics = [k for k in masked if k.startswith("retain:")]
-            rises = sorted(((masked[k] - codebook[k], k[len("retain:") :]) for k in topics), reverse=True)
-            worst = ", ".join(f"{topic} +{rise:.3f}" for rise, topic in rises[:3])
-            print(
-                f"gate {gate}, then {low_gate} after {after} gated, S'={size}: forget drop {drop:.3f} "
-                f"keyword-free {free:.3f} retain +{masked['retain'] - codebook['retain']:.4f} | {worst} "
-                f"({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
+            print(f"gate {gate}, then {low_gate} after {after} gated, {run.score(size)}", flush=True)
 
 
 if __name__ == "__main__":
