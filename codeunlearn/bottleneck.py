@@ -115,6 +115,9 @@ class CodebookBottleneck(nn.Module):
         self._holding_groups = False
         self._units: torch.Tensor | None = None
         self._units_key: tuple[int, int] | None = None
+        # context gate: per sequence, the tokens gated at mask_gate so far, carried from a forward over
+        # whole sequences to the cached decoding steps that extend them (B,)
+        self._gated_so_far: torch.Tensor | None = None
 
     @property
     def n_codes(self) -> int:
@@ -169,10 +172,22 @@ class CodebookBottleneck(nn.Module):
     @torch.no_grad()
     def code_ids(self, h: torch.Tensor) -> torch.Tensor:
         """The code ids `forward` reports for encoded vectors h (N, e): masked ones are NO_CODE under
-        `zero`. For callers that only count codes (mining) and need no rebuilt vectors. (N, k) int64"""
+        `zero`. For callers that only count codes and need no rebuilt vectors. (N, k) int64
+
+        The N vectors are taken as unrelated tokens, so the context gate does not apply; for tokens of
+        whole sequences use `select` and then `without_dropped` on the (B, T, k) ids.
+        """
         ids = self.select(h)
         if self.config.mask_policy == "zero" and self._any_masked:
-            ids = ids.masked_fill(self._dropped(ids), NO_CODE)
+            ids = ids.masked_fill(self._dropped(ids)[0], NO_CODE)
+        return ids
+
+    @torch.no_grad()
+    def without_dropped(self, ids: torch.Tensor) -> torch.Tensor:
+        """Chosen ids (B, T, k) of whole sequences (position 0 first, NO_CODE at BOS and padding) with
+        the slots the zero policy empties set to NO_CODE, as `forward` reports them."""
+        if self.config.mask_policy == "zero" and self._any_masked:
+            ids = ids.masked_fill(self._dropped(ids)[0], NO_CODE)
         return ids
 
     def set_search(self, search: str, probes: int | None = None, groups: int | None = None) -> None:
@@ -192,17 +207,27 @@ class CodebookBottleneck(nn.Module):
         self.config = config
         self._groups = self._index = None
 
-    def set_mask_policy(self, policy: str, gate: int = 1) -> None:
+    def set_mask_policy(
+        self, policy: str, gate: int = 1, context_gate: int = 0, context_after: int = 1
+    ) -> None:
         """Switch what a masked code's slot gets (`next_best` code or `zero`, gated by `gate` masked
-        codes per token) on a built model. Training never sees a mask, so a model trained under one
-        policy serves under any.
+        codes per token, and by `context_gate` after `context_after` gated tokens of the same text) on
+        a built model. Training never sees a mask, so a model trained under one policy serves under any.
 
         Raises:
-            ConfigError: an unknown policy, or a gate outside [1, top_k] or with `next_best`.
+            ConfigError: an unknown policy, a gate outside [1, top_k] or with `next_best`, or a context
+                gate not below the gate.
         """
-        config = dataclasses.replace(self.config, mask_policy=policy, mask_gate=gate)
+        config = dataclasses.replace(
+            self.config,
+            mask_policy=policy,
+            mask_gate=gate,
+            mask_context_gate=context_gate,
+            mask_context_after=context_after,
+        )
         config.validate()
         self.config = config
+        self._gated_so_far = None
 
     @contextlib.contextmanager
     def holding_groups(self) -> Iterator[None]:
@@ -276,7 +301,8 @@ class CodebookBottleneck(nn.Module):
         past position 0, from a forward over whole sequences, whose first token is BOS.
         """
         batch, seq, _ = x.shape
-        start = 1 if self.config.skip_first_token and _starts_at_bos(seq, position_ids) else 0
+        at_bos = _starts_at_bos(seq, position_ids)
+        start = 1 if self.config.skip_first_token and at_bos else 0
         body = x[:, start:]  # (B, T', d)
         h = self.encode(body)
         ids = self.select(h.reshape(-1, self.code_dim)).view(batch, seq - start, -1)  # (B, T', k)
@@ -285,7 +311,9 @@ class CodebookBottleneck(nn.Module):
         chosen = self.codes[ids]  # (B, T', k, e)
         kept = None
         if self.config.mask_policy == "zero" and self._any_masked:
-            kept = ~self._dropped(ids)  # (B, T', k)
+            dropped, gated_so_far = self._dropped(ids, None if at_bos else self._gated_so_far)
+            self._gated_so_far = gated_so_far
+            kept = ~dropped  # (B, T', k)
             ids = ids.masked_fill(~kept, NO_CODE)
         rebuilt = self._rebuild(chosen, h, kept)  # (B, T', d)
         if self.config.rescale == "input_norm":
@@ -309,13 +337,37 @@ class CodebookBottleneck(nn.Module):
         z = COMBINATIONS[self.config.combine](chosen, h, kept)  # (..., e)
         return self.decoder(z) if self.config.use_sae else z
 
-    def _dropped(self, ids: torch.Tensor) -> torch.Tensor:
-        """Which chosen slots (..., k) the zero policy empties: the masked codes of every token that
-        chose at least `mask_gate` masked codes."""
-        masked = self.mask[ids]
-        if self.config.mask_gate > 1:
-            masked = masked & (masked.sum(dim=-1, keepdim=True) >= self.config.mask_gate)
-        return masked
+    def _dropped(
+        self, ids: torch.Tensor, gated_before: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Which chosen slots the zero policy empties, from ids (N, k) of unrelated tokens or (B, T, k)
+        of sequences (NO_CODE slots never): the masked codes of every token that chose at least
+        `mask_gate` masked codes, and, with the context gate, of every token that chose at least
+        `mask_context_gate` and follows `mask_context_after` tokens of its sequence gated at mask_gate.
+
+        Args:
+            ids: chosen code ids.
+            gated_before: (B,) tokens gated at mask_gate before this chunk of each sequence (a cached
+                decoding step), or None for sequences that start here.
+        Returns:
+            The dropped slots, like ids, and for sequences under the context gate the count (B,) of
+            tokens gated at mask_gate through the last one, else None.
+        """
+        config = self.config
+        masked = self.mask[ids.clamp_min(0)] & (ids != NO_CODE)
+        if config.mask_gate == 1:
+            return masked, None
+        hits = masked.sum(dim=-1)  # (..., T) masked codes each token chose
+        gated = hits >= config.mask_gate
+        if not config.mask_context_gate or ids.dim() != 3:
+            return masked & gated.unsqueeze(-1), None
+        count = gated.long()  # (B, T)
+        carried = count.new_zeros(ids.shape[0])
+        if gated_before is not None and gated_before.shape == carried.shape:
+            carried = gated_before
+        before = count.cumsum(dim=1) - count + carried.unsqueeze(1)  # gated tokens earlier in the text
+        in_context = (before >= config.mask_context_after) & (hits >= config.mask_context_gate)
+        return masked & (gated | in_context).unsqueeze(-1), carried + count.sum(dim=1)
 
     @torch.no_grad()
     def reset_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
@@ -345,6 +397,7 @@ class CodebookBottleneck(nn.Module):
             )
         self.mask.copy_(mask)
         self._any_masked = bool(mask.any())
+        self._gated_so_far = None
 
 
 def _chunked_topk(

@@ -76,6 +76,8 @@ def build(
                 # the same codes forget differently under another policy or gate
                 "policy": config.bottleneck.mask_policy,
                 "gate": config.bottleneck.mask_gate,
+                "context_gate": config.bottleneck.mask_context_gate,
+                "context_after": config.bottleneck.mask_context_after,
             },
             "data": _data_block(run_dir / "data" / "topic"),
             "evaluation": {

@@ -168,6 +168,12 @@ class BottleneckConfig:
     # codes are masked, so a token of a neighbouring topic that shares one or two codes with the
     # forgotten topic keeps them; 1 drops every masked code wherever it is chosen
     mask_gate: int = 1
+    # zero policy with mask_gate > 1 only: a lower gate for tokens that follow `mask_context_after`
+    # tokens of the same text gated at mask_gate; once a text has shown itself to be about the topic,
+    # its weaker topic tokens go too, while a neighbour's text that brushes the topic at a token or
+    # two keeps them. 0 turns it off. Sequences must start at position 0 (no left padding).
+    mask_context_gate: int = 0
+    mask_context_after: int = 1
     skip_first_token: bool = True  # position 0 is always BOS and carries no content
     chunk_tokens: int = 4096  # tokens per similarity chunk; bounds memory at chunk_tokens x n_codes
     chunk_codes: int = 0  # codes per similarity chunk, partial top-k merged; 0 compares all codes at once
@@ -191,6 +197,17 @@ class BottleneckConfig:
             raise ConfigError(
                 f"bottleneck.mask_gate={self.mask_gate} gates the zero policy, but bottleneck.mask_policy="
                 f"{self.mask_policy!r}: set bottleneck.mask_policy=zero, or bottleneck.mask_gate=1"
+            )
+        if self.mask_context_gate and not 1 <= self.mask_context_gate < self.mask_gate:
+            raise ConfigError(
+                f"bottleneck.mask_context_gate={self.mask_context_gate} with bottleneck.mask_gate="
+                f"{self.mask_gate}: the context gate is a lower count than mask_gate, between 1 and "
+                f"{self.mask_gate - 1} (needs mask_gate 2 or more and mask_policy=zero), or 0 for none"
+            )
+        if self.mask_context_after < 1:
+            raise ConfigError(
+                f"bottleneck.mask_context_after={self.mask_context_after}: use 1 or more (gated tokens "
+                "that must come earlier in the text before the context gate applies)"
             )
 
     def validate(self, n_layers: int | None = None) -> None:

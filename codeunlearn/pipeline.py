@@ -229,7 +229,9 @@ def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> Co
     """Apply the configured code search and mask policy, which training does not fix, to a model."""
     wanted = config.bottleneck
     codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
-    codebook_model.bottleneck.set_mask_policy(wanted.mask_policy, wanted.mask_gate)
+    codebook_model.bottleneck.set_mask_policy(
+        wanted.mask_policy, wanted.mask_gate, wanted.mask_context_gate, wanted.mask_context_after
+    )
     return codebook_model
 
 
@@ -536,7 +538,14 @@ def trained_model_matches(config: RunConfig) -> bool:
 # decoding and scoring. And settings added after models were first saved, compared only when set
 # away from the value they had before they existed.
 _TRAINING_NEUTRAL = {
-    "bottleneck": ("chunk_tokens", "chunk_codes", "mask_policy", "mask_gate"),
+    "bottleneck": (
+        "chunk_tokens",
+        "chunk_codes",
+        "mask_policy",
+        "mask_gate",
+        "mask_context_gate",
+        "mask_context_after",
+    ),
     "train": ("compile",),
     "translation": ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms"),
 }

@@ -227,7 +227,12 @@ class Tracker:
         """How a mask is applied (the configured policy and gate): a masked version is served, and was
         evaluated, under these, which the codebook version's own saved settings need not match."""
         bottleneck = self.config.bottleneck
-        return {"mask_policy": bottleneck.mask_policy, "mask_gate": bottleneck.mask_gate}
+        return {
+            "mask_policy": bottleneck.mask_policy,
+            "mask_gate": bottleneck.mask_gate,
+            "mask_context_gate": bottleneck.mask_context_gate,
+            "mask_context_after": bottleneck.mask_context_after,
+        }
 
     def find_mask_version(self, digest: str, request_key: str) -> str | None:
         return self._find(self.masked_name, {"mask_digest": digest, "request_key": request_key})
@@ -331,7 +336,10 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
         serving = context.model_config or {}
         if "mask_policy" in serving:  # absent from versions registered before it was recorded
             self.codebook_model.bottleneck.set_mask_policy(
-                serving["mask_policy"], int(serving.get("mask_gate", 1))
+                serving["mask_policy"],
+                int(serving.get("mask_gate", 1)),
+                int(serving.get("mask_context_gate", 0)),
+                int(serving.get("mask_context_after", 1)),
             )
         self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None
         apply_mask(self.codebook_model, self.mask)

@@ -5,10 +5,12 @@ Usage: python3 scripts/gate_grid.py [CONFIG] --grid "5:256,320,384;4:256" [--bas
 run directory holding a trained model, with --base-report naming a report.json of the same held-out
 splits for the base model's NLL).
 
-Each grid entry is GATE:S',S',...; the codes are the first S' of the run's enrichment order
-(mining/selected.json's ranked_eligible). The layers below the bottleneck run once; each cell is one
-scoring of the held-out forget and retain splits under `bottleneck.mask_gate=GATE` with the zero
-policy, as `codeunlearn run -c CONFIG bottleneck.mask_gate=GATE mining.n_select=S'` would score it.
+Each grid entry is GATE[,CONTEXT_GATE[,AFTER]]:S',S',...; the codes are the first S' of the run's
+enrichment order (mining/selected.json's ranked_eligible). The layers below the bottleneck run once;
+each cell is one scoring of the held-out forget and retain splits under the zero policy with
+`bottleneck.mask_gate=GATE` (and `mask_context_gate=CONTEXT_GATE`, `mask_context_after=AFTER`,
+default 0 and 1), as `codeunlearn run -c CONFIG bottleneck.mask_gate=GATE ... mining.n_select=S'`
+would score it.
 Prints one line per cell: forget drop (1 = base model), keyword-free drop, retain Δ in nats over the
 codebook model, and the three retained topics that rise most.
 """
@@ -30,12 +32,14 @@ from codeunlearn.pipeline import evaluation_sets, load_model
 from codeunlearn.surgery import CodebookModel
 
 
-def parse_grid(grid: str) -> list[tuple[int, list[int]]]:
-    """ "5:256,320;4:256" -> [(5, [256, 320]), (4, [256])]"""
+def parse_grid(grid: str) -> list[tuple[tuple[int, int, int], list[int]]]:
+    """ "5:256,320;6,3:288" -> [((5, 0, 1), [256, 320]), ((6, 3, 1), [288])]"""
     cells = []
     for entry in grid.split(";"):
-        gate, sizes = entry.split(":")
-        cells.append((int(gate), [int(size) for size in sizes.split(",")]))
+        gates, sizes = entry.split(":")
+        given = [int(value) for value in gates.split(",")]
+        gate, context_gate, after = (given + [0, 1][len(given) - 1 :])[:3]
+        cells.append(((gate, context_gate, after), [int(size) for size in sizes.split(",")]))
     return cells
 
 
@@ -84,7 +88,9 @@ class GridRun:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("config", nargs="?", default="configs/pursuit.yaml")
-    parser.add_argument("--grid", required=True, help="GATE:S',S',...;GATE:... e.g. \"5:256,320;4:256\"")
+    parser.add_argument(
+        "--grid", required=True, help="GATE[,CONTEXT_GATE[,AFTER]]:S',S',...;... e.g. \"5:256,320;6,3:288\""
+    )
     parser.add_argument("--base-report", type=Path, help="report.json with the base model's NLL")
     args, overrides = parser.parse_known_args()
     run = GridRun.load(load_config(Path(args.config), overrides), args.base_report)
@@ -92,10 +98,11 @@ def main() -> None:
         f"{len(run.ranked)} codes eligible; codebook forget {run.codebook['forget']:.4f} "
         f"retain {run.codebook['retain']:.4f}"
     )
-    for gate, sizes in parse_grid(args.grid):
-        run.model.bottleneck.set_mask_policy("zero", gate)
+    for (gate, context_gate, after), sizes in parse_grid(args.grid):
+        run.model.bottleneck.set_mask_policy("zero", gate, context_gate, after)
+        label = f"gate {gate}" + (f", then {context_gate} after {after} gated" if context_gate else "")
         for size in sizes:
-            print(f"gate {gate} {run.score(size)}", flush=True)
+            print(f"{label} {run.score(size)}", flush=True)
 
 
 if __name__ == "__main__":

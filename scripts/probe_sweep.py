@@ -10,8 +10,9 @@ codes only at the lemma of each record (the text before its first ':'), forget s
 set, and ranks by that enrichment: the codes that carry *which* food a record is about. --policy
 switches what a masked code's slot gets (the model is not retrained). Prints one line per S' (with
 each topic's paired exact-test p-value against the first size, normally 0: is the change more than
-the probe's noise?) and writes both to <run_dir>/eval/probe_sweep-<policy>[-gate<G>]-<mine_on>.json
-(G: the configured bottleneck.mask_gate of the zero policy, when past 1).
+the probe's noise?) and writes both to
+<run_dir>/eval/probe_sweep-<policy>[-gate<G>][-then<G_lo>]-<mine_on>.json (G: the configured
+bottleneck.mask_gate of the zero policy, when past 1; G_lo: its mask_context_gate, when set).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     policy = [f"bottleneck.mask_policy={args.policy}"]
     if args.policy == "next_best":  # a gate (configs/pursuit.yaml) gates only the zero policy
-        policy.append("bottleneck.mask_gate=1")
+        policy += ["bottleneck.mask_gate=1", "bottleneck.mask_context_gate=0"]
     config = load_config(args.config, [*overrides, *policy])
     run_dir = Path(config.run_dir)
     model = load_model(config)
@@ -125,8 +126,9 @@ def main() -> None:
         p_values[size] = paired_p_values(questions, first, correct)
         print(size, {topic: round(100 * value, 1) for topic, value in rows[size].items()}, flush=True)
         print("  paired p:", {topic: float(f"{p:.2g}") for topic, p in p_values[size].items()}, flush=True)
-    gate = config.bottleneck.mask_gate
+    gate, context_gate = config.bottleneck.mask_gate, config.bottleneck.mask_context_gate
     suffix = f"-gate{gate}" if gate > 1 else ""
+    suffix += f"-then{context_gate}" if context_gate else ""
     out = run_dir / "eval" / f"probe_sweep-{args.policy}{suffix}-{args.mine_on}.json"
     out.write_text(json.dumps({"accuracy": rows, "paired_p_values": p_values}, indent=1))
 

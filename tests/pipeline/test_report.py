@@ -51,6 +51,7 @@ def test_certificate_hashes_match_the_registered_model_mask_data_and_report(make
     assert certificate["mask"]["code_ids"] == list(registered_mask.code_ids)
     serving = (setup.config.bottleneck.mask_policy, setup.config.bottleneck.mask_gate)
     assert (certificate["mask"]["policy"], certificate["mask"]["gate"]) == serving == ("next_best", 1)
+    assert (certificate["mask"]["context_gate"], certificate["mask"]["context_after"]) == (0, 1)
     assert (masked.tags["mask_policy"], masked.tags["mask_gate"]) == ("next_best", "1")
     # The data: every split's texts hash to the certified value.
     for split, entry in certificate["data"].items():

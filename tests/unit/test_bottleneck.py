@@ -285,3 +285,78 @@ def test_pursuit_never_selects_a_masked_code_and_refuses_other_searches():
     assert not torch.isin(after, popular).any() and (after[:, 1:] != NO_CODE).all()
     with pytest.raises(ConfigError, match="combine='pursuit'"):
         make(combine="pursuit", search="grouped")
+
+
+def context_gated(gate: int = 3, context_gate: int = 1, after: int = 1, **overrides) -> CodebookBottleneck:
+    return make(
+        n_codes=32,
+        top_k=4,
+        mask_policy="zero",
+        mask_gate=gate,
+        mask_context_gate=context_gate,
+        mask_context_after=after,
+        **overrides,
+    )
+
+
+# Two sequences of 6 tokens, 4 codes each; codes 0, 1, 2 masked. Row 0 opens with BOS, row 1 ends in
+# padding (NO_CODE slots, never masked, never counted). Masked codes per token:
+# row 0: -, 1, 3, 1, 0, 2    row 1: 2, 0, 3, 3, 1, -
+N = NO_CODE
+CONTEXT_IDS = torch.tensor(
+    [
+        [[N, N, N, N], [0, 9, 10, 11], [0, 1, 2, 12], [1, 13, 14, 15], [20, 21, 22, 23], [2, 0, 30, 31]],
+        [[0, 1, 30, 31], [5, 6, 7, 8], [0, 1, 2, 9], [2, 1, 0, 3], [2, 10, 11, 12], [N, N, N, N]],
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("context_gate", "after", "dropped_tokens"),
+    [
+        (0, 1, {(0, 2), (1, 2), (1, 3)}),  # the plain gate of 3
+        (1, 1, {(0, 2), (0, 3), (0, 5), (1, 2), (1, 3), (1, 4)}),  # 1 or more after one gated token
+        (2, 1, {(0, 2), (0, 5), (1, 2), (1, 3)}),  # 2 or more after one gated token
+        (1, 2, {(0, 2), (1, 2), (1, 3), (1, 4)}),  # 1 or more after two gated tokens
+    ],
+)
+def test_context_gate_drops_the_masked_codes_of_a_hand_count(context_gate, after, dropped_tokens):
+    bottleneck = context_gated(context_gate=context_gate, after=after)
+    bottleneck.set_masked(torch.tensor([0, 1, 2]))
+    ids = bottleneck.without_dropped(CONTEXT_IDS)
+    masked = torch.isin(CONTEXT_IDS, torch.tensor([0, 1, 2]))
+    for row, token in ((r, t) for r in range(2) for t in range(6)):
+        expected = CONTEXT_IDS[row, token].masked_fill(masked[row, token], N)
+        wanted = expected if (row, token) in dropped_tokens else CONTEXT_IDS[row, token]
+        assert torch.equal(ids[row, token], wanted), (row, token)
+    # Unrelated tokens (N, k) have no earlier tokens: only the plain gate applies.
+    flat = CONTEXT_IDS.view(-1, 4)
+    gated_rows = torch.tensor([2, 8, 9])  # tokens (0, 2), (1, 2), (1, 3)
+    expected = flat.clone()
+    expected[gated_rows] = flat[gated_rows].masked_fill(masked.view(-1, 4)[gated_rows], N)
+    assert torch.equal(bottleneck.without_dropped(flat), expected)
+
+
+def test_context_gate_carries_the_gated_count_across_cached_decoding_steps():
+    bottleneck = context_gated(combine="pursuit")
+    x = torch.randn(2, 14, 16)
+    unmasked = bottleneck(x).codes
+    masked = unmasked[:, 1:].flatten().bincount(minlength=32).topk(12).indices
+    bottleneck.set_masked(masked)
+    plain = context_gated(context_gate=0, combine="pursuit")
+    plain.set_masked(masked)
+    full = bottleneck(x)
+
+    prefix = 5
+    steps = [bottleneck(x[:, :prefix], torch.arange(prefix).expand(2, -1))]
+    for position in range(prefix, x.shape[1]):
+        steps.append(bottleneck(x[:, position : position + 1], torch.full((2, 1), position)))
+    assert torch.equal(torch.cat([step.codes for step in steps], dim=1), full.codes)
+    torch.testing.assert_close(torch.cat([step.hidden for step in steps], dim=1), full.hidden)
+    # The count mattered: without the context gate some later token keeps its masked codes.
+    assert not torch.equal(plain(x).codes[:, prefix:], full.codes[:, prefix:])
+    # A forward over a new sequence starts its count afresh.
+    other = torch.randn(2, 6, 16)
+    fresh = context_gated(combine="pursuit")
+    fresh.set_masked(masked)
+    assert torch.equal(bottleneck(other).codes, fresh(other).codes)

@@ -95,6 +95,8 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
     assert same_training(current, zero)  # training never sees a mask; the policy is applied at load
     gated = replace(config.bottleneck, mask_policy="zero", mask_gate=2)
     assert same_training(current, training_stamp(replace(config, bottleneck=gated)))
+    in_context = replace(gated, mask_context_gate=1, mask_context_after=2)
+    assert same_training(current, training_stamp(replace(config, bottleneck=in_context)))
 
 
 @pytest.mark.parametrize(
@@ -103,6 +105,10 @@ def test_a_model_trained_before_speed_settings_existed_still_matches():
         ({"mask_policy": "zero", "mask_gate": 0}, "mask_gate=0: use a count between 1"),
         ({"mask_policy": "zero", "mask_gate": 9}, "and top_k=8"),
         ({"mask_gate": 2}, "set bottleneck.mask_policy=zero, or bottleneck.mask_gate=1"),
+        ({"mask_policy": "zero", "mask_context_gate": 1}, "mask_context_gate=1 with bottleneck.mask_gate=1"),
+        ({"mask_policy": "zero", "mask_gate": 3, "mask_context_gate": 3}, "between 1 and 2"),
+        ({"mask_policy": "zero", "mask_gate": 3, "mask_context_gate": -1}, "or 0 for none"),
+        ({"mask_context_after": 0}, "mask_context_after=0: use 1 or more"),
     ],
 )
 def test_mask_gate_is_a_count_of_codes_under_the_zero_policy(settings, message):
@@ -164,6 +170,8 @@ def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
     configs = Path(__file__).parents[2] / "configs"
     default, pursuit = (flatten_config(load_config(configs / f"{n}.yaml")) for n in ("default", "pursuit"))
     changed = {key for key in default if default[key] != pursuit[key]}
-    pursuit_settings = {"bottleneck." + key for key in ("top_k", "combine", "mask_policy", "mask_gate")}
+    pursuit_settings = {
+        "bottleneck." + key for key in ("top_k", "combine", "mask_policy", "mask_gate", "mask_context_gate")
+    }
     gated_selection = {"mining.n_select", "mining.min_enrichment", "mining.max_p_value"}
     assert changed == {"run_dir", "eval.run_reference", *pursuit_settings, *gated_selection}

@@ -14,6 +14,7 @@ from codeunlearn.surgery import (
     forward_to_site,
     insert_bottleneck,
     load_codebook_model,
+    recording,
     save_codebook_model,
 )
 
@@ -105,3 +106,25 @@ def test_cached_generation_applies_the_bottleneck_to_every_new_token(kind, token
     assert torch.equal(cached, uncached)
     # Greedy decoding picked the argmax of the full (bottlenecked) forward at every new position.
     assert torch.equal(full[0, 3:-1].argmax(-1), cached[0, 4:])
+
+
+def test_cached_generation_carries_the_context_gate_from_step_to_step(tokenizer):
+    """Under the context gate a token's dropped codes depend on the earlier tokens of its text: each
+    decoding step must see the gated tokens of the prompt and of the steps before it."""
+    config = BottleneckConfig(
+        layer=0, n_codes=32, top_k=4, mask_policy="zero", mask_gate=3, mask_context_gate=1
+    )
+    codebook_model = insert_bottleneck(make_tiny("llama", len(tokenizer)), tokenizer, config, "t")
+    apply_mask(codebook_model, mask_from_codes(32, "m", list(range(0, 32, 2))))
+    prompt = torch.tensor([[1, 40, 41, 42]])
+    with torch.no_grad(), recording(codebook_model) as steps:
+        generated = codebook_model.model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=2)
+    with torch.no_grad(), recording(codebook_model) as whole:
+        codebook_model.model(input_ids=generated[:, :-1])
+    cached = torch.cat([step.codes for step in steps], dim=1)
+    assert cached.shape == whole[0].codes.shape
+    assert torch.equal(cached, whole[0].codes)
+    codebook_model.bottleneck.set_mask_policy("zero", 3)  # the same model without the context gate
+    with torch.no_grad(), recording(codebook_model) as plain:
+        codebook_model.model(input_ids=generated[:, :-1])
+    assert not torch.equal(plain[0].codes[:, 4:], cached[:, 4:])  # the carried count changed decoding
