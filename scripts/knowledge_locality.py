@@ -1,0 +1,347 @@
+"""Where the forgotten topic's lemma-to-gloss knowledge sits on the multiple-choice probe, and how
+well the topic can be told apart at the bottleneck (issue 4, point 6).
+
+Usage: python3 scripts/knowledge_locality.py [CONFIG] [--per-topic 100] [--size 320] [overrides...]
+(default configs/pursuit.yaml; needs `codeunlearn run` on that config first).
+
+The questions are scripts/probe_sweep.py's (the forgotten topic and five neighbours); a question's
+prompt is "<lemma>:", its options are glosses. Each row below changes only which code slots the
+zero policy empties; the codes chosen are the unmasked model's, as under the zero policy.
+
+1. Oracles on the forgotten topic's questions alone (the neighbours are untouched by construction):
+   - `prompt zeroed`: every code slot at the prompt's tokens emptied, so the layers above the
+     bottleneck cannot read the lemma there: is the knowledge read from the lemma's positions?
+   - `mask on prompt`: only the mask's codes (the top --size mined codes) emptied there.
+   - `mask on answer`: the mask's codes emptied at every gloss token (a gate of 1 on the answer).
+2. Detectors of the topic at the lemma, tested on the probe's held-out lemmas: the share of each
+   neighbour's lemmas flagged at the threshold that flags 40/50/60% of the forgotten topic's.
+   - `code weights`: each code's log enrichment at lemma positions (forget against control and
+     retain training splits), summed over a token's chosen codes, max over the lemma's tokens: the
+     kind of evidence a code mask has;
+   - `residual probe`: a logistic regression on the bottleneck's input averaged over the lemma's
+     tokens (the lemma alone after BOS), fitted on every training lemma of the topic against
+     20,000 of other topics (the corpus's training split, not the probe's held-out synsets).
+3. Prompt-conditioned masking: the questions whose lemma the residual probe flags get `prompt
+   zeroed` and `mask on answer`; nothing else is masked. The thresholds flag 45, 40 and 35% of the
+   topic's training lemmas in 5-fold cross-validation; the unconditional (":") prompts are scored
+   by the same probe.
+
+Prints the tables and writes <run_dir>/eval/knowledge_locality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from probe_sweep import probe_evaluator, ranked_on_glosses
+
+from codeunlearn.batching import bos_id
+from codeunlearn.bottleneck import NO_CODE
+from codeunlearn.config import load_config
+from codeunlearn.evaluation import _per_example
+from codeunlearn.masks import apply_mask, mask_from_codes
+from codeunlearn.mining import count_codes
+from codeunlearn.pipeline import batch_texts, load_model, read_table, setup
+from codeunlearn.probes import accuracy_by_topic, answers
+from codeunlearn.surgery import bypassed, forward_from_site, forward_to_site
+from codeunlearn.topics import read_splits
+
+RECALLS = (0.4, 0.5, 0.6)
+TRAINING_RECALLS = (0.45, 0.4, 0.35, 0.3)  # the prompt-conditioned rows: thresholds set on training lemmas
+NEGATIVES = 20_000  # training lemmas of other topics the residual probe is fitted against
+
+# (ids, masked, prompt_at, on_topic) -> emptied slots, all (B, T', k) but the last (B,):
+# `prompt_at` (B, T') marks the prompt's tokens ("<lemma>:"), `on_topic` the rows the rule acts on
+DropRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def prompt_zeroed(ids, masked, prompt_at, on_topic):
+    return (ids != NO_CODE) & (on_topic[:, None] & prompt_at).unsqueeze(-1)
+
+
+def mask_on_prompt(ids, masked, prompt_at, on_topic):
+    return masked & (on_topic[:, None] & prompt_at).unsqueeze(-1)
+
+
+def mask_on_answer(ids, masked, prompt_at, on_topic):
+    return masked & (on_topic[:, None] & ~prompt_at).unsqueeze(-1)
+
+
+def zeroed_and_masked(ids, masked, prompt_at, on_topic):
+    return prompt_zeroed(ids, masked, prompt_at, on_topic) | mask_on_answer(ids, masked, prompt_at, on_topic)
+
+
+class ProbeLab:
+    """The probe's sequences with the bottleneck's input and code choices computed once, scored under
+    any drop rule in one pass over the layers above."""
+
+    def __init__(self, config, model, per_topic: int) -> None:
+        self.config, self.model = config, model
+        self.questions, self.evaluator = probe_evaluator(config, model, per_topic)
+        self.eval_set = self.evaluator.eval_sets[0]
+        self.n_conditional = 4 * len(self.questions)
+        bottleneck = model.bottleneck
+        hidden = self.evaluator.hidden[self.eval_set.name]
+        self.ids = [bottleneck.select(h[:, 1:].reshape(-1, h.shape[-1])).view(h.shape[0], h.shape[1] - 1, -1)
+                    for h in hidden]  # fmt: skip
+        self.accuracy: dict[str, dict[str, float]] = {}
+
+    def question_of(self, row: int) -> int | None:
+        """The question a sequence asks with its lemma (None: an unconditional ':' sequence)."""
+        return row // len(self.questions[0].options) if row < self.n_conditional else None
+
+    @torch.no_grad()
+    def score(self, name: str, codes: list[int], rule: DropRule | None, on_topic_row: np.ndarray) -> None:
+        """Accuracy per topic with `codes` masked and `rule` deciding the emptied slots of the rows
+        flagged in `on_topic_row` (None: the unmasked model)."""
+        model, bottleneck = self.model, self.model.bottleneck
+        current: dict[str, torch.Tensor] = {}
+
+        def logits_of(index, batch):
+            rows = batch.rows.numpy()
+            body = torch.arange(self.ids[index].shape[1])[None, :]  # body position j is token j + 1
+            current["ids"] = self.ids[index]
+            current["prompt_at"] = body < torch.as_tensor(self.eval_set.score_from[rows] - 1)[:, None]
+            current["on_topic"] = torch.as_tensor(on_topic_row[rows])
+            out = bottleneck(self.evaluator.hidden[self.eval_set.name][index]).hidden
+            return forward_from_site(model, out, batch.attention_mask)
+
+        def dropped(ids, gated_before=None):
+            masked = bottleneck.mask[ids.clamp_min(0)] & (ids != NO_CODE)
+            return rule(ids, masked, current["prompt_at"], current["on_topic"]), None
+
+        apply_mask(model, mask_from_codes(bottleneck.n_codes, name, codes) if codes else None)
+        try:
+            chosen = lambda h: current["ids"].reshape(-1, current["ids"].shape[-1])  # noqa: E731
+            with replaced(bottleneck, "select", chosen), replaced(bottleneck, "_dropped", dropped):
+                sums, _ = _per_example(self.eval_set, logits_of)
+        finally:
+            apply_mask(model, None)
+        self.accuracy[name] = accuracy_by_topic(self.questions, answers(self.questions, sums))
+        print(f"{name:40s}", _row(self.accuracy[name], self.accuracy.get("unmasked")), flush=True)
+
+    def rows_where(self, question_flag: np.ndarray, unconditional: bool) -> np.ndarray:
+        """A flag per sequence: its question's flag, or `unconditional` for the ':' sequences."""
+        questions = [self.question_of(row) for row in range(len(self.eval_set.groups))]
+        return np.array([unconditional if q is None else bool(question_flag[q]) for q in questions])
+
+
+@contextlib.contextmanager
+def replaced(obj, attribute: str, value) -> Iterator[None]:
+    setattr(obj, attribute, value)
+    try:
+        yield
+    finally:
+        delattr(obj, attribute)  # back to the class's method
+
+
+def _row(accuracy: dict[str, float], before: dict[str, float] | None) -> str:
+    cells = []
+    for topic, value in accuracy.items():
+        change = f" ({100 * (value - before[topic]):+.0f})" if before else ""
+        cells.append(f"{topic.split('.')[-1]} {100 * value:.1f}{change}")
+    return ", ".join(cells)
+
+
+def lemma_residuals(model, lemmas: list[str], batch_size: int = 64) -> np.ndarray:
+    """The bottleneck's input averaged over each lemma's tokens, the lemma alone after BOS (N, d)."""
+    tokenizer, out = model.tokenizer, []
+    with torch.no_grad(), bypassed(model):
+        for start in range(0, len(lemmas), batch_size):
+            sequences = [
+                [bos_id(tokenizer), *tokenizer(lemma, add_special_tokens=False)["input_ids"]]
+                for lemma in lemmas[start : start + batch_size]
+            ]
+            width = max(map(len, sequences))
+            ids = torch.full((len(sequences), width), tokenizer.pad_token_id)
+            attention = torch.zeros_like(ids)
+            for row, sequence in enumerate(sequences):
+                ids[row, : len(sequence)], attention[row, : len(sequence)] = torch.tensor(sequence), 1
+            hidden = forward_to_site(model, ids.to(model.device), attention.to(model.device))[0]
+            out += [hidden[row, 1 : len(s)].mean(0).float().cpu() for row, s in enumerate(sequences)]
+    return torch.stack(out).numpy()
+
+
+def training_texts(config) -> dict[str, list[str]]:
+    """The texts of the forget, control and retain training splits."""
+    splits = read_splits(Path(config.run_dir) / "data" / "topic")
+    texts = {
+        name: getattr(splits, f"{name}_train")["text"].to_pylist() for name in ("forget", "control", "retain")
+    }
+    return texts
+
+
+def code_weights(config, model, texts: dict[str, list[str]]) -> torch.Tensor:
+    """Each code's log enrichment at lemma positions, forget against control and retain (C,)."""
+    counts = {}
+    for name, rows in texts.items():
+        spans = [[(0, text.index(":"))] if ":" in text else [] for text in rows]
+        batches = batch_texts(rows, model.tokenizer, config, config.mining.batch_size, spans)
+        counts[name] = count_codes(model, batches, desc=f"lemma codes {name}")
+    forget = counts["forget"].token_counts.astype(float)
+    other = counts["control"].token_counts.astype(float) + counts["retain"].token_counts.astype(float)
+    n_forget = counts["forget"].n_tokens
+    n_other = counts["control"].n_tokens + counts["retain"].n_tokens
+    return torch.as_tensor(np.log((forget + 0.5) / n_forget) - np.log((other + 0.5) / n_other)).float()
+
+
+def flagged_share(scores: np.ndarray, topics: list[str], forget_topic: str) -> dict[str, dict[str, float]]:
+    """Per recall on the forgotten topic, the share of each other topic's lemmas scoring as high."""
+    topics = np.asarray(topics)
+    table = {}
+    for recall in RECALLS:
+        threshold = np.quantile(scores[topics == forget_topic], 1 - recall)
+        table[f"{recall:.0%}"] = {
+            t: float(np.mean(scores[topics == t] >= threshold))
+            for t in sorted(set(topics))
+            if t != forget_topic
+        }
+    return table
+
+
+def _shares(items) -> str:
+    return ", ".join(f"{topic.split('.')[-1]} {100 * share:.0f}%" for topic, share in items)
+
+
+def print_shares(name: str, table: dict[str, dict[str, float]]) -> None:
+    for recall, shares in table.items():
+        print(f"{name:16s} recall {recall}: {_shares(shares.items())}", flush=True)
+
+
+def flagged_by_topic(config, model, probe, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per threshold, the share of every topic's held-out lemmas (all test synsets) the probe flags:
+    what bounds each topic's loss under prompt-conditioned masking, beyond the probed neighbours."""
+    held_out = read_table(setup(config).corpus_dir / "test.parquet")
+    scores = probe(lemma_residuals(model, [names[0] for names in held_out.column("lemmas").to_pylist()], 256))
+    labels = np.array([str(label) for label in held_out.column("label").to_pylist()])
+    return {
+        recall: {t: float(np.mean(scores[labels == t] >= threshold)) for t in sorted(set(labels))}
+        for recall, threshold in thresholds.items()
+    }
+
+
+def fit_logistic(
+    features: np.ndarray, labels: np.ndarray, l2: float = 1e-3
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A class-balanced, L2-regularised logistic regression on standardised features (LBFGS);
+    returns the decision function (log odds)."""
+    x, y = torch.as_tensor(features).float(), torch.as_tensor(labels).float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    weight, bias = torch.zeros(z.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
+    share = y.mean()
+    balance = torch.where(y > 0, 0.5 / share, 0.5 / (1 - share))
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        fit = F.binary_cross_entropy_with_logits(z @ weight + bias, y, weight=balance)
+        value = fit + l2 * weight.pow(2).sum() / 2
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    weight, bias = weight.detach(), bias.detach()
+    return lambda rows: (((torch.as_tensor(rows).float() - mean) / std) @ weight + bias).numpy()
+
+
+def fit_residual_probe(config, model, folds: int = 5):
+    """The residual probe fitted on every training lemma of the forgotten topic against NEGATIVES
+    others; with its 5-fold held-out scores on those lemmas (for thresholds) and their labels."""
+    train = read_table(setup(config).corpus_dir / "train.parquet")
+    lemmas = [names[0] for names in train.column("lemmas").to_pylist()]
+    on_topic = np.array([str(label) == config.topic.label for label in train.column("label").to_pylist()])
+    rng = np.random.default_rng(config.seed)
+    others = np.flatnonzero(~on_topic)
+    rows = np.concatenate(
+        [np.flatnonzero(on_topic), rng.choice(others, min(NEGATIVES, len(others)), replace=False)]
+    )
+    features, labels = lemma_residuals(model, [lemmas[r] for r in rows], 256), on_topic[rows]
+    fold = rng.integers(0, folds, len(rows))
+    held_out = np.zeros(len(rows))
+    for k in range(folds):
+        held_out[fold == k] = fit_logistic(features[fold != k], labels[fold != k])(features[fold == k])
+    return fit_logistic(features, labels), held_out, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config", nargs="?", default="configs/pursuit.yaml")
+    parser.add_argument("--per-topic", type=int, default=100, help="questions per neighbouring topic")
+    parser.add_argument("--size", type=int, default=320, help="the mask: this many top mined codes")
+    args, overrides = parser.parse_known_args()
+    config = load_config(args.config, [*overrides, "bottleneck.mask_policy=zero"])
+    model = load_model(config)
+    lab = ProbeLab(config, model, args.per_topic)
+    forget_topic, questions = config.topic.label, lab.questions
+    codes = ranked_on_glosses(config, Path(config.run_dir))[0][: args.size]
+    on_forget = lab.rows_where(np.array([q.topic == forget_topic for q in questions]), False)
+    nowhere = np.zeros_like(on_forget)
+
+    print("1. oracles on the forgotten topic's questions", flush=True)
+    lab.score("unmasked", [], None, nowhere)
+    lab.score("prompt zeroed", codes, prompt_zeroed, on_forget)
+    lab.score(f"mask on prompt ({args.size} codes)", codes, mask_on_prompt, on_forget)
+    lab.score(f"mask on answer ({args.size} codes)", codes, mask_on_answer, on_forget)
+
+    print("2. detectors at the lemma (share of each neighbour's lemmas flagged)", flush=True)
+    weights = code_weights(config, model, training_texts(config))
+    topics = [q.topic for q in questions]
+    token_scores = [weights[ids.clamp_min(0)].masked_fill(ids == NO_CODE, 0).sum(-1) for ids in lab.ids]
+    code_score = np.zeros(len(questions))
+    for index, batch in enumerate(lab.eval_set.batches):
+        for row, scores in zip(batch.rows.tolist(), token_scores[index], strict=True):
+            if (q := lab.question_of(row)) is not None:
+                n_lemma = int(lab.eval_set.score_from[row]) - 2  # tokens before the ':'
+                code_score[q] = float(scores[:n_lemma].max())
+    shares = {"code weights": flagged_share(code_score, topics, forget_topic)}
+    probe, held_out, labels = fit_residual_probe(config, model)
+    residual_score = probe(lemma_residuals(model, [q.lemma for q in questions]))
+    colon_score = float(probe(lemma_residuals(model, [":"]))[0])
+    shares["residual probe"] = flagged_share(residual_score, topics, forget_topic)
+    for name, table in shares.items():
+        print_shares(name, table)
+    thresholds = {
+        f"{recall:.0%}": float(np.quantile(held_out[labels], 1 - recall)) for recall in TRAINING_RECALLS
+    }
+    cross_validated = {
+        recall: {"threshold": t, "other topics flagged": float(np.mean(held_out[~labels] >= t))}
+        for recall, t in thresholds.items()
+    }
+    print("residual probe, 5-fold on the training lemmas, by recall:", cross_validated, flush=True)
+    every_topic = flagged_by_topic(config, model, probe, thresholds)
+    for recall, shares_at in every_topic.items():
+        top = sorted(shares_at.items(), key=lambda item: -item[1])[:8]
+        print(f"held-out lemmas flagged at training recall {recall}:", _shares(top), flush=True)
+
+    print("3. prompt-conditioned masking with the residual probe", flush=True)
+    for recall, threshold in thresholds.items():
+        flagged = lab.rows_where(residual_score >= threshold, colon_score >= threshold)
+        lab.score(
+            f"flagged at training recall {recall}: zeroed + mask on answer", codes, zeroed_and_masked, flagged
+        )
+
+    out = Path(config.run_dir) / "eval" / "knowledge_locality.json"
+    out.write_text(
+        json.dumps(
+            {
+                "accuracy": lab.accuracy,
+                "flagged": shares,
+                "cross_validated": cross_validated,
+                "held_out_flagged": every_topic,
+            },
+            indent=1,
+        )
+    )
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
