@@ -1,13 +1,17 @@
 """Where the forgotten topic's lemma-to-gloss knowledge sits on the multiple-choice probe, and how
 well the topic can be told apart at the bottleneck (issue 4, point 6).
 
-Usage: python3 scripts/knowledge_locality.py [CONFIG] [--per-topic 100] [--size 320] [overrides...]
-(default configs/pursuit.yaml; needs `codeunlearn run` on that config first).
+Usage: python3 scripts/knowledge_locality.py [CONFIG] [--per-topic 100] [--size 320]
+                                            [--sections 0,1,2] [overrides...]
+(default configs/pursuit.yaml; needs `codeunlearn run` on that config first; the zero policy with
+the config's gates).
 
 The questions are scripts/probe_sweep.py's (the forgotten topic and five neighbours); a question's
 prompt is "<lemma>:", its options are glosses. Each row below changes only which code slots the
 zero policy empties; the codes chosen are the unmasked model's, as under the zero policy.
 
+0. The mask under the configured gates (as `codeunlearn probe` scores it), and for each topic the
+   questions it loses, by the topic of the gloss chosen instead (own topic, forgotten topic, other).
 1. Oracles on the forgotten topic's questions alone (the neighbours are untouched by construction):
    - `prompt zeroed`: every code slot at the prompt's tokens emptied, so the layers above the
      bottleneck cannot read the lemma there: is the knowledge read from the lemma's positions?
@@ -21,12 +25,12 @@ zero policy empties; the codes chosen are the unmasked model's, as under the zer
    - `residual probe`: a logistic regression on the bottleneck's input averaged over the lemma's
      tokens (the lemma alone after BOS), fitted on every training lemma of the topic against
      20,000 of other topics (the corpus's training split, not the probe's held-out synsets).
-3. Prompt-conditioned masking: the questions whose lemma the residual probe flags get `prompt
+3. (with 2) Prompt-conditioned masking: the questions whose lemma the residual probe flags get `prompt
    zeroed` and `mask on answer`; nothing else is masked. The thresholds flag 45, 40 and 35% of the
    topic's training lemmas in 5-fold cross-validation; the unconditional (":") prompts are scored
    by the same probe.
 
-Prints the tables and writes <run_dir>/eval/knowledge_locality.json.
+Prints the tables and writes <run_dir>/eval/knowledge_locality-<sections>.json.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class ProbeLab:
         self.ids = [bottleneck.select(h[:, 1:].reshape(-1, h.shape[-1])).view(h.shape[0], h.shape[1] - 1, -1)
                     for h in hidden]  # fmt: skip
         self.accuracy: dict[str, dict[str, float]] = {}
+        self.chosen: dict[str, np.ndarray] = {}  # name -> each question's chosen option
 
     def question_of(self, row: int) -> int | None:
         """The question a sequence asks with its lemma (None: an unconditional ':' sequence)."""
@@ -100,7 +105,7 @@ class ProbeLab:
     @torch.no_grad()
     def score(self, name: str, codes: list[int], rule: DropRule | None, on_topic_row: np.ndarray) -> None:
         """Accuracy per topic with `codes` masked and `rule` deciding the emptied slots of the rows
-        flagged in `on_topic_row` (None: the unmasked model)."""
+        flagged in `on_topic_row` (None: the configured gates, as `codeunlearn probe` scores)."""
         model, bottleneck = self.model, self.model.bottleneck
         current: dict[str, torch.Tensor] = {}
 
@@ -120,11 +125,13 @@ class ProbeLab:
         apply_mask(model, mask_from_codes(bottleneck.n_codes, name, codes) if codes else None)
         try:
             chosen = lambda h: current["ids"].reshape(-1, current["ids"].shape[-1])  # noqa: E731
-            with replaced(bottleneck, "select", chosen), replaced(bottleneck, "_dropped", dropped):
+            rule_in_force = replaced(bottleneck, "_dropped", dropped) if rule else contextlib.nullcontext()
+            with replaced(bottleneck, "select", chosen), rule_in_force:
                 sums, _ = _per_example(self.eval_set, logits_of)
         finally:
             apply_mask(model, None)
-        self.accuracy[name] = accuracy_by_topic(self.questions, answers(self.questions, sums))
+        self.chosen[name] = answers(self.questions, sums)
+        self.accuracy[name] = accuracy_by_topic(self.questions, self.chosen[name])
         print(f"{name:40s}", _row(self.accuracy[name], self.accuracy.get("unmasked")), flush=True)
 
     def rows_where(self, question_flag: np.ndarray, unconditional: bool) -> np.ndarray:
@@ -140,6 +147,27 @@ def replaced(obj, attribute: str, value) -> Iterator[None]:
         yield
     finally:
         delattr(obj, attribute)  # back to the class's method
+
+
+def lost_to(config, questions, before: np.ndarray, after: np.ndarray) -> dict[str, dict[str, int]]:
+    """Per topic, the questions answered before and missed after, by the topic of the gloss chosen
+    instead: the question's own topic, the forgotten topic, or another."""
+    held_out = read_table(setup(config).corpus_dir / "test.parquet")
+    topic_of = dict(
+        zip(held_out.column("gloss").to_pylist(), held_out.column("label").to_pylist(), strict=True)
+    )
+    lost: dict[str, dict[str, int]] = {}
+    for question, was, now in zip(questions, before, after, strict=True):
+        if was == question.answer and now != question.answer:
+            chosen = str(topic_of[question.options[now]])
+            kind = (
+                "own topic"
+                if chosen == question.topic
+                else ("forgotten topic" if chosen == config.topic.label else "other")
+            )
+            counts = lost.setdefault(question.topic, {})
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(lost.items()))
 
 
 def _row(accuracy: dict[str, float], before: dict[str, float] | None) -> str:
@@ -271,29 +299,28 @@ def fit_residual_probe(config, model, folds: int = 5):
     return fit_logistic(features, labels), held_out, labels
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("config", nargs="?", default="configs/pursuit.yaml")
-    parser.add_argument("--per-topic", type=int, default=100, help="questions per neighbouring topic")
-    parser.add_argument("--size", type=int, default=320, help="the mask: this many top mined codes")
-    args, overrides = parser.parse_known_args()
-    config = load_config(args.config, [*overrides, "bottleneck.mask_policy=zero"])
-    model = load_model(config)
-    lab = ProbeLab(config, model, args.per_topic)
-    forget_topic, questions = config.topic.label, lab.questions
-    codes = ranked_on_glosses(config, Path(config.run_dir))[0][: args.size]
-    on_forget = lab.rows_where(np.array([q.topic == forget_topic for q in questions]), False)
-    nowhere = np.zeros_like(on_forget)
+def configured_mask(lab: ProbeLab, codes: list[int], size: int) -> None:
+    """Section 0: the mask under the configured gates, and where its lost questions went."""
+    name = f"configured gates ({size} codes)"
+    lab.score(name, codes, None, np.zeros(len(lab.eval_set.groups), dtype=bool))
+    lost = lost_to(lab.config, lab.questions, lab.chosen["unmasked"], lab.chosen[name])
+    for topic, counts in lost.items():
+        print(f"  {topic}: questions lost, by the topic of the gloss chosen instead: {counts}", flush=True)
 
-    print("1. oracles on the forgotten topic's questions", flush=True)
-    lab.score("unmasked", [], None, nowhere)
+
+def oracles(lab: ProbeLab, codes: list[int], size: int, on_forget: np.ndarray) -> None:
+    """Section 1: the three rules on the forgotten topic's questions alone."""
     lab.score("prompt zeroed", codes, prompt_zeroed, on_forget)
-    lab.score(f"mask on prompt ({args.size} codes)", codes, mask_on_prompt, on_forget)
-    lab.score(f"mask on answer ({args.size} codes)", codes, mask_on_answer, on_forget)
+    lab.score(f"mask on prompt ({size} codes)", codes, mask_on_prompt, on_forget)
+    lab.score(f"mask on answer ({size} codes)", codes, mask_on_answer, on_forget)
 
-    print("2. detectors at the lemma (share of each neighbour's lemmas flagged)", flush=True)
+
+def detectors(lab: ProbeLab) -> dict:
+    """Section 2: how well code weights and the residual probe flag the topic's lemmas; then the
+    residual probe's prompt-conditioned masking at its training-recall thresholds."""
+    config, model, questions = lab.config, lab.model, lab.questions
+    forget_topic, topics = config.topic.label, [q.topic for q in lab.questions]
     weights = code_weights(config, model, training_texts(config))
-    topics = [q.topic for q in questions]
     token_scores = [weights[ids.clamp_min(0)].masked_fill(ids == NO_CODE, 0).sum(-1) for ids in lab.ids]
     code_score = np.zeros(len(questions))
     for index, batch in enumerate(lab.eval_set.batches):
@@ -320,26 +347,46 @@ def main() -> None:
     for recall, shares_at in every_topic.items():
         top = sorted(shares_at.items(), key=lambda item: -item[1])[:8]
         print(f"held-out lemmas flagged at training recall {recall}:", _shares(top), flush=True)
+    return {
+        "flagged": shares,
+        "cross_validated": cross_validated,
+        "held_out_flagged": every_topic,
+        "flags": {recall: residual_score >= t for recall, t in thresholds.items()},
+        "colon_flagged": {recall: colon_score >= t for recall, t in thresholds.items()},
+    }
 
-    print("3. prompt-conditioned masking with the residual probe", flush=True)
-    for recall, threshold in thresholds.items():
-        flagged = lab.rows_where(residual_score >= threshold, colon_score >= threshold)
-        lab.score(
-            f"flagged at training recall {recall}: zeroed + mask on answer", codes, zeroed_and_masked, flagged
-        )
 
-    out = Path(config.run_dir) / "eval" / "knowledge_locality.json"
-    out.write_text(
-        json.dumps(
-            {
-                "accuracy": lab.accuracy,
-                "flagged": shares,
-                "cross_validated": cross_validated,
-                "held_out_flagged": every_topic,
-            },
-            indent=1,
-        )
-    )
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config", nargs="?", default="configs/pursuit.yaml")
+    parser.add_argument("--per-topic", type=int, default=100, help="questions per neighbouring topic")
+    parser.add_argument("--size", type=int, default=320, help="the mask: this many top mined codes")
+    parser.add_argument("--sections", default="0,1,2", help="sections to run (2 includes 3)")
+    args, overrides = parser.parse_known_args()
+    sections = {int(s) for s in args.sections.split(",")}
+    config = load_config(args.config, [*overrides, "bottleneck.mask_policy=zero"])
+    lab = ProbeLab(config, load_model(config), args.per_topic)
+    codes = ranked_on_glosses(config, Path(config.run_dir))[0][: args.size]
+    on_forget = lab.rows_where(np.array([q.topic == config.topic.label for q in lab.questions]), False)
+    lab.score("unmasked", [], None, np.zeros_like(on_forget))
+    result: dict = {}
+    if 0 in sections:
+        print("0. the configured mask", flush=True)
+        configured_mask(lab, codes, args.size)
+    if 1 in sections:
+        print("1. oracles on the forgotten topic's questions", flush=True)
+        oracles(lab, codes, args.size, on_forget)
+    if 2 in sections or 3 in sections:
+        print("2. detectors at the lemma (share of each neighbour's lemmas flagged)", flush=True)
+        result = detectors(lab)
+        print("3. prompt-conditioned masking with the residual probe", flush=True)
+        for recall, flags in result.pop("flags").items():
+            flagged = lab.rows_where(flags, result["colon_flagged"][recall])
+            name = f"flagged at training recall {recall}: zeroed + mask on answer"
+            lab.score(name, codes, zeroed_and_masked, flagged)
+        result.pop("colon_flagged")
+    out = Path(config.run_dir) / "eval" / f"knowledge_locality-{'-'.join(map(str, sorted(sections)))}.json"
+    out.write_text(json.dumps({"accuracy": lab.accuracy, **result}, indent=1))
     print("wrote", out)
 
 
