@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from probe_sweep import probe_evaluator, ranked_on_glosses
 
 from codeunlearn.batching import bos_id
@@ -55,6 +54,7 @@ from codeunlearn.mining import count_codes
 from codeunlearn.pipeline import batch_texts, load_model, read_table, setup
 from codeunlearn.probes import accuracy_by_topic, answers
 from codeunlearn.surgery import bypassed, forward_from_site, forward_to_site
+from codeunlearn.topic_detector import TopicDetector, fit_at_recall
 from codeunlearn.topics import read_splits
 
 RECALLS = (0.4, 0.5, 0.6)
@@ -200,10 +200,9 @@ def lemma_residuals(model, lemmas: list[str], batch_size: int = 64) -> np.ndarra
 def training_texts(config) -> dict[str, list[str]]:
     """The texts of the forget, control and retain training splits."""
     splits = read_splits(Path(config.run_dir) / "data" / "topic")
-    texts = {
+    return {
         name: getattr(splits, f"{name}_train")["text"].to_pylist() for name in ("forget", "control", "retain")
     }
-    return texts
 
 
 def code_weights(config, model, texts: dict[str, list[str]]) -> torch.Tensor:
@@ -247,7 +246,9 @@ def flagged_by_topic(config, model, probe, thresholds: dict[str, float]) -> dict
     """Per threshold, the share of every topic's held-out lemmas (all test synsets) the probe flags:
     what bounds each topic's loss under prompt-conditioned masking, beyond the probed neighbours."""
     held_out = read_table(setup(config).corpus_dir / "test.parquet")
-    scores = probe(lemma_residuals(model, [names[0] for names in held_out.column("lemmas").to_pylist()], 256))
+    scores = probe.score(
+        lemma_residuals(model, [names[0] for names in held_out.column("lemmas").to_pylist()], 256)
+    )
     labels = np.array([str(label) for label in held_out.column("label").to_pylist()])
     return {
         recall: {t: float(np.mean(scores[labels == t] >= threshold)) for t in sorted(set(labels))}
@@ -255,48 +256,18 @@ def flagged_by_topic(config, model, probe, thresholds: dict[str, float]) -> dict
     }
 
 
-def fit_logistic(
-    features: np.ndarray, labels: np.ndarray, l2: float = 1e-3
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A class-balanced, L2-regularised logistic regression on standardised features (LBFGS);
-    returns the decision function (log odds)."""
-    x, y = torch.as_tensor(features).float(), torch.as_tensor(labels).float()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    weight, bias = torch.zeros(z.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
-    share = y.mean()
-    balance = torch.where(y > 0, 0.5 / share, 0.5 / (1 - share))
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
-
-    def loss() -> torch.Tensor:
-        optimizer.zero_grad()
-        fit = F.binary_cross_entropy_with_logits(z @ weight + bias, y, weight=balance)
-        value = fit + l2 * weight.pow(2).sum() / 2
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    weight, bias = weight.detach(), bias.detach()
-    return lambda rows: (((torch.as_tensor(rows).float() - mean) / std) @ weight + bias).numpy()
-
-
-def fit_residual_probe(config, model, folds: int = 5):
+def fit_residual_probe(config, model) -> tuple[TopicDetector, np.ndarray, np.ndarray]:
     """The residual probe fitted on every training lemma of the forgotten topic against NEGATIVES
-    others; with its 5-fold held-out scores on those lemmas (for thresholds) and their labels."""
+    others, with its 5-fold held-out scores on those lemmas (for thresholds) and their labels."""
     train = read_table(setup(config).corpus_dir / "train.parquet")
     lemmas = [names[0] for names in train.column("lemmas").to_pylist()]
     on_topic = np.array([str(label) == config.topic.label for label in train.column("label").to_pylist()])
-    rng = np.random.default_rng(config.seed)
     others = np.flatnonzero(~on_topic)
-    rows = np.concatenate(
-        [np.flatnonzero(on_topic), rng.choice(others, min(NEGATIVES, len(others)), replace=False)]
-    )
+    negatives = np.random.default_rng(config.seed).choice(others, min(NEGATIVES, len(others)), replace=False)
+    rows = np.concatenate([np.flatnonzero(on_topic), negatives])
     features, labels = lemma_residuals(model, [lemmas[r] for r in rows], 256), on_topic[rows]
-    fold = rng.integers(0, folds, len(rows))
-    held_out = np.zeros(len(rows))
-    for k in range(folds):
-        held_out[fold == k] = fit_logistic(features[fold != k], labels[fold != k])(features[fold == k])
-    return fit_logistic(features, labels), held_out, labels
+    detector, held_out = fit_at_recall(features, labels, recall=TRAINING_RECALLS[0], seed=config.seed)
+    return detector, held_out, labels
 
 
 def configured_mask(lab: ProbeLab, codes: list[int], size: int) -> None:
@@ -330,8 +301,8 @@ def detectors(lab: ProbeLab) -> dict:
                 code_score[q] = float(scores[:n_lemma].max())
     shares = {"code weights": flagged_share(code_score, topics, forget_topic)}
     probe, held_out, labels = fit_residual_probe(config, model)
-    residual_score = probe(lemma_residuals(model, [q.lemma for q in questions]))
-    colon_score = float(probe(lemma_residuals(model, [":"]))[0])
+    residual_score = probe.score(lemma_residuals(model, [q.lemma for q in questions]))
+    colon_score = float(probe.score(lemma_residuals(model, [":"]))[0])
     shares["residual probe"] = flagged_share(residual_score, topics, forget_topic)
     for name, table in shares.items():
         print_shares(name, table)

@@ -1,0 +1,125 @@
+"""A linear detector of a topic on the bottleneck's input: is this prompt about the forgotten topic?
+
+The codes a mask holds do not tell a topic's lemmas from its neighbours' (code weights that flag 40%
+of noun.food lemmas flag 16-19% of plant, animal and substance lemmas), but the residual they are
+chosen from does (2-3%; BENCHMARKS.md, "Where the probe's knowledge sits"). A prompt-conditioned
+mask uses this detector to decide which requests the mask acts on; scripts/knowledge_locality.py
+measures it on the knowledge probe.
+
+A class-balanced, L2-regularised logistic regression on standardised features, fitted by LBFGS in
+torch (no new dependency); its threshold is set by the recall it reaches on held-out folds of the
+training data, never on the evaluation data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codeunlearn.errors import CodeunlearnError
+
+
+@dataclass(frozen=True)
+class TopicDetector:
+    """score(x) = ((x - mean) / std) . weight + bias, the log odds of the topic; flagged at >= threshold."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weight: tuple[float, ...]
+    bias: float
+    threshold: float = 0.0
+    recall: float | None = None  # the held-out recall the threshold was set at, if it was
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Log odds per row of `features` (N, d)."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != len(self.weight):
+            raise CodeunlearnError(
+                f"detector features have shape {features.shape}, but the detector was fitted on "
+                f"{len(self.weight)}-wide vectors: score the bottleneck input of the model it was fitted on"
+            )
+        z = (features - np.asarray(self.mean)) / np.asarray(self.std)
+        return z @ np.asarray(self.weight) + self.bias
+
+    def flags(self, features: np.ndarray) -> np.ndarray:
+        """(N,) bool: the rows scoring at or above the threshold."""
+        return self.score(features) >= self.threshold
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> TopicDetector:
+        payload = json.loads(path.read_text())
+        return cls(
+            **{key: tuple(value) if isinstance(value, list) else value for key, value in payload.items()}
+        )
+
+
+def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> TopicDetector:
+    """The detector minimising the class-balanced mean log loss on standardised features plus
+    l2 * |weight|^2 / 2 (threshold 0: even odds after balancing).
+
+    Raises:
+        CodeunlearnError: labels of one class only.
+    """
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
+    share = float(y.mean()) if len(y) else 0.0
+    if not 0 < share < 1:
+        raise CodeunlearnError("a topic detector needs examples both of the topic and of other topics")
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    balance = torch.where(y > 0, 0.5 / share, 0.5 / (1 - share))  # each class weighs half
+    weight = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = F.binary_cross_entropy_with_logits(z @ weight + bias, y, weight=balance)
+        value = value + l2 * weight.pow(2).sum() / 2
+        value.backward()
+        return value
+
+    optimizer.step(objective)
+    return TopicDetector(
+        mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()),
+        weight=tuple(weight.detach().tolist()),
+        bias=float(bias.detach()),
+    )
+
+
+def fit_at_recall(
+    features: np.ndarray, labels: np.ndarray, recall: float, folds: int = 5, l2: float = 1e-3, seed: int = 0
+) -> tuple[TopicDetector, np.ndarray]:
+    """The detector fitted on all rows, with its threshold at the score that `recall` of the topic's
+    rows reach in `folds`-fold cross-validation; and those held-out scores (N,).
+
+    Raises:
+        CodeunlearnError: recall outside (0, 1], fewer than 2 folds, or a fold without both classes.
+    """
+    if not 0 < recall <= 1 or folds < 2:
+        raise CodeunlearnError(f"recall={recall}, folds={folds}: need 0 < recall <= 1 and at least 2 folds")
+    features, labels = np.asarray(features), np.asarray(labels, dtype=bool)
+    fold = np.random.default_rng(seed).integers(0, folds, len(labels))
+    held_out = np.zeros(len(labels))
+    for k in range(folds):
+        held_out[fold == k] = fit_logistic(features[fold != k], labels[fold != k], l2).score(
+            features[fold == k]
+        )
+    threshold = float(np.quantile(held_out[labels], 1 - recall))
+    detector = fit_logistic(features, labels, l2)
+    return TopicDetector(**{**asdict(detector), "threshold": threshold, "recall": recall}), held_out
