@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from probe_sweep import probe_evaluator, ranked_on_glosses
 
-from codeunlearn.batching import bos_id
+from codeunlearn.batching import bos_id, make_batches
 from codeunlearn.bottleneck import NO_CODE
 from codeunlearn.config import load_config
 from codeunlearn.evaluation import _per_example
@@ -180,21 +180,20 @@ def _row(accuracy: dict[str, float], before: dict[str, float] | None) -> str:
 
 def lemma_residuals(model, lemmas: list[str], batch_size: int = 64) -> np.ndarray:
     """The bottleneck's input averaged over each lemma's tokens, the lemma alone after BOS (N, d)."""
-    tokenizer, out = model.tokenizer, []
+    tokenizer = model.tokenizer
+    sequences = [
+        [bos_id(tokenizer), *tokenizer(lemma, add_special_tokens=False)["input_ids"]] for lemma in lemmas
+    ]
+    out = np.zeros((len(lemmas), model.model.config.hidden_size), dtype=np.float32)
     with torch.no_grad(), bypassed(model):
-        for start in range(0, len(lemmas), batch_size):
-            sequences = [
-                [bos_id(tokenizer), *tokenizer(lemma, add_special_tokens=False)["input_ids"]]
-                for lemma in lemmas[start : start + batch_size]
-            ]
-            width = max(map(len, sequences))
-            ids = torch.full((len(sequences), width), tokenizer.pad_token_id)
-            attention = torch.zeros_like(ids)
-            for row, sequence in enumerate(sequences):
-                ids[row, : len(sequence)], attention[row, : len(sequence)] = torch.tensor(sequence), 1
-            hidden = forward_to_site(model, ids.to(model.device), attention.to(model.device))[0]
-            out += [hidden[row, 1 : len(s)].mean(0).float().cpu() for row, s in enumerate(sequences)]
-    return torch.stack(out).numpy()
+        for batch in make_batches(sequences, batch_size, tokenizer.pad_token_id):
+            hidden = forward_to_site(
+                model, batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
+            )[0]
+            lengths = batch.attention_mask.sum(1)
+            for i, row in enumerate(batch.rows.tolist()):
+                out[row] = hidden[i, 1 : int(lengths[i])].mean(0).float().cpu().numpy()
+    return out
 
 
 def training_texts(config) -> dict[str, list[str]]:
