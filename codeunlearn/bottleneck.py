@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from codeunlearn.code_index import (
 )
 from codeunlearn.config import BottleneckConfig
 from codeunlearn.errors import CodeunlearnError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NO_CODE = -1  # code id reported for a zeroed slot or a position the bottleneck passes through
 
@@ -118,6 +122,14 @@ class CodebookBottleneck(nn.Module):
         # context gate: per sequence, the tokens gated at mask_gate so far, carried from a forward over
         # whole sequences to the cached decoding steps that extend them (B,)
         self._gated_so_far: torch.Tensor | None = None
+        # mask_condition="prompt": the mask's topic detectors as x . w + c >= 0 (S, d) and (S,), set
+        # with the mask; inside `prompted`, each row's prompt length (None: the whole first forward)
+        # and whether its prompt was flagged, carried to the cached decoding steps that extend it (B,)
+        self._detector_weight: torch.Tensor | None = None
+        self._detector_offset: torch.Tensor | None = None
+        self._prompting = False
+        self._prompt_lengths: torch.Tensor | None = None
+        self._prompt_flags: torch.Tensor | None = None
 
     @property
     def n_codes(self) -> int:
@@ -208,15 +220,21 @@ class CodebookBottleneck(nn.Module):
         self._groups = self._index = None
 
     def set_mask_policy(
-        self, policy: str, gate: int = 1, context_gate: int = 0, context_after: int = 1
+        self,
+        policy: str,
+        gate: int = 1,
+        context_gate: int = 0,
+        context_after: int = 1,
+        condition: str = "none",
     ) -> None:
         """Switch what a masked code's slot gets (`next_best` code or `zero`, gated by `gate` masked
-        codes per token, and by `context_gate` after `context_after` gated tokens of the same text) on
-        a built model. Training never sees a mask, so a model trained under one policy serves under any.
+        codes per token, and by `context_gate` after `context_after` gated tokens of the same text, or
+        by the mask's prompt detectors under `condition`="prompt") on a built model. Training never
+        sees a mask, so a model trained under one policy serves under any.
 
         Raises:
-            ConfigError: an unknown policy, a gate outside [1, top_k] or with `next_best`, or a context
-                gate not below the gate.
+            ConfigError: an unknown policy or condition, a gate outside [1, top_k] or with
+                `next_best`, a context gate not below the gate, or the prompt condition without `zero`.
         """
         config = dataclasses.replace(
             self.config,
@@ -224,10 +242,37 @@ class CodebookBottleneck(nn.Module):
             mask_gate=gate,
             mask_context_gate=context_gate,
             mask_context_after=context_after,
+            mask_condition=condition,
         )
         config.validate()
         self.config = config
-        self._gated_so_far = None
+        self._gated_so_far = self._prompt_flags = None
+
+    def set_detectors(self, detectors: Sequence[tuple[torch.Tensor | np.ndarray, float]]) -> None:
+        """The prompt detectors of the mask in force, each as (w (d,), c): a prompt whose mean input
+        x satisfies x . w + c >= 0 for any of them is the forgotten topic's (TopicDetector.as_linear).
+        An empty list removes them."""
+        if not detectors:
+            self._detector_weight = self._detector_offset = None
+            return
+        device = self.codes.device
+        self._detector_weight = torch.stack(
+            [torch.as_tensor(w, dtype=torch.float32) for w, _ in detectors]
+        ).to(device)
+        self._detector_offset = torch.tensor([c for _, c in detectors], dtype=torch.float32, device=device)
+        self._prompt_flags = None
+
+    @contextlib.contextmanager
+    def prompted(self, lengths: torch.Tensor | None = None) -> Iterator[None]:
+        """Forwards inside are prompted text, for mask_condition="prompt": each row's first
+        `lengths` (B,) tokens, BOS counted, are its prompt (scoring a continuation); None takes the
+        whole of a forward that starts at BOS as the prompt and the cached decoding steps after it as
+        its continuation (generation). Other conditions ignore it."""
+        self._prompting, self._prompt_lengths, self._prompt_flags = True, lengths, None
+        try:
+            yield
+        finally:
+            self._prompting, self._prompt_lengths, self._prompt_flags = False, None, None
 
     @contextlib.contextmanager
     def holding_groups(self) -> Iterator[None]:
@@ -311,8 +356,10 @@ class CodebookBottleneck(nn.Module):
         chosen = self.codes[ids]  # (B, T', k, e)
         kept = None
         if self.config.mask_policy == "zero" and self._any_masked:
-            dropped, gated_so_far = self._dropped(ids, None if at_bos else self._gated_so_far)
-            self._gated_so_far = gated_so_far
+            if self._prompting and self.config.mask_condition == "prompt":
+                dropped = self._prompt_dropped(x, ids, start, at_bos)
+            else:
+                dropped, self._gated_so_far = self._dropped(ids, None if at_bos else self._gated_so_far)
             kept = ~dropped  # (B, T', k)
             ids = ids.masked_fill(~kept, NO_CODE)
         rebuilt = self._rebuild(chosen, h, kept)  # (B, T', d)
@@ -369,6 +416,41 @@ class CodebookBottleneck(nn.Module):
         in_context = (before >= config.mask_context_after) & (hits >= config.mask_context_gate)
         return masked & (gated | in_context).unsqueeze(-1), carried + count.sum(dim=1)
 
+    def _prompt_dropped(self, x: torch.Tensor, ids: torch.Tensor, start: int, at_bos: bool) -> torch.Tensor:
+        """The slots emptied under mask_condition="prompt", like ids (B, T', k): in the rows whose
+        prompt a detector flags, every slot at the prompt's tokens and the masked codes' slots at
+        every later token; nothing in the other rows. x (B, T, d) is the bottleneck's input."""
+        if self._detector_weight is None:
+            raise CodeunlearnError(
+                "bottleneck.mask_condition=prompt, but the mask in force carries no prompt detector: "
+                "mine its topic with mining.detector_recall > 0 and unlearn again, or serve with "
+                "bottleneck.mask_condition=none"
+            )
+        batch, seq, _ = x.shape
+        in_prompt = torch.zeros(ids.shape[:2], dtype=torch.bool, device=ids.device)  # (B, T')
+        if at_bos:
+            lengths = self._prompt_lengths
+            lengths = torch.full((batch,), seq) if lengths is None else torch.as_tensor(lengths)
+            position = torch.arange(seq, device=x.device)
+            prompt = (position[None, :] >= 1) & (position[None, :] < lengths.to(x.device)[:, None])  # (B, T)
+            self._prompt_flags = self._flag_prompts(x, prompt)
+            in_prompt = prompt[:, start:]
+        flags = self._prompt_flags
+        if flags is None or flags.shape[0] != batch:  # a cached step of no prompted forward: no prompt known
+            return self._dropped(ids, None)[0]
+        masked = self.mask[ids.clamp_min(0)] & (ids != NO_CODE)
+        emptied = torch.where(in_prompt.unsqueeze(-1), ids != NO_CODE, masked)
+        return emptied & flags[:, None, None]
+
+    def _flag_prompts(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Whether any detector flags each row's prompt: its input x (B, T, d) averaged over the
+        positions `prompt` (B, T) marks. A row with no prompt token is not flagged. (B,) bool"""
+        weights = prompt.float()
+        tokens = weights.sum(1, keepdim=True)  # (B, 1)
+        means = (x.float() * weights.unsqueeze(-1)).sum(1) / tokens.clamp_min(1)  # (B, d)
+        scores = means @ self._detector_weight.T + self._detector_offset  # (B, S)
+        return (scores >= 0).any(-1) & (tokens.squeeze(1) > 0)
+
     @torch.no_grad()
     def reset_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
         """Overwrite codes `code_ids` (n,) with `vectors` (n, e): initialisation and dead-code re-seeding."""
@@ -397,7 +479,7 @@ class CodebookBottleneck(nn.Module):
             )
         self.mask.copy_(mask)
         self._any_masked = bool(mask.any())
-        self._gated_so_far = None
+        self._gated_so_far = self._prompt_flags = None
 
 
 def _chunked_topk(

@@ -78,6 +78,8 @@ def build(
                 "gate": config.bottleneck.mask_gate,
                 "context_gate": config.bottleneck.mask_context_gate,
                 "context_after": config.bottleneck.mask_context_after,
+                "condition": config.bottleneck.mask_condition,
+                "detectors": {name: d.digest for name, d in sorted(mask.detectors.items())},
             },
             "data": _data_block(run_dir / "data" / "topic"),
             "evaluation": {

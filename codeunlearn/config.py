@@ -60,6 +60,8 @@ class DataConfig:
 
 # The control-set constructions `topic.control` may name (codeunlearn.controls builds them).
 CONTROL_CHOICES: tuple[str, ...] = ("auto", "swap", "length_matched", "random")
+# What decides where a mask acts (BottleneckConfig.mask_condition).
+MASK_CONDITIONS: tuple[str, ...] = ("none", "prompt")
 # Topic kinds given as words, the ones a control can swap and a mining position can point at.
 WORD_TOPIC_KINDS: tuple[str, ...] = ("keywords", "regex")
 
@@ -174,6 +176,12 @@ class BottleneckConfig:
     # two keeps them. 0 turns it off. Sequences must start at position 0 (no left padding).
     mask_context_gate: int = 0
     mask_context_after: int = 1
+    # "prompt": text scored or generated after a prompt (the knowledge probe's "<lemma>:", a served
+    # request) is masked by the mask's topic detectors instead of the gates: a prompt a detector flags
+    # has every code at its tokens emptied and the mask's codes emptied at every later token; an
+    # unflagged prompt's text is not masked. Text without a prompt keeps the gates above. Needs the
+    # zero policy and masks mined with mining.detector_recall > 0. "none": the gates everywhere.
+    mask_condition: str = "none"
     skip_first_token: bool = True  # position 0 is always BOS and carries no content
     chunk_tokens: int = 4096  # tokens per similarity chunk; bounds memory at chunk_tokens x n_codes
     chunk_codes: int = 0  # codes per similarity chunk, partial top-k merged; 0 compares all codes at once
@@ -208,6 +216,15 @@ class BottleneckConfig:
             raise ConfigError(
                 f"bottleneck.mask_context_after={self.mask_context_after}: use 1 or more (gated tokens "
                 "that must come earlier in the text before the context gate applies)"
+            )
+        if self.mask_condition not in MASK_CONDITIONS:
+            raise unknown_choice(
+                "bottleneck.mask_condition", self.mask_condition, MASK_CONDITIONS, "a condition"
+            )
+        if self.mask_condition == "prompt" and self.mask_policy != "zero":
+            raise ConfigError(
+                f"bottleneck.mask_condition=prompt empties code slots, but bottleneck.mask_policy="
+                f"{self.mask_policy!r}: set bottleneck.mask_policy=zero, or bottleneck.mask_condition=none"
             )
 
     def validate(self, n_layers: int | None = None) -> None:
@@ -350,8 +367,20 @@ class MiningConfig:
     # "all" content tokens, or "topic_words": for a keyword/regex topic with its word-swap control, only
     # the topic words in D_T and the words that replaced them in the control (codeunlearn.positions)
     positions: str = "all"
+    # > 0: also fit the topic's prompt detector (codeunlearn.topic_detector), its threshold at this
+    # share of the forget set's prompts in cross-validation; bottleneck.mask_condition=prompt needs it.
+    # 0.35 kept every probed neighbour within 1 point on the knowledge probe (BENCHMARKS.md)
+    detector_recall: float = 0.0
+    # the detector is fitted on every training text of the topic against at most this many others
+    detector_negatives: int = 20000
 
     def validate(self, n_codes: int | None = None) -> None:
+        if not 0 <= self.detector_recall <= 1:
+            raise ConfigError(
+                f"mining.detector_recall={self.detector_recall}: use a share in (0, 1], or 0 for no detector"
+            )
+        if self.detector_negatives < 1:
+            raise ConfigError(f"mining.detector_negatives={self.detector_negatives}: set it to 1 or more")
         if self.positions not in ("all", "topic_words"):
             raise ConfigError(f"mining.positions={self.positions!r}: use 'all' or 'topic_words'")
         if self.n_select < 0:
@@ -612,6 +641,11 @@ class RunConfig:
                 "mining.positions=all"
             )
         self.bottleneck.validate()
+        if self.bottleneck.mask_condition == "prompt" and not self.mining.detector_recall:
+            raise ConfigError(
+                "bottleneck.mask_condition=prompt masks what the topic's prompt detector flags, but "
+                "mining.detector_recall=0 fits none: set mining.detector_recall (e.g. 0.35)"
+            )
         self.train.validate()
         self.mining.validate(self.bottleneck.n_codes)
         self.unlearn.validate()

@@ -20,9 +20,9 @@ from codeunlearn.config import RunConfig, TopicConfig
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.evaluation import Evaluator, evaluation_rows, normalized_drop
 from codeunlearn.failpoints import failpoint
-from codeunlearn.masks import Mask, load_mask, mask_from_codes, mask_rows, save_mask
+from codeunlearn.masks import Mask, check_detectors, load_mask, mask_from_codes, mask_rows, save_mask
 from codeunlearn.mining import count_codes
-from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, read_table, setup
+from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, prompt_detector, read_table, setup
 from codeunlearn.requests import DeletionRequest, RequestStore, topic_hash
 from codeunlearn.selection import select_codes
 from codeunlearn.surgery import CodebookModel, weights_hash
@@ -196,7 +196,7 @@ class Processor:
             )
         splits = self._splits(topic)
         write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
-        mask = self._mask_for(request, splits)
+        mask = self._mask_for(request, splits, topic)
         outcome = self._evaluate(splits, mask)
         version = self.registry.find_mask_version(mask.digest, request.request_id)
         if version is None:
@@ -242,7 +242,7 @@ class Processor:
             self.config.seed,
         )
 
-    def _mask_for(self, request: DeletionRequest, splits: Splits) -> Mask:
+    def _mask_for(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> Mask:
         counts = {}
         for split in ("forget", "control"):
             texts = getattr(splits, f"{split}_train").column("text").to_pylist()
@@ -259,11 +259,15 @@ class Processor:
             rule=selected.rule,
             data_hash=splits.manifest["splits"]["forget_train"]["content_hash"],
             counts_run=request.request_id,
+            detector=prompt_detector(replace(self.config, topic=topic), self.codebook_model),
         )
         active = self.active_mask()
         if request.request_id in {source.name for source in active.sources}:
             active = active.without(request.request_id)
-        return active.union(new)
+        mask = active.union(new)
+        if self.config.bottleneck.mask_condition == "prompt":
+            check_detectors(mask)  # before anything is registered or saved
+        return mask
 
     def _evaluate(self, splits: Splits, mask: Mask) -> Outcome:
         evaluator = Evaluator(

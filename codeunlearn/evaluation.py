@@ -128,11 +128,21 @@ class Evaluator:
         try:
             return self._per_set(
                 lambda name, i, b: forward_from_site(
-                    cm, cm.bottleneck(self.hidden[name][i]).hidden, b.attention_mask.to(cm.device)
+                    cm, self._bottleneck_output(name, i, b), b.attention_mask.to(cm.device)
                 )
             )
         finally:
             apply_mask(cm, None)
+
+    def _bottleneck_output(self, name: str, index: int, batch: Batch) -> torch.Tensor:
+        """The bottleneck's output on a cached batch; a set with prompts (`score_from`) is scored as
+        prompted text, which bottleneck.mask_condition=prompt masks by its prompt detectors."""
+        bottleneck, hidden = self.codebook_model.bottleneck, self.hidden[name][index]
+        score_from = next(s.score_from for s in self.eval_sets if s.name == name)
+        if score_from is None:
+            return bottleneck(hidden).hidden
+        with bottleneck.prompted(torch.as_tensor(score_from[batch.rows.numpy()])):
+            return bottleneck(hidden).hidden
 
     @torch.no_grad()
     def examples_model(self, model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -187,7 +187,8 @@ class KnowledgeProbe:
         if self.definitions:
             apply_mask(codebook_model, mask)
             try:
-                self._define(name, codebook_model.model, codebook_model.tokenizer)
+                with codebook_model.bottleneck.prompted():  # each "<lemma>:" is the prompt
+                    self._define(name, codebook_model.model, codebook_model.tokenizer)
             finally:
                 apply_mask(codebook_model, None)
         return accuracy

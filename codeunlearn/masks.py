@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +14,7 @@ import torch
 
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.surgery import CodebookModel
+from codeunlearn.topic_detector import TopicDetector
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -28,6 +29,8 @@ class MaskSource:
     rule: str = ""
     data_hash: str = ""  # content hash of the forget set the codes were mined on
     counts_run: str = ""  # code-store run holding the counts
+    # the topic's prompt detector (mining.detector_recall), read under bottleneck.mask_condition=prompt
+    detector: TopicDetector | None = None
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,18 @@ class Mask:
         return tuple(sorted({code for source in self.sources for code in source.code_ids}))
 
     @property
+    def detectors(self) -> dict[str, TopicDetector]:
+        """The sources' prompt detectors by source name (sources without one left out)."""
+        return {source.name: source.detector for source in self.sources if source.detector is not None}
+
+    @property
     def digest(self) -> str:
-        """sha256 of the sorted code ids and codebook size: equal masks have equal digests."""
-        payload = json.dumps({"n_codes": self.n_codes, "code_ids": self.code_ids})
-        return hashlib.sha256(payload.encode()).hexdigest()
+        """sha256 of the sorted code ids and codebook size, and of the prompt detectors where the
+        sources carry any: equal masks have equal digests."""
+        content: dict = {"n_codes": self.n_codes, "code_ids": self.code_ids}
+        if self.detectors:  # absent otherwise, so masks without detectors keep their digests
+            content["detectors"] = {name: d.digest for name, d in sorted(self.detectors.items())}
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
     def union(self, other: Mask) -> Mask:
         """Both masks' sources; a source already present by name is kept once."""
@@ -66,13 +77,17 @@ class Mask:
 
 
 def mask_from_codes(
-    n_codes: int, name: str, code_ids: list[int] | tuple[int, ...], **provenance: str
+    n_codes: int,
+    name: str,
+    code_ids: list[int] | tuple[int, ...],
+    detector: TopicDetector | None = None,
+    **provenance: str,
 ) -> Mask:
     """A one-source mask; ids are checked against the codebook size."""
     ids = tuple(sorted({int(c) for c in code_ids}))
     if ids and (ids[0] < 0 or ids[-1] >= n_codes):
         raise CodeunlearnError(f"code ids must lie in [0, {n_codes}); got {ids[0]}..{ids[-1]}")
-    return Mask(n_codes, (MaskSource(name, ids, **provenance),))
+    return Mask(n_codes, (MaskSource(name, ids, detector=detector, **provenance),))
 
 
 def apply_mask(codebook_model: CodebookModel, mask: Mask | None) -> None:
@@ -82,7 +97,28 @@ def apply_mask(codebook_model: CodebookModel, mask: Mask | None) -> None:
         raise CodeunlearnError(
             f"mask is over {mask.n_codes} codes but the model's codebook has {bottleneck.n_codes}"
         )
+    if mask is not None and bottleneck.config.mask_condition == "prompt":
+        check_detectors(mask)
     bottleneck.set_masked(torch.tensor(mask.code_ids if mask else [], dtype=torch.long))
+    bottleneck.set_detectors([d.as_linear() for d in mask.detectors.values()] if mask else [])
+
+
+def check_detectors(mask: Mask) -> None:
+    """Refuse a mask for mask_condition=prompt unless every source carries a prompt detector: a
+    source without one would act only on the prompts another source's detector flags. A mask with no
+    detector at all passes (scored on text without prompts, as evaluation's sweeps are); a prompted
+    forward refuses it (CodebookBottleneck).
+
+    Raises:
+        CodeunlearnError: some sources carry a detector and some do not.
+    """
+    missing = [source.name for source in mask.sources if source.detector is None]
+    if missing and len(missing) < len(mask.sources):
+        raise CodeunlearnError(
+            f"bottleneck.mask_condition=prompt, but mask source(s) {', '.join(missing)} carry no prompt "
+            "detector: mine them with mining.detector_recall > 0 and unlearn again, or use "
+            "bottleneck.mask_condition=none"
+        )
 
 
 def save_mask(mask: Mask, path: Path) -> None:
@@ -98,6 +134,7 @@ def save_mask(mask: Mask, path: Path) -> None:
                 "rule": s.rule,
                 "data_hash": s.data_hash,
                 "counts_run": s.counts_run,
+                **({"detector": asdict(s.detector)} if s.detector is not None else {}),
             }
             for s in mask.sources
         ],
@@ -120,6 +157,7 @@ def load_mask(path: Path) -> Mask:
             s.get("rule", ""),
             s.get("data_hash", ""),
             s.get("counts_run", ""),
+            TopicDetector.from_dict(s["detector"]) if "detector" in s else None,
         )
         for s in payload["sources"]
     )

@@ -25,7 +25,7 @@ from codeunlearn.config import RunConfig, save_config
 from codeunlearn.corpus import content_hash, load_corpus, split_train_test
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.evaluation import KEYWORD_FREE, EvalReport, EvalSet, Evaluator
-from codeunlearn.masks import Mask, load_mask, mask_from_codes, save_mask
+from codeunlearn.masks import Mask, check_detectors, load_mask, mask_from_codes, save_mask
 from codeunlearn.mining import count_codes
 from codeunlearn.positions import Span, split_spans, token_flags
 from codeunlearn.reference import reference_nll
@@ -39,8 +39,9 @@ from codeunlearn.surgery import (
     save_codebook_model,
     weights_hash,
 )
+from codeunlearn.topic_detector import TopicDetector, fit_prompt_detector
 from codeunlearn.topic_words import keyword_free_rows
-from codeunlearn.topics import Splits, build_splits, read_splits, topic_pattern, write_splits
+from codeunlearn.topics import Splits, build_splits, read_splits, topic_pattern, train_side, write_splits
 from codeunlearn.training import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,11 @@ def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> Co
     wanted = config.bottleneck
     codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
     codebook_model.bottleneck.set_mask_policy(
-        wanted.mask_policy, wanted.mask_gate, wanted.mask_context_gate, wanted.mask_context_after
+        wanted.mask_policy,
+        wanted.mask_gate,
+        wanted.mask_context_gate,
+        wanted.mask_context_after,
+        wanted.mask_condition,
     )
     return codebook_model
 
@@ -256,6 +261,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         batches = batch_texts(texts, tokenizer, config, config.mining.batch_size, spans.get(split))
         counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
         store.replace_counts(run_id, split, config.topic.key, counts[split])
+    detector = prompt_detector(config, codebook_model)
     selected = select_codes(counts["forget"], counts["control"], config.mining)
     eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
     order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
@@ -270,6 +276,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
             "scores": selected.scores.tolist(),
             "ranked_eligible": eligible.code_ids[order].tolist(),  # for sweeps past n_select
             "data_hash": splits.manifest["splits"]["forget_train"]["content_hash"],
+            **({"detector": asdict(detector)} if detector is not None else {}),
         },
     )
     log.info(
@@ -279,6 +286,38 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         config.topic.key,
     )
     return selected
+
+
+def prompt_detector(config: RunConfig, codebook_model: CodebookModel) -> TopicDetector | None:
+    """The topic's prompt detector (mining.detector_recall > 0), fitted on the prompts of every
+    training text of the topic against those of mining.detector_negatives other training texts (the
+    corpus's train side: the held-out evaluation never sees them); else None."""
+    if not config.mining.detector_recall:
+        return None
+    paths = setup(config)
+    topic, other = train_side(
+        read_table(paths.corpus_dir / "train.parquet"),
+        read_table(paths.corpus_dir / "test.parquet"),
+        config.topic,
+    )
+    rng = np.random.default_rng(config.seed)
+    negatives = np.sort(
+        rng.choice(other.num_rows, min(config.mining.detector_negatives, other.num_rows), replace=False)
+    )
+    log.info(
+        "fitting the prompt detector on %d topic and %d other texts, at recall %.2f",
+        topic.num_rows,
+        len(negatives),
+        config.mining.detector_recall,
+    )
+    return fit_prompt_detector(
+        codebook_model,
+        topic.column("text").to_pylist(),
+        other.take(negatives).column("text").to_pylist(),
+        config.mining.detector_recall,
+        config.data.max_length,
+        seed=config.seed,
+    )
 
 
 def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:
@@ -337,11 +376,19 @@ def unlearn(config: RunConfig, n_codes: int | None = None) -> Mask:
         rule=selection["rule"],
         data_hash=selection["data_hash"],
         counts_run=selection["counts_run"],
+        detector=TopicDetector.from_dict(selection["detector"]) if "detector" in selection else None,
     )
+    if config.bottleneck.mask_condition == "prompt" and new.sources[0].detector is None:
+        raise CodeunlearnError(
+            f"bottleneck.mask_condition=prompt, but {paths.selection_file} holds no prompt detector: run "
+            "`codeunlearn mine` with mining.detector_recall > 0 first"
+        )
     active = load_mask(paths.active_mask) if paths.active_mask.is_file() else Mask(n_codes)
     if selection["topic"] in {s.name for s in active.sources}:
         active = active.without(selection["topic"])  # re-unlearning a topic replaces its earlier codes
     mask = active.union(new)
+    if config.bottleneck.mask_condition == "prompt":
+        check_detectors(mask)
     save_mask(mask, paths.root / "masks" / f"mask-{mask.digest[:12]}.json")
     save_mask(mask, paths.active_mask)
     log.info(
@@ -545,6 +592,7 @@ _TRAINING_NEUTRAL = {
         "mask_gate",
         "mask_context_gate",
         "mask_context_after",
+        "mask_condition",
     ),
     "train": ("compile",),
     "translation": ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms"),

@@ -9,11 +9,17 @@ measures it on the knowledge probe.
 A class-balanced, L2-regularised logistic regression on standardised features, fitted by LBFGS in
 torch (no new dependency); its threshold is set by the recall it reaches on held-out folds of the
 training data, never on the evaluation data.
+
+Its features are those of a prompt: the bottleneck's input averaged over the prompt's tokens after
+BOS (`prompt_features`), where the prompt of a "term: definition" text is the text through its
+first ':' (`prompt_of`), tokenised on its own as the knowledge probe and a served request are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from codeunlearn.batching import bos_id, make_batches
 from codeunlearn.errors import CodeunlearnError
+from codeunlearn.progress import progress
+from codeunlearn.surgery import CodebookModel, bypassed, forward_to_site
+
+MIN_TOPIC_PROMPTS = 10  # fewer than this leaves a cross-validation fold without the topic
 
 
 @dataclass(frozen=True)
@@ -50,12 +61,26 @@ class TopicDetector:
         """(N,) bool: the rows scoring at or above the threshold."""
         return self.score(features) >= self.threshold
 
+    def as_linear(self) -> tuple[np.ndarray, float]:
+        """(w, c) with x . w + c >= 0 exactly where `flags(x)`: the form the bottleneck applies."""
+        weight = np.asarray(self.weight) / np.asarray(self.std)
+        return weight, float(self.bias - np.asarray(self.mean) @ weight - self.threshold)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the detector's JSON: a mask's digest covers its detectors."""
+        return hashlib.sha256(json.dumps(asdict(self)).encode()).hexdigest()
+
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> TopicDetector:
-        payload = json.loads(path.read_text())
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> TopicDetector:
+        """The detector `asdict` wrote (lists back to tuples)."""
         return cls(
             **{key: tuple(value) if isinstance(value, list) else value for key, value in payload.items()}
         )
@@ -123,3 +148,61 @@ def fit_at_recall(
     threshold = float(np.quantile(held_out[labels], 1 - recall))
     detector = fit_logistic(features, labels, l2)
     return TopicDetector(**{**asdict(detector), "threshold": threshold, "recall": recall}), held_out
+
+
+def prompt_of(text: str) -> str | None:
+    """The prompt of a "term: definition" text: the text through its first ':' (None without one)."""
+    end = text.find(":")
+    return text[: end + 1] if end > 0 else None
+
+
+@torch.no_grad()
+def prompt_features(
+    codebook_model: CodebookModel, prompts: Sequence[str], max_length: int, batch_size: int = 256
+) -> np.ndarray:
+    """The bottleneck's input averaged over each prompt's tokens after BOS (N, d): what the bottleneck
+    scores at a prompted forward. Runs layers 0..layer only."""
+    tokenizer, device = codebook_model.tokenizer, codebook_model.device
+    start = bos_id(tokenizer)
+    ids = [
+        [start, *tokenizer(prompt, add_special_tokens=False)["input_ids"]][:max_length] for prompt in prompts
+    ]
+    features = np.zeros((len(ids), codebook_model.model.config.hidden_size), dtype=np.float32)
+    with bypassed(codebook_model):
+        for batch in progress(make_batches(ids, batch_size, tokenizer.pad_token_id), desc="prompt features"):
+            batch = batch.to(device)
+            hidden = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)[0].float()
+            after_bos = batch.attention_mask.float()
+            after_bos[:, 0] = 0
+            means = (hidden * after_bos.unsqueeze(-1)).sum(1) / after_bos.sum(1, keepdim=True).clamp_min(1)
+            features[batch.rows.cpu().numpy()] = means.cpu().numpy()
+    return features
+
+
+def fit_prompt_detector(
+    codebook_model: CodebookModel,
+    topic_texts: Sequence[str],
+    other_texts: Sequence[str],
+    recall: float,
+    max_length: int,
+    seed: int = 0,
+) -> TopicDetector:
+    """The detector of the topic's prompts against the other texts' prompts, its threshold at `recall`
+    of the topic's prompts in 5-fold cross-validation (`fit_at_recall`).
+
+    Raises:
+        CodeunlearnError: fewer than MIN_TOPIC_PROMPTS topic texts, or no other text, with a prompt.
+    """
+    topic = [p for p in map(prompt_of, topic_texts) if p]
+    other = [p for p in map(prompt_of, other_texts) if p]
+    if len(topic) < MIN_TOPIC_PROMPTS or not other:
+        raise CodeunlearnError(
+            f"a prompt detector needs texts of the form 'term: definition'; {len(topic)} of the topic's "
+            f"{len(topic_texts)} texts and {len(other)} of {len(other_texts)} others have a ':' (at least "
+            f"{MIN_TOPIC_PROMPTS} and 1 needed): set mining.detector_recall=0 and "
+            "bottleneck.mask_condition=none for this corpus"
+        )
+    features = prompt_features(codebook_model, topic + other, max_length)
+    labels = np.arange(len(features)) < len(topic)
+    detector, _ = fit_at_recall(features, labels, recall, seed=seed)
+    return detector

@@ -144,6 +144,14 @@ def _sides(
     return train_side, test_side
 
 
+def train_side(train: pa.Table, test: pa.Table, topic: TopicConfig) -> tuple[pa.Table, pa.Table]:
+    """The corpus's train side cut into the topic's rows and the other rows, as `build_splits` cuts it
+    (the test side is read only to check that both hold the topic)."""
+    pattern = topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None
+    side, _ = _sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
+    return side.topic, side.other
+
+
 def write_splits(splits: Splits, directory: Path) -> None:
     """Write `<split>.parquet` for the six splits and `manifest.json`, replacing `directory` whole.
 

@@ -232,6 +232,7 @@ class Tracker:
             "mask_gate": bottleneck.mask_gate,
             "mask_context_gate": bottleneck.mask_context_gate,
             "mask_context_after": bottleneck.mask_context_after,
+            "mask_condition": bottleneck.mask_condition,
         }
 
     def find_mask_version(self, digest: str, request_key: str) -> str | None:
@@ -340,6 +341,7 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
                 int(serving.get("mask_gate", 1)),
                 int(serving.get("mask_context_gate", 0)),
                 int(serving.get("mask_context_after", 1)),
+                serving.get("mask_condition", "none"),
             )
         self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None
         apply_mask(self.codebook_model, self.mask)
@@ -362,7 +364,8 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
         bos = tokenizer.bos_token_id
         if bos is not None and (ids.numel() == 0 or ids[0, 0] != bos):
             ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
-        with torch.no_grad():
+        # The request is the prompt: under bottleneck.mask_condition=prompt its detectors decide.
+        with torch.no_grad(), self.codebook_model.bottleneck.prompted():
             generated = self.codebook_model.model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),

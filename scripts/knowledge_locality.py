@@ -45,7 +45,6 @@ import numpy as np
 import torch
 from probe_sweep import probe_evaluator, ranked_on_glosses
 
-from codeunlearn.batching import bos_id, make_batches
 from codeunlearn.bottleneck import NO_CODE
 from codeunlearn.config import load_config
 from codeunlearn.evaluation import _per_example
@@ -53,8 +52,8 @@ from codeunlearn.masks import apply_mask, mask_from_codes
 from codeunlearn.mining import count_codes
 from codeunlearn.pipeline import batch_texts, load_model, read_table, setup
 from codeunlearn.probes import accuracy_by_topic, answers
-from codeunlearn.surgery import bypassed, forward_from_site, forward_to_site
-from codeunlearn.topic_detector import TopicDetector, fit_at_recall
+from codeunlearn.surgery import forward_from_site
+from codeunlearn.topic_detector import TopicDetector, fit_at_recall, prompt_features
 from codeunlearn.topics import read_splits
 
 RECALLS = (0.4, 0.5, 0.6)
@@ -180,20 +179,7 @@ def _row(accuracy: dict[str, float], before: dict[str, float] | None) -> str:
 
 def lemma_residuals(model, lemmas: list[str], batch_size: int = 64) -> np.ndarray:
     """The bottleneck's input averaged over each lemma's tokens, the lemma alone after BOS (N, d)."""
-    tokenizer = model.tokenizer
-    sequences = [
-        [bos_id(tokenizer), *tokenizer(lemma, add_special_tokens=False)["input_ids"]] for lemma in lemmas
-    ]
-    out = np.zeros((len(lemmas), model.model.config.hidden_size), dtype=np.float32)
-    with torch.no_grad(), bypassed(model):
-        for batch in make_batches(sequences, batch_size, tokenizer.pad_token_id):
-            hidden = forward_to_site(
-                model, batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
-            )[0]
-            lengths = batch.attention_mask.sum(1)
-            for i, row in enumerate(batch.rows.tolist()):
-                out[row] = hidden[i, 1 : int(lengths[i])].mean(0).float().cpu().numpy()
-    return out
+    return prompt_features(model, lemmas, max_length=64, batch_size=batch_size)
 
 
 def training_texts(config) -> dict[str, list[str]]:
