@@ -22,7 +22,7 @@ from codeunlearn.evaluation import EvalSet, Evaluator, normalized_drop
 from codeunlearn.knowledge import KnowledgeProbe, ProbeResult
 from codeunlearn.masks import Mask, apply_mask, mask_from_codes
 from codeunlearn.mining import count_codes
-from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, setup, training_texts
+from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, prompt_detector, setup, training_texts
 from codeunlearn.privacy import mia_auc, per_token_logprobs
 from codeunlearn.probes import ProbeConfig
 from codeunlearn.quantization import weights_quantized
@@ -160,7 +160,11 @@ def _mine(config: RunConfig, codebook_model: CodebookModel, forget: list[str], c
         for texts in (forget, control)
     ]
     selected = select_codes(counts[0], counts[1], config.mining)
-    return mask_from_codes(codebook_model.bottleneck.n_codes, "subset", selected.code_ids.tolist())
+    # under mining.detector_recall, a detector of the same forget texts' prompts, as mining would fit
+    detector = prompt_detector(config, codebook_model, forget)
+    return mask_from_codes(
+        codebook_model.bottleneck.n_codes, "subset", selected.code_ids.tolist(), detector=detector
+    )
 
 
 @dataclass

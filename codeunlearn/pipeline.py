@@ -288,10 +288,13 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     return selected
 
 
-def prompt_detector(config: RunConfig, codebook_model: CodebookModel) -> TopicDetector | None:
-    """The topic's prompt detector (mining.detector_recall > 0), fitted on the prompts of every
-    training text of the topic against those of mining.detector_negatives other training texts (the
-    corpus's train side: the held-out evaluation never sees them); else None."""
+def prompt_detector(
+    config: RunConfig, codebook_model: CodebookModel, topic_texts: list[str] | None = None
+) -> TopicDetector | None:
+    """The topic's prompt detector (mining.detector_recall > 0), fitted on the prompts of
+    `topic_texts` (default: every training text of the topic) against those of
+    mining.detector_negatives other training texts (the corpus's train side: the held-out evaluation
+    never sees them); else None."""
     if not config.mining.detector_recall:
         return None
     paths = setup(config)
@@ -300,19 +303,20 @@ def prompt_detector(config: RunConfig, codebook_model: CodebookModel) -> TopicDe
         read_table(paths.corpus_dir / "test.parquet"),
         config.topic,
     )
+    topic_texts = topic.column("text").to_pylist() if topic_texts is None else topic_texts
     rng = np.random.default_rng(config.seed)
     negatives = np.sort(
         rng.choice(other.num_rows, min(config.mining.detector_negatives, other.num_rows), replace=False)
     )
     log.info(
         "fitting the prompt detector on %d topic and %d other texts, at recall %.2f",
-        topic.num_rows,
+        len(topic_texts),
         len(negatives),
         config.mining.detector_recall,
     )
     return fit_prompt_detector(
         codebook_model,
-        topic.column("text").to_pylist(),
+        topic_texts,
         other.take(negatives).column("text").to_pylist(),
         config.mining.detector_recall,
         config.data.max_length,

@@ -10,11 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from codeunlearn import certificate, knowledge, pipeline
+from codeunlearn import certificate, comparison, knowledge, pipeline
 from codeunlearn.errors import CodeunlearnError
 from codeunlearn.masks import load_mask
 from codeunlearn.probes import ProbeConfig
 from codeunlearn.topic_detector import TopicDetector, prompt_features
+from codeunlearn.topics import read_splits
 
 from .conftest import Setup
 
@@ -55,6 +56,14 @@ def test_a_prompted_mask_acts_on_the_questions_its_detector_flags_and_nowhere_el
     np.testing.assert_array_equal(changed, flagged)
     food = np.array([q.topic == "noun.food" for q in probe.questions]).repeat(n_options)
     assert flagged[:n_conditional][food].mean() > flagged[:n_conditional][~food].mean()
+
+    # `codeunlearn compare` mines its masks afresh: each carries a detector of its own forget texts,
+    # so the probe can score it under the prompt condition.
+    splits = read_splits(paths.splits_dir)
+    forget = splits.forget_train.column("text").to_pylist()[:40]
+    subset = comparison._mine(config, model, forget, splits.control_train.column("text").to_pylist()[:40])
+    assert subset.detectors["subset"] not in (None, detector)
+    assert np.isfinite(evaluator.examples_codebook(subset)["probe"][0]).all()
 
     # The same mask on text without a prompt: the configured gate (1), as `evaluate` scored it.
     nll = json.loads((paths.eval_dir / "report.json").read_text())["nll"]
