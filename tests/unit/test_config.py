@@ -174,4 +174,11 @@ def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
         "bottleneck." + key for key in ("top_k", "combine", "mask_policy", "mask_gate", "mask_context_gate")
     }
     gated_selection = {"mining.n_select", "mining.min_enrichment", "mining.max_p_value"}
-    assert changed == {"run_dir", "eval.run_reference", *pursuit_settings, *gated_selection}
+    prompt_condition = {"bottleneck.mask_condition", "mining.detector_recall"}
+    assert changed == {
+        "run_dir",
+        "eval.run_reference",
+        *pursuit_settings,
+        *gated_selection,
+        *prompt_condition,
+    }
