@@ -367,9 +367,10 @@ class MiningConfig:
     # "all" content tokens, or "topic_words": for a keyword/regex topic with its word-swap control, only
     # the topic words in D_T and the words that replaced them in the control (codeunlearn.positions)
     positions: str = "all"
-    # > 0: also fit the topic's prompt detector (codeunlearn.topic_detector), its threshold at this
-    # share of the forget set's prompts in cross-validation; bottleneck.mask_condition=prompt needs it.
-    # 0.35 kept every probed neighbour within 1 point on the knowledge probe (BENCHMARKS.md)
+    # > 0: also fit the topic's prompt detector (codeunlearn.topic_detector), its threshold where it
+    # flags this share of the topic's training prompts in cross-validation; bottleneck.mask_condition=
+    # prompt needs it. 0.35 on configs/pursuit.yaml: `codeunlearn probe` noun.food halfway to chance,
+    # every other topic within 2 points (BENCHMARKS.md)
     detector_recall: float = 0.0
     # the detector is fitted on every training text of the topic against at most this many others
     detector_negatives: int = 20000

@@ -243,6 +243,8 @@ class Processor:
         )
 
     def _mask_for(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> Mask:
+        # first: a corpus without prompts stops the request before any count is stored
+        detector = prompt_detector(replace(self.config, topic=topic), self.codebook_model)
         counts = {}
         for split in ("forget", "control"):
             texts = getattr(splits, f"{split}_train").column("text").to_pylist()
@@ -259,7 +261,7 @@ class Processor:
             rule=selected.rule,
             data_hash=splits.manifest["splits"]["forget_train"]["content_hash"],
             counts_run=request.request_id,
-            detector=prompt_detector(replace(self.config, topic=topic), self.codebook_model),
+            detector=detector,
         )
         active = self.active_mask()
         if request.request_id in {source.name for source in active.sources}:

@@ -254,6 +254,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     run_id = _counts_run_id(config, splits, weights_hash(paths.model_dir))
     tokenizer = codebook_model.tokenizer
     spans = counted_spans(config, splits)
+    detector = prompt_detector(config, codebook_model)  # first: a corpus without prompts stops here
     counts = {}
     for split in ("forget", "control", "retain"):
         table = getattr(splits, f"{split}_train")
@@ -261,7 +262,6 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         batches = batch_texts(texts, tokenizer, config, config.mining.batch_size, spans.get(split))
         counts[split] = count_codes(codebook_model, batches, desc=f"mining {split}")
         store.replace_counts(run_id, split, config.topic.key, counts[split])
-    detector = prompt_detector(config, codebook_model)
     selected = select_codes(counts["forget"], counts["control"], config.mining)
     eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
     order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id

@@ -13,7 +13,7 @@ from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck
 from codeunlearn.config import BottleneckConfig, load_config
 from codeunlearn.errors import CodeunlearnError, ConfigError
 from codeunlearn.masks import check_detectors, load_mask, mask_from_codes, save_mask
-from codeunlearn.topic_detector import TopicDetector, prompt_of
+from codeunlearn.topic_detector import TopicDetector, fit_prompt_detector, prompt_of
 
 D = 16
 
@@ -156,3 +156,11 @@ def test_a_masks_detectors_are_saved_hashed_and_checked(tmp_path):
 def test_prompt_of_takes_the_text_through_its_first_colon():
     assert prompt_of("apple pie: a pie: with apples") == "apple pie:"
     assert prompt_of("no colon here") is None and prompt_of(": starts with one") is None
+
+
+def test_a_corpus_without_prompts_is_refused_before_any_model_runs():
+    texts = [f"a sentence about food number {i}" for i in range(20)]
+    with pytest.raises(CodeunlearnError, match="mining.detector_recall=0"):
+        fit_prompt_detector(None, texts, ["other: text"], 0.35, 32)
+    with pytest.raises(CodeunlearnError, match="'term: definition'"):
+        fit_prompt_detector(None, [f"food {i}: a dish" for i in range(20)], texts, 0.35, 32)
