@@ -401,7 +401,7 @@ class CodebookBottleneck(nn.Module):
             tokens gated at mask_gate through the last one, else None.
         """
         config = self.config
-        masked = self.mask[ids.clamp_min(0)] & (ids != NO_CODE)
+        masked = self._masked_slots(ids)
         if config.mask_gate == 1:
             return masked, None
         hits = masked.sum(dim=-1)  # (..., T) masked codes each token chose
@@ -415,6 +415,10 @@ class CodebookBottleneck(nn.Module):
         before = count.cumsum(dim=1) - count + carried.unsqueeze(1)  # gated tokens earlier in the text
         in_context = (before >= config.mask_context_after) & (hits >= config.mask_context_gate)
         return masked & (gated | in_context).unsqueeze(-1), carried + count.sum(dim=1)
+
+    def _masked_slots(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which chosen slots hold a masked code, like ids (NO_CODE slots never)."""
+        return self.mask[ids.clamp_min(0)] & (ids != NO_CODE)
 
     def _prompt_dropped(self, x: torch.Tensor, ids: torch.Tensor, start: int, at_bos: bool) -> torch.Tensor:
         """The slots emptied under mask_condition="prompt", like ids (B, T', k): in the rows whose
@@ -438,7 +442,7 @@ class CodebookBottleneck(nn.Module):
         flags = self._prompt_flags
         if flags is None or flags.shape[0] != batch:  # a cached step of no prompted forward: no prompt known
             return self._dropped(ids, None)[0]
-        masked = self.mask[ids.clamp_min(0)] & (ids != NO_CODE)
+        masked = self._masked_slots(ids)
         emptied = torch.where(in_prompt.unsqueeze(-1), ids != NO_CODE, masked)
         return emptied & flags[:, None, None]
 
