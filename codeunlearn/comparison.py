@@ -22,13 +22,22 @@ from codeunlearn.evaluation import EvalSet, Evaluator, normalized_drop
 from codeunlearn.knowledge import KnowledgeProbe, ProbeResult
 from codeunlearn.masks import Mask, apply_mask, mask_from_codes
 from codeunlearn.mining import count_codes
-from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model, prompt_detector, setup, training_texts
+from codeunlearn.pipeline import (
+    batch_texts,
+    detector_negatives,
+    eval_sets_of,
+    load_model,
+    prompt_detector,
+    setup,
+    training_texts,
+)
 from codeunlearn.privacy import mia_auc, per_token_logprobs
 from codeunlearn.probes import ProbeConfig
 from codeunlearn.quantization import weights_quantized
 from codeunlearn.selection import select_codes
 from codeunlearn.serialization import without_nan
 from codeunlearn.surgery import CodebookModel
+from codeunlearn.topic_detector import PromptSet, prompt_set
 from codeunlearn.topics import Splits, read_splits
 
 log = logging.getLogger(__name__)
@@ -94,12 +103,12 @@ def compare(
         control_attack = _Attack(config, subset, sets[0], scores[0].forget_nll, baseline.lr, relearn_steps)
         scores[0].relearning = control_attack.run(load_model(config), None)
     control = splits.control_train.column("text").to_pylist()
+    negatives = _negatives(config, codebook_model)
     for forget, control_part in ((forget_texts, control), (subset, control[:forget_limit])):
         started = time.perf_counter()
-        mask = _mine(config, codebook_model, forget, control_part)
-        scores.append(
-            scorer.score(f"mask ({len(forget)} mined)", codebook_model, mask, time.perf_counter() - started)
-        )
+        mask = _mine(config, codebook_model, forget, control_part, negatives)
+        elapsed = time.perf_counter() - started + (negatives.elapsed_s if negatives else 0.0)
+        scores.append(scorer.score(f"mask ({len(forget)} mined)", codebook_model, mask, elapsed))
         scores[-1].forget_examples = len(forget)
         if relearn_steps and forget is forget_texts:
             attack = _Attack(config, subset, sets[0], scores[0].forget_nll, baseline.lr, relearn_steps)
@@ -152,7 +161,30 @@ def _base_scores(
     return Evaluator(codebook_model, sets).score_model(model)
 
 
-def _mine(config: RunConfig, codebook_model: CodebookModel, forget: list[str], control: list[str]) -> Mask:
+@dataclass
+class _Negatives:
+    """The prompt detector's negatives, their features computed once for every mask compare mines;
+    each mask's wall-clock is still charged their computing time, as a lone request would pay it."""
+
+    prompts: PromptSet
+    elapsed_s: float
+
+
+def _negatives(config: RunConfig, codebook_model: CodebookModel) -> _Negatives | None:
+    if not config.mining.detector_recall:
+        return None
+    started = time.perf_counter()
+    prompts = prompt_set(codebook_model, detector_negatives(config), config.data.max_length)
+    return _Negatives(prompts, time.perf_counter() - started)
+
+
+def _mine(
+    config: RunConfig,
+    codebook_model: CodebookModel,
+    forget: list[str],
+    control: list[str],
+    negatives: _Negatives | None,
+) -> Mask:
     batch = config.mining.batch_size
     tokenizer = codebook_model.tokenizer
     counts = [
@@ -161,7 +193,7 @@ def _mine(config: RunConfig, codebook_model: CodebookModel, forget: list[str], c
     ]
     selected = select_codes(counts[0], counts[1], config.mining)
     # under mining.detector_recall, a detector of the same forget texts' prompts, as mining would fit
-    detector = prompt_detector(config, codebook_model, forget)
+    detector = prompt_detector(config, codebook_model, forget, negatives.prompts if negatives else None)
     return mask_from_codes(
         codebook_model.bottleneck.n_codes, "subset", selected.code_ids.tolist(), detector=detector
     )

@@ -39,7 +39,7 @@ from codeunlearn.surgery import (
     save_codebook_model,
     weights_hash,
 )
-from codeunlearn.topic_detector import TopicDetector, fit_prompt_detector
+from codeunlearn.topic_detector import PromptSet, TopicDetector, fit_prompt_detector
 from codeunlearn.topic_words import keyword_free_rows
 from codeunlearn.topics import Splits, build_splits, read_splits, topic_pattern, train_side, write_splits
 from codeunlearn.training import TrainResult, train
@@ -289,39 +289,56 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
 
 
 def prompt_detector(
-    config: RunConfig, codebook_model: CodebookModel, topic_texts: list[str] | None = None
+    config: RunConfig,
+    codebook_model: CodebookModel,
+    topic_texts: list[str] | None = None,
+    negatives: PromptSet | None = None,
 ) -> TopicDetector | None:
     """The topic's prompt detector (mining.detector_recall > 0), fitted on the prompts of
-    `topic_texts` (default: every training text of the topic) against those of
-    mining.detector_negatives other training texts (the corpus's train side: the held-out evaluation
-    never sees them); else None."""
+    `topic_texts` (default: every training text of the topic) against those of `negatives` (default:
+    `detector_negatives`); else None."""
     if not config.mining.detector_recall:
         return None
     paths = setup(config)
-    topic, other = train_side(
-        read_table(paths.corpus_dir / "train.parquet"),
-        read_table(paths.corpus_dir / "test.parquet"),
-        config.topic,
-    )
-    topic_texts = topic.column("text").to_pylist() if topic_texts is None else topic_texts
-    rng = np.random.default_rng(config.seed)
-    negatives = np.sort(
-        rng.choice(other.num_rows, min(config.mining.detector_negatives, other.num_rows), replace=False)
-    )
+    if topic_texts is None:
+        topic, _ = train_side(
+            read_table(paths.corpus_dir / "train.parquet"),
+            read_table(paths.corpus_dir / "test.parquet"),
+            config.topic,
+        )
+        topic_texts = topic.column("text").to_pylist()
+    others = detector_negatives(config) if negatives is None else negatives
     log.info(
         "fitting the prompt detector on %d topic and %d other texts, at recall %.2f",
         len(topic_texts),
-        len(negatives),
+        others.n_texts if isinstance(others, PromptSet) else len(others),
         config.mining.detector_recall,
     )
     return fit_prompt_detector(
         codebook_model,
         topic_texts,
-        other.take(negatives).column("text").to_pylist(),
+        others,
         config.mining.detector_recall,
         config.data.max_length,
         seed=config.seed,
     )
+
+
+def detector_negatives(config: RunConfig) -> list[str]:
+    """The other texts a topic's prompt detector is fitted against: mining.detector_negatives training
+    texts outside the topic, drawn with the run's seed from the corpus's train side (the held-out
+    evaluation never sees them)."""
+    paths = setup(config)
+    _, other = train_side(
+        read_table(paths.corpus_dir / "train.parquet"),
+        read_table(paths.corpus_dir / "test.parquet"),
+        config.topic,
+    )
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(
+        rng.choice(other.num_rows, min(config.mining.detector_negatives, other.num_rows), replace=False)
+    )
+    return other.take(rows).column("text").to_pylist()
 
 
 def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:

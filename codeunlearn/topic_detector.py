@@ -179,30 +179,59 @@ def prompt_features(
     return features
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """The prompts of some texts and their features (`prompt_features`), computed once so that several
+    detectors fitted against the same other texts do not recompute them."""
+
+    prompts: tuple[str, ...]
+    features: np.ndarray  # (len(prompts), d)
+    n_texts: int  # the texts the prompts came from, those without a prompt included
+
+
+def prompt_set(codebook_model: CodebookModel, texts: Sequence[str], max_length: int) -> PromptSet:
+    """The prompts of those `texts` that have one (`prompt_of`), with their features."""
+    prompts = tuple(p for p in map(prompt_of, texts) if p)
+    if not prompts:
+        return PromptSet(
+            prompts, np.zeros((0, codebook_model.model.config.hidden_size), np.float32), len(texts)
+        )
+    return PromptSet(prompts, prompt_features(codebook_model, prompts, max_length), len(texts))
+
+
 def fit_prompt_detector(
     codebook_model: CodebookModel,
     topic_texts: Sequence[str],
-    other_texts: Sequence[str],
+    others: Sequence[str] | PromptSet,
     recall: float,
     max_length: int,
     seed: int = 0,
 ) -> TopicDetector:
-    """The detector of the topic's prompts against the other texts' prompts, its threshold at `recall`
-    of the topic's prompts in 5-fold cross-validation (`fit_at_recall`).
+    """The detector of the topic's prompts against the other texts' prompts (`others`: the texts, or
+    their `prompt_set` computed before), its threshold at `recall` of the topic's prompts in 5-fold
+    cross-validation (`fit_at_recall`).
 
     Raises:
         CodeunlearnError: fewer than MIN_TOPIC_PROMPTS topic texts, or no other text, with a prompt.
     """
     topic = [p for p in map(prompt_of, topic_texts) if p]
-    other = [p for p in map(prompt_of, other_texts) if p]
-    if len(topic) < MIN_TOPIC_PROMPTS or not other:
+    other_prompts = (
+        others.prompts if isinstance(others, PromptSet) else [p for p in map(prompt_of, others) if p]
+    )
+    n_others = others.n_texts if isinstance(others, PromptSet) else len(others)
+    if len(topic) < MIN_TOPIC_PROMPTS or not other_prompts:
         raise CodeunlearnError(
             f"a prompt detector needs texts of the form 'term: definition'; {len(topic)} of the topic's "
-            f"{len(topic_texts)} texts and {len(other)} of {len(other_texts)} others have a ':' (at least "
-            f"{MIN_TOPIC_PROMPTS} and 1 needed): set mining.detector_recall=0 and "
+            f"{len(topic_texts)} texts and {len(other_prompts)} of {n_others} others have a ':' (at "
+            f"least {MIN_TOPIC_PROMPTS} and 1 needed): set mining.detector_recall=0 and "
             "bottleneck.mask_condition=none for this corpus"
         )
-    features = prompt_features(codebook_model, topic + other, max_length)
+    other_features = (
+        others.features
+        if isinstance(others, PromptSet)
+        else prompt_features(codebook_model, other_prompts, max_length)
+    )
+    features = np.concatenate([prompt_features(codebook_model, topic, max_length), other_features])
     labels = np.arange(len(features)) < len(topic)
     detector, _ = fit_at_recall(features, labels, recall, seed=seed)
     return detector

@@ -58,11 +58,17 @@ def test_a_prompted_mask_acts_on_the_questions_its_detector_flags_and_nowhere_el
     assert flagged[:n_conditional][food].mean() > flagged[:n_conditional][~food].mean()
 
     # `codeunlearn compare` mines its masks afresh: each carries a detector of its own forget texts,
-    # so the probe can score it under the prompt condition.
+    # so the probe can score it under the prompt condition. The negatives' features, computed once
+    # for all its masks, give the detector a lone request fitting on the same texts gets.
     splits = read_splits(paths.splits_dir)
     forget = splits.forget_train.column("text").to_pylist()[:40]
-    subset = comparison._mine(config, model, forget, splits.control_train.column("text").to_pylist()[:40])
+    negatives = comparison._negatives(config, model)
+    control = splits.control_train.column("text").to_pylist()[:40]
+    subset = comparison._mine(config, model, forget, control, negatives)
     assert subset.detectors["subset"] not in (None, detector)
+    alone = pipeline.prompt_detector(config, model, forget)
+    np.testing.assert_allclose(subset.detectors["subset"].weight, alone.weight, atol=1e-4)
+    assert subset.detectors["subset"].threshold == pytest.approx(alone.threshold, abs=1e-4)
     assert np.isfinite(evaluator.examples_codebook(subset)["probe"][0]).all()
 
     # The same mask on text without a prompt: the configured gate (1), as `evaluate` scored it.

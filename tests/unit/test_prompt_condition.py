@@ -13,7 +13,16 @@ from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck
 from codeunlearn.config import BottleneckConfig, load_config
 from codeunlearn.errors import CodeunlearnError, ConfigError
 from codeunlearn.masks import check_detectors, load_mask, mask_from_codes, save_mask
-from codeunlearn.topic_detector import TopicDetector, fit_prompt_detector, prompt_of
+from codeunlearn.surgery import insert_bottleneck
+from codeunlearn.topic_detector import (
+    TopicDetector,
+    fit_prompt_detector,
+    prompt_features,
+    prompt_of,
+    prompt_set,
+)
+
+from ..conftest import make_tiny
 
 D = 16
 
@@ -164,3 +173,24 @@ def test_a_corpus_without_prompts_is_refused_before_any_model_runs():
         fit_prompt_detector(None, texts, ["other: text"], 0.35, 32)
     with pytest.raises(CodeunlearnError, match="'term: definition'"):
         fit_prompt_detector(None, [f"food {i}: a dish" for i in range(20)], texts, 0.35, 32)
+
+
+def test_negatives_computed_once_give_the_detector_their_texts_give(tokenizer):
+    torch.manual_seed(0)
+    config = BottleneckConfig(n_codes=32, top_k=4, layer=0)
+    model = insert_bottleneck(make_tiny("llama", len(tokenizer)), tokenizer, config, "t")
+    topic = [f"{dish} {i}: a dish to eat" for i, dish in enumerate(["soup", "stew", "bread"] * 5)]
+    others = [f"{thing} {i}: a thing" for i, thing in enumerate(["hammer", "river", "oak", "cat"] * 10)]
+    others += ["a text without a prompt"]
+    negatives = prompt_set(model, others, 32)
+    assert negatives.n_texts == 41 and len(negatives.prompts) == 40
+    np.testing.assert_allclose(
+        negatives.features, prompt_features(model, [prompt_of(t) for t in others[:40]], 32), atol=1e-5
+    )
+    from_texts = fit_prompt_detector(model, topic, others, 0.5, 32)
+    from_set = fit_prompt_detector(model, topic, negatives, 0.5, 32)
+    np.testing.assert_allclose(from_set.weight, from_texts.weight, atol=1e-4)
+    assert from_set.threshold == pytest.approx(from_texts.threshold, abs=1e-4)
+    # the set's features are what is fitted on, not recomputed from its prompts
+    moved = dataclasses.replace(negatives, features=negatives.features + 3.0)
+    assert fit_prompt_detector(model, topic, moved, 0.5, 32).mean != pytest.approx(from_set.mean)
