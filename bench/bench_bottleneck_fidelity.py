@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 import torch
 from common import print_table, write_json
 
-from codeunlearn import assets
-from codeunlearn.batching import Batch, encode_texts, make_batches, token_nll
-from codeunlearn.config import BottleneckConfig, TrainConfig
-from codeunlearn.surgery import CodebookModel, bypassed, insert_bottleneck, recording, remove_bottleneck
-from codeunlearn.training import init_codes, site_activations
+from codeunlearn.core.config import BottleneckConfig, TrainConfig
+from codeunlearn.data.batching import Batch, encode_texts, make_batches, token_nll
+from codeunlearn.model import assets
+from codeunlearn.model.surgery import CodebookModel, bypassed, insert_bottleneck, recording, remove_bottleneck
+from codeunlearn.training.trainer import init_codes, site_activations
 
 
 def split_batches(run_dir: Path, codebook_model: CodebookModel, name: str, limit: int) -> list[Batch]:

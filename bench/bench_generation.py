@@ -24,7 +24,7 @@ from common import (
     write_json,
 )
 
-from codeunlearn.surgery import bypassed, remove_bottleneck
+from codeunlearn.model.surgery import bypassed, remove_bottleneck
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ from common import (
     write_json,
 )
 
-from codeunlearn.batching import Batch
-from codeunlearn.mining import count_codes
-from codeunlearn.surgery import CodebookModel, bypassed, forward_to_site, remove_bottleneck
+from codeunlearn.data.batching import Batch
+from codeunlearn.model.surgery import CodebookModel, bypassed, forward_to_site, remove_bottleneck
+from codeunlearn.unlearning.mining import count_codes
 
 
 @torch.no_grad()

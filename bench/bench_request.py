@@ -4,7 +4,7 @@ A request is answered by: mining the forget set (`count_codes`, layers up to the
 selecting codes against control statistics computed once and reused by every request (`select_codes`),
 building the mask and putting it in force (`mask_from_codes`, `apply_mask`). Registering the mask
 version is MLflow (`Tracker.register_mask`), timed separately when mlflow is importable, else skipped.
-The baseline is one NPO+RT run (codeunlearn.baselines, 10 epochs, lr 1e-5, batch 8) on the base model
+The baseline is one NPO+RT run (codeunlearn.baselines.methods, 10 epochs, lr 1e-5, batch 8) on the base model
 (bottleneck bypassed) over the same forget examples, with as many retain examples.
 
 Forget, control and retain examples are random token ids from three vocabulary ranges, so a topic's
@@ -36,14 +36,14 @@ from common import (
     write_json,
 )
 
-from codeunlearn.baselines import BaselineConfig, unlearn_with_gradients
-from codeunlearn.bottleneck import sample_codes
-from codeunlearn.config import MiningConfig
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.masks import Mask, apply_mask, mask_from_codes
-from codeunlearn.mining import count_codes
-from codeunlearn.selection import CodeCounts, select_codes
-from codeunlearn.surgery import CodebookModel, bypassed, forward_to_site
+from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
+from codeunlearn.core.config import MiningConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.model.code_init import sample_codes
+from codeunlearn.model.surgery import CodebookModel, bypassed, forward_to_site
+from codeunlearn.unlearning.masks import Mask, apply_mask, mask_from_codes
+from codeunlearn.unlearning.mining import count_codes
+from codeunlearn.unlearning.selection import CodeCounts, select_codes
 
 
 def example_batches(
@@ -92,8 +92,8 @@ def time_register(mask: Mask) -> tuple[float | None, str]:
     """Seconds to register the mask version in a fresh MLflow SQLite store (warm: the second of two)."""
     if importlib.util.find_spec("mlflow") is None:
         return None, "mlflow not importable here: registering not measured"
-    from codeunlearn.config import RunConfig, TrackingConfig
-    from codeunlearn.tracking import Tracker
+    from codeunlearn.core.config import RunConfig, TrackingConfig
+    from codeunlearn.tracking.tracker import Tracker
 
     with tempfile.TemporaryDirectory(prefix="bench_request_") as state:
         tracker = Tracker(RunConfig(tracking=TrackingConfig(state_dir=str(Path(state)))))

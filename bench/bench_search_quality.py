@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 import torch
 from common import print_table, write_json
 
-from codeunlearn.batching import Batch, encode_texts, make_batches, token_nll
-from codeunlearn.bottleneck import CodebookBottleneck, sample_codes
-from codeunlearn.evaluation import normalized_drop
-from codeunlearn.masks import apply_mask, load_mask
-from codeunlearn.surgery import CodebookModel, bypassed, forward_to_site, load_codebook_model
+from codeunlearn.data.batching import Batch, encode_texts, make_batches, token_nll
+from codeunlearn.evaluation.evaluator import normalized_drop
+from codeunlearn.model.bottleneck import CodebookBottleneck
+from codeunlearn.model.code_init import sample_codes
+from codeunlearn.model.surgery import CodebookModel, bypassed, forward_to_site, load_codebook_model
+from codeunlearn.unlearning.masks import apply_mask, load_mask
 
 
 def split_batches(run_dir: Path, codebook_model: CodebookModel, name: str, limit: int) -> list[Batch]:
@@ -88,7 +89,7 @@ def agreement(bottleneck: CodebookBottleneck, vectors: torch.Tensor, probes: lis
 
 def base_nll(model_name: str, sets: dict[str, list[Batch]]) -> dict[str, float]:
     """Held-out NLL of the pretrained model the codebook was trained into (0 of the normalised drop)."""
-    from codeunlearn.assets import load_pretrained
+    from codeunlearn.model.assets import load_pretrained
 
     model, _ = load_pretrained(model_name, "cpu")
     return {name: mean_nll(model, batches) for name, batches in sets.items()}

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from codeunlearn.selection import CodeCounts
-from codeunlearn.store import CodeStore
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.unlearning.selection import CodeCounts
 
 SPLITS = ("forget", "control", "retain")
 

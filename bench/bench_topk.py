@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from common import autocast, device_name, print_table, resolve_device, timed, write_json
 
-from codeunlearn.bottleneck import CodebookBottleneck
-from codeunlearn.config import BottleneckConfig
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.model.bottleneck import CodebookBottleneck
 
 
 def variants(args: argparse.Namespace) -> dict[str, tuple[dict, bool]]:

@@ -34,9 +34,9 @@ from common import (
     write_json,
 )
 
-from codeunlearn.config import TrainConfig
-from codeunlearn.surgery import bypassed, forward_to_site, remove_bottleneck
-from codeunlearn.training import _train_step, compiled_layers, trainable_parameters
+from codeunlearn.core.config import TrainConfig
+from codeunlearn.model.surgery import bypassed, forward_to_site, remove_bottleneck
+from codeunlearn.training.trainer import _train_step, compiled_layers, trainable_parameters
 
 
 def optimizer_for(codebook_model, mode: str, use_bottleneck: bool) -> torch.optim.Optimizer:

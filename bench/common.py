@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
-from codeunlearn.batching import Batch  # noqa: E402
-from codeunlearn.config import BottleneckConfig  # noqa: E402
-from codeunlearn.surgery import CodebookModel, insert_bottleneck  # noqa: E402
+from codeunlearn.core.config import BottleneckConfig  # noqa: E402
+from codeunlearn.data.batching import Batch  # noqa: E402
+from codeunlearn.model.surgery import CodebookModel, insert_bottleneck  # noqa: E402
 
 
 @dataclass(frozen=True)

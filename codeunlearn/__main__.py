@@ -1,3 +1,3 @@
-from codeunlearn.cli import app
+from codeunlearn.cli.main import app
 
 app()

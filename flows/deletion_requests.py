@@ -9,7 +9,7 @@ import sys
 
 from prefect import flow
 
-from codeunlearn.config import load_config
+from codeunlearn.core.config import load_config
 from tasks.deletion_requests import process_request
 
 
@@ -25,8 +25,10 @@ def process_deletion_requests(
     `request_id` (set by the "request arrived" event trigger) is informational: every open request is
     processed, in submission order, so none waits for the next schedule.
     """
-    from codeunlearn.deletion import process_open_requests  # heavy (torch): imported when the flow runs
-    from codeunlearn.tracking import Tracker
+    from codeunlearn.requests.processor import (
+        process_open_requests,  # heavy (torch): imported when the flow runs
+    )
+    from codeunlearn.tracking.tracker import Tracker
 
     config = load_config(config_path, overrides or [])
     processed = process_open_requests(config, Tracker(config), wait_s, each=process_request)

@@ -10,7 +10,7 @@ import sys
 
 from prefect import flow
 
-from codeunlearn.config import load_config
+from codeunlearn.core.config import load_config
 from tasks import stages
 from tasks.stages import results_in_run_dir
 
@@ -18,7 +18,7 @@ from tasks.stages import results_in_run_dir
 @flow(name="codeunlearn-pipeline")
 def pipeline_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
     """Train the codebook once, forget the config's topic, evaluate, and promote if the gates pass."""
-    from codeunlearn import tracked  # heavy (torch): imported when the flow runs, not at deploy time
+    from codeunlearn.tracking import stages as tracked
 
     config = load_config(config_path, overrides or [])
     with tracked.pipeline_run(config) as parent:
@@ -40,7 +40,7 @@ def pipeline_flow(config_path: str = "configs/default.yaml", overrides: list[str
 @flow(name="codeunlearn-train")
 def train_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> str:
     """Prepare the data and train and register the codebook model; returns its version."""
-    from codeunlearn import tracked  # heavy (torch): imported when the flow runs, not at deploy time
+    from codeunlearn.tracking import stages as tracked
 
     config = load_config(config_path, overrides or [])
     with tracked.pipeline_run(config) as parent:
@@ -51,7 +51,7 @@ def train_flow(config_path: str = "configs/default.yaml", overrides: list[str] |
 @flow(name="codeunlearn-unlearn")
 def unlearn_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
     """Forget the config's topic on the trained codebook model: mine, mask, evaluate, gate."""
-    from codeunlearn import tracked  # heavy (torch): imported when the flow runs, not at deploy time
+    from codeunlearn.tracking import stages as tracked
 
     config = load_config(config_path, overrides or [])
     with tracked.pipeline_run(config) as parent:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from codeunlearn.config import load_config
-from codeunlearn.evaluation import Evaluator, normalized_drop
-from codeunlearn.masks import mask_from_codes
-from codeunlearn.pipeline import evaluation_sets, load_model
-from codeunlearn.surgery import CodebookModel
+from codeunlearn.core.config import load_config
+from codeunlearn.evaluation.evaluator import Evaluator, normalized_drop
+from codeunlearn.model.surgery import CodebookModel
+from codeunlearn.pipeline.stages import evaluation_sets, load_model
+from codeunlearn.unlearning.masks import mask_from_codes
 
 
 def parse_grid(grid: str) -> list[tuple[tuple[int, int, int], list[int]]]:

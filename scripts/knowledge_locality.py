@@ -45,16 +45,16 @@ import numpy as np
 import torch
 from probe_sweep import probe_evaluator, ranked_on_glosses
 
-from codeunlearn.bottleneck import NO_CODE
-from codeunlearn.config import load_config
-from codeunlearn.evaluation import _per_example
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.mining import count_codes
-from codeunlearn.pipeline import batch_texts, load_model, read_table, setup
-from codeunlearn.probes import accuracy_by_topic, answers
-from codeunlearn.surgery import forward_from_site
-from codeunlearn.topic_detector import TopicDetector, fit_at_recall, prompt_features
-from codeunlearn.topics import read_splits
+from codeunlearn.core.config import load_config
+from codeunlearn.data.topics import read_splits
+from codeunlearn.evaluation.evaluator import _per_example
+from codeunlearn.evaluation.probes import accuracy_by_topic, answers
+from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.model.surgery import forward_from_site
+from codeunlearn.pipeline.stages import batch_texts, load_model, read_table, setup
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
+from codeunlearn.unlearning.mining import count_codes
+from codeunlearn.unlearning.topic_detector import TopicDetector, fit_at_recall, prompt_features
 
 RECALLS = (0.4, 0.5, 0.6)
 TRAINING_RECALLS = (0.45, 0.4, 0.35, 0.3)  # the prompt-conditioned rows: thresholds set on training lemmas

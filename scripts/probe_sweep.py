@@ -23,13 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from codeunlearn.config import load_config
-from codeunlearn.evaluation import Evaluator
-from codeunlearn.knowledge import KnowledgeProbe
-from codeunlearn.masks import mask_from_codes
-from codeunlearn.mining import count_codes
-from codeunlearn.pipeline import batch_texts, load_model
-from codeunlearn.probes import (
+from codeunlearn.core.config import load_config
+from codeunlearn.data.topics import read_splits
+from codeunlearn.evaluation.evaluator import Evaluator
+from codeunlearn.evaluation.knowledge import KnowledgeProbe
+from codeunlearn.evaluation.probes import (
     ProbeConfig,
     accuracy_by_topic,
     answers,
@@ -37,9 +35,11 @@ from codeunlearn.probes import (
     paired_p_values,
     question_set,
 )
-from codeunlearn.selection import enrichment
-from codeunlearn.store import CodeStore
-from codeunlearn.topics import read_splits
+from codeunlearn.pipeline.stages import batch_texts, load_model
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.unlearning.masks import mask_from_codes
+from codeunlearn.unlearning.mining import count_codes
+from codeunlearn.unlearning.selection import enrichment
 
 TOPICS = {"noun.plant", "noun.substance", "noun.animal", "noun.artifact", "noun.person"}
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from probe_sweep import probe_accuracy, probe_evaluator  # scripts/ is on sys.path when run as a script
 
-from codeunlearn.baselines import BaselineConfig, unlearn_with_gradients
-from codeunlearn.comparison import baseline_texts, membership_sets
-from codeunlearn.config import load_config
-from codeunlearn.evaluation import Evaluator, normalized_drop
-from codeunlearn.pipeline import batch_texts, eval_sets_of, load_model
-from codeunlearn.topics import read_splits
+from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
+from codeunlearn.core.config import load_config
+from codeunlearn.data.topics import read_splits
+from codeunlearn.evaluation.evaluator import Evaluator, normalized_drop
+from codeunlearn.pipeline.comparison import baseline_texts, membership_sets
+from codeunlearn.pipeline.stages import batch_texts, eval_sets_of, load_model
 
 
 def parse_setting(text: str) -> BaselineConfig:

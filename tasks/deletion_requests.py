@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over deletion-request processing (codeunlearn.deletion)."""
+"""Thin Prefect tasks over deletion-request processing (codeunlearn.requests.processor)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.stages import gpu_slot
 
 if TYPE_CHECKING:
-    from codeunlearn.deletion import Processor
+    from codeunlearn.requests.processor import Processor
 
 
 @task(tags=["gpu"], cache_policy=NO_CACHE)

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks over the tracked stages (codeunlearn.tracked) and request processing.
+"""Thin Prefect tasks over the tracked stages (codeunlearn.tracking.stages) and request processing.
 
 Expensive stages cache on their inputs (the config) and on this file's source, not on the MLflow parent
 run, so a rerun after a failure skips what finished. Their results live in the run directory
@@ -19,7 +19,7 @@ from prefect import Task, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.concurrency.sync import concurrency
 
-from codeunlearn.config import RunConfig
+from codeunlearn.core.config import RunConfig
 
 CACHE_ON_CONFIG = (INPUTS - "parent_run_id") + TASK_SOURCE
 
@@ -38,7 +38,7 @@ def results_in_run_dir(stage: Task, config: RunConfig) -> Task:
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True)
 def prepare_data(config: RunConfig, parent_run_id: str) -> dict:
     """Corpus partition and topic splits; returns the public manifest (counts and hashes, no text)."""
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     return tracked.prepare(config, parent_run_id)
 
@@ -46,7 +46,7 @@ def prepare_data(config: RunConfig, parent_run_id: str) -> dict:
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
 def train_codebook(config: RunConfig, parent_run_id: str) -> str:
     """Train (or reuse) and register the codebook model; returns its registered version."""
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     with gpu_slot():
         return tracked.train(config, parent_run_id)
@@ -55,7 +55,7 @@ def train_codebook(config: RunConfig, parent_run_id: str) -> str:
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
 def mine_codes(config: RunConfig, parent_run_id: str) -> dict:
     """Code counts into the store and the selected codes; returns the code-statistics summary."""
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     with gpu_slot():
         return tracked.mine(config, parent_run_id)
@@ -64,7 +64,7 @@ def mine_codes(config: RunConfig, parent_run_id: str) -> dict:
 @task
 def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str:
     """Mask the mined codes; returns the registered masked-model version."""
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     return tracked.unlearn(config, parent_run_id, codebook_version)
 
@@ -72,7 +72,7 @@ def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str
 @task(tags=["gpu"])
 def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_version: str) -> dict:
     """Evaluate the mask version and promote it to production if it clears the gates."""
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     with gpu_slot():
         return tracked.evaluate(config, parent_run_id, mask_version, codebook_version)

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from codeunlearn.assets import ensure_smollm2
+    from codeunlearn.model.assets import ensure_smollm2
 
     tok = AutoTokenizer.from_pretrained(ensure_smollm2())
     if tok.pad_token_id is None:
@@ -78,7 +78,7 @@ def texts():
 @pytest.fixture
 def forget_retain(tokenizer, texts):
     """Food glosses to forget (one batch of 3), everything else to retain (one batch of 5)."""
-    from codeunlearn.batching import encode_texts, make_batches
+    from codeunlearn.data.batching import encode_texts, make_batches
 
     forget = make_batches(encode_texts(tokenizer, texts[:3], 32), 3, tokenizer.pad_token_id)
     retain = make_batches(encode_texts(tokenizer, texts[3:], 32), 5, tokenizer.pad_token_id)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codeunlearn.assets import SMOLLM2_ALIAS, load_pretrained
-from codeunlearn.batching import encode_texts, make_batches
-from codeunlearn.config import BottleneckConfig
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.surgery import (
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.data.batching import encode_texts, make_batches
+from codeunlearn.model.assets import SMOLLM2_ALIAS, load_pretrained
+from codeunlearn.model.surgery import (
     forward_from_site,
     forward_to_site,
     insert_bottleneck,
     load_codebook_model,
     save_codebook_model,
 )
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn.config import RunConfig, load_config
+from codeunlearn.core.config import RunConfig, load_config
 
 from .setup_files import tiny_config, write_config, write_corpus, write_tiny_model
 
@@ -97,7 +97,7 @@ def make_setup(tmp_path, tiny_assets):
 @pytest.fixture
 def trained(make_setup) -> Setup:
     """Data prepared and a codebook trained and registered (version 1); no mask yet."""
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     setup = make_setup()
     config = setup.config

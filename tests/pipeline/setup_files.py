@@ -17,7 +17,7 @@ ROWS_PER_LABEL = 160
 def write_tiny_model(directory: Path) -> Path:
     from transformers import AutoTokenizer
 
-    from codeunlearn.assets import ensure_smollm2
+    from codeunlearn.model.assets import ensure_smollm2
 
     from ..conftest import make_tiny
 
@@ -30,7 +30,7 @@ def write_tiny_model(directory: Path) -> Path:
 
 def write_corpus(path: Path, extra_rows: list[dict] | None = None) -> Path:
     """ROWS_PER_LABEL WordNet noun glosses of each of LABELS (real text, deterministic)."""
-    from codeunlearn.wordnet import read_wordnet
+    from codeunlearn.data.wordnet import read_wordnet
 
     table = read_wordnet("/usr/share/wordnet", ("noun",), False)
     rows = []

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from codeunlearn.ablation import AblationSpec, load_spec
-from codeunlearn.config import load_config
-from codeunlearn.errors import ConfigError
+from codeunlearn.core.config import load_config
+from codeunlearn.core.errors import ConfigError
+from codeunlearn.pipeline.ablation import AblationSpec, load_spec
 
 from .conftest import REPO, Setup
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from codeunlearn import tracked
+from codeunlearn.tracking import stages as tracked
 
 from .conftest import Setup
 

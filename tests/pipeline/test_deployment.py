@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn.requests import RequestStore
-from codeunlearn.tracking import Tracker
+from codeunlearn.requests.queue import RequestStore
+from codeunlearn.tracking.tracker import Tracker
 
 from .conftest import REPO, Setup
 

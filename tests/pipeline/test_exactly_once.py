@@ -8,11 +8,11 @@ import signal
 
 import pytest
 
-from codeunlearn.config import TopicConfig
-from codeunlearn.deletion import Processor
-from codeunlearn.requests import RequestStore
-from codeunlearn.store import CodeStore
-from codeunlearn.tracking import Tracker
+from codeunlearn.core.config import TopicConfig
+from codeunlearn.requests.processor import Processor
+from codeunlearn.requests.queue import RequestStore
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.tracking.tracker import Tracker
 
 from .conftest import Setup
 

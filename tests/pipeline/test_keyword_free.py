@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from codeunlearn.evaluation import KEYWORD_FREE
+from codeunlearn.evaluation.evaluator import KEYWORD_FREE
 
 from .conftest import Setup
 

@@ -11,10 +11,10 @@ import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 
-from codeunlearn.masks import apply_mask, load_mask
-from codeunlearn.store import CodeStore
-from codeunlearn.surgery import load_codebook_model
-from codeunlearn.tracking import PRODUCTION, Tracker
+from codeunlearn.model.surgery import load_codebook_model
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.tracking.tracker import PRODUCTION, Tracker
+from codeunlearn.unlearning.masks import apply_mask, load_mask
 
 STAGES = {"prepare", "train", "mine", "unlearn", "evaluate"}
 

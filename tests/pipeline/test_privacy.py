@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from codeunlearn.requests import RequestStore
+from codeunlearn.requests.queue import RequestStore
 
 from .conftest import Setup
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn import knowledge, pipeline, report
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.probes import ProbeConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.evaluation import knowledge, report
+from codeunlearn.evaluation.probes import ProbeConfig
+from codeunlearn.pipeline import stages as pipeline
 
 from .conftest import Setup
 

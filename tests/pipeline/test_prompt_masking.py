@@ -10,12 +10,14 @@ import json
 import numpy as np
 import pytest
 
-from codeunlearn import certificate, comparison, knowledge, pipeline
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.masks import load_mask
-from codeunlearn.probes import ProbeConfig
-from codeunlearn.topic_detector import TopicDetector, prompt_features
-from codeunlearn.topics import read_splits
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.data.topics import read_splits
+from codeunlearn.evaluation import certificate, knowledge
+from codeunlearn.evaluation.probes import ProbeConfig
+from codeunlearn.pipeline import comparison
+from codeunlearn.pipeline import stages as pipeline
+from codeunlearn.unlearning.masks import load_mask
+from codeunlearn.unlearning.topic_detector import TopicDetector, prompt_features
 
 from .conftest import Setup
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from codeunlearn import pipeline
-from codeunlearn.reference import CACHE_FILE, reference_key
+from codeunlearn.evaluation.reference import CACHE_FILE, reference_key
+from codeunlearn.pipeline import stages as pipeline
 
 from .conftest import Setup
 

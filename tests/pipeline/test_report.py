@@ -10,11 +10,11 @@ import mlflow
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
 
-from codeunlearn import tracked
-from codeunlearn.certificate import file_sha256
-from codeunlearn.corpus import content_hash
-from codeunlearn.masks import load_mask, mask_from_codes, save_mask
-from codeunlearn.tracking import Tracker
+from codeunlearn.data.corpus import content_hash
+from codeunlearn.evaluation.certificate import file_sha256
+from codeunlearn.tracking import stages as tracked
+from codeunlearn.tracking.tracker import Tracker
+from codeunlearn.unlearning.masks import load_mask, mask_from_codes, save_mask
 
 from .conftest import Setup
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from codeunlearn.config import TopicConfig
-from codeunlearn.deletion import Processor, process_open_requests, revert_request
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.masks import load_mask
-from codeunlearn.requests import RequestStore
-from codeunlearn.store import CodeStore
-from codeunlearn.tracking import PRODUCTION, Tracker
+from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.requests.processor import Processor, process_open_requests, revert_request
+from codeunlearn.requests.queue import RequestStore
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.tracking.tracker import PRODUCTION, Tracker
+from codeunlearn.unlearning.masks import load_mask
 
 from .conftest import Setup
 
@@ -89,7 +89,7 @@ def test_corrupted_parquet_file_in_the_store_is_named_and_nothing_processed(trai
 
 
 def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
-    from codeunlearn import tracked
+    from codeunlearn.tracking import stages as tracked
 
     setup = make_setup(gates={"min_forget_drop": -1e9, "max_retain_drop": 1e9})
     config = setup.config

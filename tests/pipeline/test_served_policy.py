@@ -9,13 +9,13 @@ import mlflow
 import torch
 from mlflow import MlflowClient
 
-from codeunlearn import tracked
-from codeunlearn.bottleneck import NO_CODE
-from codeunlearn.masks import apply_mask, load_mask
-from codeunlearn.pipeline import load_model
-from codeunlearn.topic_detector import prompt_features
-from codeunlearn.topics import read_splits
-from codeunlearn.tracking import Tracker
+from codeunlearn.data.topics import read_splits
+from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.pipeline.stages import load_model
+from codeunlearn.tracking import stages as tracked
+from codeunlearn.tracking.tracker import Tracker
+from codeunlearn.unlearning.masks import apply_mask, load_mask
+from codeunlearn.unlearning.topic_detector import prompt_features
 
 from .conftest import Setup
 

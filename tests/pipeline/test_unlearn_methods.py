@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn import baseline_stage, pipeline
-from codeunlearn.config import load_config
-from codeunlearn.corpus import content_hash
-from codeunlearn.pipeline import RunPaths
+from codeunlearn.core.config import load_config
+from codeunlearn.data.corpus import content_hash
+from codeunlearn.pipeline import baseline_stage
+from codeunlearn.pipeline import stages as pipeline
+from codeunlearn.pipeline.stages import RunPaths
 
 from .conftest import Setup
 from .setup_files import tiny_config, write_config

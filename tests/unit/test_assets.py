@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from codeunlearn import assets
+from codeunlearn.model import assets
 
 
 def test_conversion_that_loses_the_race_keeps_the_winners_copy(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from codeunlearn.baselines import (
+from codeunlearn.baselines.methods import (
     BASELINE_METHODS,
     BaselineConfig,
     mean_nll,
@@ -19,8 +19,8 @@ from codeunlearn.baselines import (
     sequence_logprobs,
     unlearn_with_gradients,
 )
-from codeunlearn.batching import encode_texts, make_batches
-from codeunlearn.errors import ConfigError
+from codeunlearn.core.errors import ConfigError
+from codeunlearn.data.batching import encode_texts, make_batches
 
 # lr far above the real default: 2-3 steps on a random model must move the NLL measurably.
 FAST = BaselineConfig(lr=1e-3, epochs=3)

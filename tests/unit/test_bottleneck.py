@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck, kmeans_codes
-from codeunlearn.config import BottleneckConfig
-from codeunlearn.errors import CodeunlearnError, ConfigError
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.model.bottleneck import NO_CODE, CodebookBottleneck
+from codeunlearn.model.code_init import kmeans_codes
 
 
 def make(n_codes: int = 64, top_k: int = 4, **overrides) -> CodebookBottleneck:

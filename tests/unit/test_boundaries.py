@@ -12,12 +12,14 @@ from pathlib import Path
 
 import codeunlearn
 
-TRACKING_LAYER = ("tracking", "tracked")
+TRACKING_LAYER = "codeunlearn.tracking"
 
 
 def test_core_imports_neither_prefect_nor_mlflow():
-    names = [m.name for m in pkgutil.iter_modules(codeunlearn.__path__)]
-    modules = [f"codeunlearn.{name}" for name in names if name not in ("__main__", *TRACKING_LAYER)]
+    names = [m.name for m in pkgutil.walk_packages(codeunlearn.__path__, "codeunlearn.")]
+    modules = [
+        name for name in names if not name.endswith("__main__") and not name.startswith(TRACKING_LAYER)
+    ]
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
@@ -32,25 +34,27 @@ def test_core_imports_neither_prefect_nor_mlflow():
 def test_only_the_tracking_module_imports_mlflow_and_no_module_imports_prefect():
     package = Path(codeunlearn.__file__).parent
     importers = {
-        path.stem: set(re.findall(r"^\s*(?:import|from)\s+(mlflow|prefect)\b", path.read_text(), re.M))
-        for path in package.glob("*.py")
+        path.relative_to(package).with_suffix("").as_posix(): set(
+            re.findall(r"^\s*(?:import|from)\s+(mlflow|prefect)\b", path.read_text(), re.M)
+        )
+        for path in package.rglob("*.py")
     }
-    assert {name for name, found in importers.items() if "mlflow" in found} == {"tracking"}
-    assert not any("prefect" in found for name, found in importers.items() if name != "cli")
+    assert {name for name, found in importers.items() if "mlflow" in found} == {"tracking/tracker"}
+    assert not any("prefect" in found for name, found in importers.items() if not name.startswith("cli/"))
 
 
 # What bench/ imports of the library, to run on the GPU image: torch, transformers and their own
 # dependencies (numpy, pyyaml, safetensors, tqdm), nothing else.
 GPU_IMAGE_MODULES = (
-    "bottleneck",
-    "code_index",
-    "surgery",
-    "training",
-    "mining",
-    "selection",
-    "masks",
-    "baselines",
-    "batching",
+    "model.bottleneck",
+    "model.code_index",
+    "model.surgery",
+    "training.trainer",
+    "unlearning.mining",
+    "unlearning.selection",
+    "unlearning.masks",
+    "baselines.methods",
+    "data.batching",
 )
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck
-from codeunlearn.code_index import balanced_groups, grouped_topk, index_codes
-from codeunlearn.config import BottleneckConfig, default_search_groups
-from codeunlearn.errors import ConfigError
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.surgery import insert_bottleneck, load_codebook_model, save_codebook_model
+from codeunlearn.core.config import BottleneckConfig, default_search_groups
+from codeunlearn.core.errors import ConfigError
+from codeunlearn.model.bottleneck import NO_CODE, CodebookBottleneck
+from codeunlearn.model.code_index import balanced_groups, grouped_topk, index_codes
+from codeunlearn.model.surgery import insert_bottleneck, load_codebook_model, save_codebook_model
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
 
 from ..conftest import make_tiny
 
@@ -193,8 +193,8 @@ def test_set_search_switches_a_built_bottleneck_and_refuses_bad_settings():
 
 
 def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_path):
-    from codeunlearn.config import load_config
-    from codeunlearn.pipeline import load_model
+    from codeunlearn.core.config import load_config
+    from codeunlearn.pipeline.stages import load_model
 
     config = BottleneckConfig(layer=1, n_codes=256, top_k=4)  # trained with exact search
     codebook_model = insert_bottleneck(make_tiny("llama", len(tokenizer)), tokenizer, config, "t")

@@ -6,10 +6,17 @@ import math
 
 import numpy as np
 
-from codeunlearn.collateral import TOPIC_SPLIT, CollateralRow, join_measured, predict, spearman, topic_samples
-from codeunlearn.masks import mask_from_codes
-from codeunlearn.selection import CodeCounts
-from codeunlearn.store import CodeStore
+from codeunlearn.evaluation.collateral import (
+    TOPIC_SPLIT,
+    CollateralRow,
+    join_measured,
+    predict,
+    spearman,
+    topic_samples,
+)
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.unlearning.masks import mask_from_codes
+from codeunlearn.unlearning.selection import CodeCounts
 
 
 def _counts(tokens: list[int], n_examples: int) -> CodeCounts:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn.config import BottleneckConfig, RunConfig, flatten_config, load_config
-from codeunlearn.errors import ConfigError
+from codeunlearn.core.config import BottleneckConfig, RunConfig, flatten_config, load_config
+from codeunlearn.core.errors import ConfigError
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -54,7 +54,7 @@ def test_defaults_validate():
 
 
 def test_gates_name_each_failure():
-    from codeunlearn.config import GatesConfig
+    from codeunlearn.core.config import GatesConfig
 
     gates = GatesConfig(min_forget_drop=0.5, max_retain_drop=0.1)
     assert gates.check(0.9, 0.01) == []
@@ -70,7 +70,7 @@ def test_gates_name_each_failure():
 def test_a_model_trained_before_speed_settings_existed_still_matches():
     from dataclasses import replace
 
-    from codeunlearn.pipeline import same_training, training_stamp
+    from codeunlearn.pipeline.stages import same_training, training_stamp
 
     config = load_config(None, [])
     current = training_stamp(config)
@@ -152,7 +152,7 @@ def test_loading_a_masking_config_imports_no_torch():
     import sys
 
     code = (
-        "import sys\nfrom codeunlearn.config import load_config\n"
+        "import sys\nfrom codeunlearn.core.config import load_config\n"
         "load_config(None, ['unlearn.baseline.epochs=2'])\nprint('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

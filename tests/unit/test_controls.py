@@ -9,18 +9,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from codeunlearn import pipeline
-from codeunlearn.config import CONTROL_CHOICES, TopicConfig, load_config
-from codeunlearn.controls import (
+from codeunlearn.core.config import CONTROL_CHOICES, TopicConfig, load_config
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.data.controls import (
     CONTROL_METHODS,
     control_method,
     length_matched_sample,
     random_sample,
     word_swap,
 )
-from codeunlearn.corpus import split_train_test
-from codeunlearn.errors import CodeunlearnError, ConfigError
-from codeunlearn.topics import Splits, build_splits
+from codeunlearn.data.corpus import split_train_test
+from codeunlearn.data.topics import Splits, build_splits
+from codeunlearn.pipeline import stages as pipeline
 
 
 def _table(prefix: str, lengths: list[int]) -> pa.Table:

@@ -16,9 +16,9 @@ import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
-from codeunlearn.config import DataConfig  # noqa: E402
-from codeunlearn.corpus import content_hash, load_corpus, split_train_test  # noqa: E402
-from codeunlearn.errors import CodeunlearnError, ConfigError, MissingAssetError  # noqa: E402
+from codeunlearn.core.config import DataConfig  # noqa: E402
+from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError  # noqa: E402
+from codeunlearn.data.corpus import content_hash, load_corpus, split_train_test  # noqa: E402
 
 RECORDS = [
     {"id": 10, "content": "apples are red", "topic": 1},
@@ -47,7 +47,7 @@ def test_parquet_renames_columns_and_drops_empty_text(
 ) -> None:
     path = tmp_path / "corpus.parquet"
     pq.write_table(pa.Table.from_pylist(RECORDS), path)
-    with caplog.at_level(logging.WARNING, logger="codeunlearn.corpus"):
+    with caplog.at_level(logging.WARNING, logger="codeunlearn.data.corpus"):
         table = load_corpus(_config(path))
     assert table.column_names == ["id", "text", "label"]
     assert table.schema.field("id").type == pa.string()

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeunlearn.config import DataConfig, TranslationConfig
-from codeunlearn.debian_manuals import read_blocks
-from codeunlearn.errors import MissingAssetError
-from codeunlearn.parallel_corpus import (
+from codeunlearn.core.config import DataConfig, TranslationConfig
+from codeunlearn.core.errors import MissingAssetError
+from codeunlearn.data.debian_manuals import read_blocks
+from codeunlearn.data.parallel_corpus import (
     DEBIAN_CORPUS,
     DEBIAN_HANDBOOK_DIR,
     DEBIAN_INSTALL,
@@ -152,7 +152,7 @@ def test_installed_code_blocks_are_left_out(corpus):
 
 
 def test_translation_fr_yaml_loads_and_its_topic_is_a_few_percent_of_the_corpus(corpus):
-    from codeunlearn.config import load_config
+    from codeunlearn.core.config import load_config
 
     config = load_config(CONFIG)
     assert config.data.corpus == DEBIAN_CORPUS and config.translation.target_name == "French"

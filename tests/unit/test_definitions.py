@@ -10,8 +10,9 @@ import pytest
 import sacrebleu
 import torch
 
-from codeunlearn.config import BottleneckConfig
-from codeunlearn.definitions import (
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.evaluation.definitions import (
     Definition,
     DefinitionConfig,
     DefinitionResult,
@@ -24,9 +25,8 @@ from codeunlearn.definitions import (
     generate_definitions,
     prompt_ids,
 )
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.surgery import insert_bottleneck
+from codeunlearn.model.surgery import insert_bottleneck
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
 
 
 def _table() -> pa.Table:

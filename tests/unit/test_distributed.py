@@ -9,11 +9,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from codeunlearn.batching import make_batches
-from codeunlearn.config import BottleneckConfig, TrainConfig
-from codeunlearn.distributed import DataParallel, local_slice
-from codeunlearn.surgery import decoder_layers, insert_bottleneck
-from codeunlearn.training import train
+from codeunlearn.core.config import BottleneckConfig, TrainConfig
+from codeunlearn.data.batching import make_batches
+from codeunlearn.model.surgery import decoder_layers, insert_bottleneck
+from codeunlearn.training.distributed import DataParallel, local_slice
+from codeunlearn.training.trainer import train
 
 from ..conftest import make_tiny
 

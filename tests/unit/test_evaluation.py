@@ -7,9 +7,9 @@ import math
 import numpy as np
 import torch
 
-from codeunlearn.batching import encode_texts, make_batches, token_nll
-from codeunlearn.config import BottleneckConfig
-from codeunlearn.evaluation import (
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.data.batching import encode_texts, make_batches, token_nll
+from codeunlearn.evaluation.evaluator import (
     KEYWORD_FREE,
     EvalReport,
     EvalSet,
@@ -19,8 +19,8 @@ from codeunlearn.evaluation import (
     normalized_drop,
     perplexity,
 )
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.surgery import insert_bottleneck
+from codeunlearn.model.surgery import insert_bottleneck
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
 
 
 def test_normalized_drop_hand_values():

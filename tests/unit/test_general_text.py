@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from codeunlearn.errors import CodeunlearnError, ConfigError
-from codeunlearn.general_text import (
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.data.parallel_corpus import DEBIAN_REFERENCE_DIR
+from codeunlearn.evaluation.general_text import (
     DEBIAN_REFERENCE_INSTALL,
     GeneralTextConfig,
     GeneralTextResult,
@@ -18,7 +19,6 @@ from codeunlearn.general_text import (
     reference_paragraphs,
     sample_passages,
 )
-from codeunlearn.parallel_corpus import DEBIAN_REFERENCE_DIR
 
 PARAGRAPHS = [f"paragraph {i} " + "word " * (i % 7) * 10 for i in range(40)]
 

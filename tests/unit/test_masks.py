@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.masks import Mask, load_mask, mask_from_codes, save_mask
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.unlearning.masks import Mask, load_mask, mask_from_codes, save_mask
 
 
 def test_union_and_removal():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from codeunlearn.batching import encode_texts, make_batches
-from codeunlearn.bottleneck import NO_CODE
-from codeunlearn.config import BottleneckConfig
-from codeunlearn.mining import count_codes
-from codeunlearn.surgery import insert_bottleneck, recording, remove_bottleneck
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.data.batching import encode_texts, make_batches
+from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.model.surgery import insert_bottleneck, recording, remove_bottleneck
+from codeunlearn.unlearning.mining import count_codes
 
 
 def test_counts_equal_brute_force(tiny_llama, tokenizer, texts):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codeunlearn import plots
+from codeunlearn.evaluation import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

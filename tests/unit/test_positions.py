@@ -8,9 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from codeunlearn.batching import encode_texts, make_batches
-from codeunlearn.bottleneck import NO_CODE
-from codeunlearn.config import (
+from codeunlearn.core.config import (
     BottleneckConfig,
     ConfigError,
     MiningConfig,
@@ -18,12 +16,14 @@ from codeunlearn.config import (
     TopicConfig,
     TranslationConfig,
 )
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.mining import count_codes
-from codeunlearn.positions import split_spans, swapped_spans, token_flags, topic_word_spans
-from codeunlearn.surgery import insert_bottleneck, recording
-from codeunlearn.topics import topic_pattern
-from codeunlearn.translation import source_flags, source_ids
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.data.batching import encode_texts, make_batches
+from codeunlearn.data.positions import split_spans, swapped_spans, token_flags, topic_word_spans
+from codeunlearn.data.topics import topic_pattern
+from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.model.surgery import insert_bottleneck, recording
+from codeunlearn.translation.seq2seq import source_flags, source_ids
+from codeunlearn.unlearning.mining import count_codes
 
 KERNEL = re.compile(r"(?<!\w)(?:kernels|kernel)(?!\w)", re.IGNORECASE)
 

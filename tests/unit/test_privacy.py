@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from codeunlearn.batching import encode_texts, make_batches
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.privacy import loss_scores, mia_auc, min_k_scores, per_token_logprobs, privleak, roc_auc
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.data.batching import encode_texts, make_batches
+from codeunlearn.evaluation.privacy import (
+    loss_scores,
+    mia_auc,
+    min_k_scores,
+    per_token_logprobs,
+    privleak,
+    roc_auc,
+)
 
 
 def test_roc_auc_hand_values():

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.probes import (
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.evaluation.probes import (
     ProbeConfig,
     Question,
     accuracy_by_topic,

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from codeunlearn.bottleneck import NO_CODE, CodebookBottleneck
-from codeunlearn.config import BottleneckConfig, load_config
-from codeunlearn.errors import CodeunlearnError, ConfigError
-from codeunlearn.masks import check_detectors, load_mask, mask_from_codes, save_mask
-from codeunlearn.surgery import insert_bottleneck
-from codeunlearn.topic_detector import (
+from codeunlearn.core.config import BottleneckConfig, load_config
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.model.bottleneck import NO_CODE, CodebookBottleneck
+from codeunlearn.model.surgery import insert_bottleneck
+from codeunlearn.unlearning.masks import check_detectors, load_mask, mask_from_codes, save_mask
+from codeunlearn.unlearning.topic_detector import (
     TopicDetector,
     fit_prompt_detector,
     prompt_features,

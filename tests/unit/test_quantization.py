@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from codeunlearn.quantization import fake_quantize_, quantize_weight, weights_quantized
+from codeunlearn.evaluation.quantization import fake_quantize_, quantize_weight, weights_quantized
 
 
 def test_quantize_weight_hand_values():

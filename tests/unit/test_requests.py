@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from codeunlearn.config import TopicConfig
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.requests import RequestStore, topic_hash
-from codeunlearn.store import CodeStore
-from codeunlearn.tracking import public_params
+from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.requests.queue import RequestStore, topic_hash
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.tracking.tracker import public_params
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_topic_hash_covers_the_examples_file_content(tmp_path: Path):
 
 
 def test_topic_key_and_tracked_params_hide_keywords_and_files(tmp_path: Path):
-    from codeunlearn.config import RunConfig
+    from codeunlearn.core.config import RunConfig
 
     keywords = TopicConfig(label=None, keywords=("julien",))
     assert keywords.key.startswith("keywords-") and "julien" not in keywords.key
@@ -73,7 +73,7 @@ def test_topic_key_and_tracked_params_hide_keywords_and_files(tmp_path: Path):
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from codeunlearn.requests import RequestStore
+from codeunlearn.requests.queue import RequestStore
 with RequestStore(Path(sys.argv[1])).exclusive():
     print("locked", flush=True)
     time.sleep(120)

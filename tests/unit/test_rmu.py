@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 import torch
 
-from codeunlearn.baselines import BaselineConfig, unlearn_with_gradients
-from codeunlearn.errors import ConfigError
-from codeunlearn.rmu import rmu_parameters
-from codeunlearn.surgery import decoder_layers, residual_after
+from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
+from codeunlearn.baselines.rmu import rmu_parameters
+from codeunlearn.core.errors import ConfigError
+from codeunlearn.model.surgery import decoder_layers, residual_after
 
 from ..conftest import make_tiny
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency
 
-from codeunlearn.config import MiningConfig
-from codeunlearn.errors import CodeunlearnError, ConfigError
-from codeunlearn.selection import (
+from codeunlearn.core.config import MiningConfig
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.unlearning.selection import (
     SELECTION_RULES,
     CodeCounts,
     chi2_neg_log_p,
@@ -163,7 +163,7 @@ def test_chi2_and_frequency_rule_scores() -> None:
 
 
 def test_fewer_eligible_than_n_select_warns_and_does_not_pad(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="codeunlearn.selection"):
+    with caplog.at_level(logging.WARNING, logger="codeunlearn.unlearning.selection"):
         selected = select_codes(FORGET, CONTROL, config(n_select=6))
     assert selected.code_ids.tolist() == [0, 1, 4, 7]
     assert "only 4 codes pass" in caplog.text
@@ -210,7 +210,7 @@ def test_register_rule_rejects_duplicates_and_adds_new_rules() -> None:
         selected = select_codes(FORGET, CONTROL, config(rule="test_rates", n_select=1))
         assert selected.code_ids.tolist() == [4]
     finally:
-        from codeunlearn import selection
+        from codeunlearn.unlearning import selection
 
         selection._RULES.pop("test_rates", None)
     with pytest.raises(TypeError):

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.selection import CodeCounts, enrichment
-from codeunlearn.store import COUNTS_SCHEMA, ENRICHMENT_SQL, CodeStore
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.store.code_store import COUNTS_SCHEMA, ENRICHMENT_SQL, CodeStore
+from codeunlearn.unlearning.selection import CodeCounts, enrichment
 
 
 def make_counts(seed: int, n_codes: int = 32, n_tokens: int = 400, n_examples: int = 20) -> CodeCounts:
@@ -174,7 +174,7 @@ def test_every_view_answers_on_an_empty_store(store: CodeStore) -> None:
 
 
 def test_masks_view_has_one_row_per_version_even_when_digests_repeat(store: CodeStore) -> None:
-    from codeunlearn.masks import mask_from_codes, mask_rows
+    from codeunlearn.unlearning.masks import mask_from_codes, mask_rows
 
     topic = mask_from_codes(16, "noun.food", [1, 2, 3])
     both = topic.union(mask_from_codes(16, "req-a", [3, 4]))

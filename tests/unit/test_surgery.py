@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codeunlearn.config import BottleneckConfig
-from codeunlearn.errors import ConfigError
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.surgery import (
+from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.core.errors import ConfigError
+from codeunlearn.model.surgery import (
     bypassed,
     forward_from_site,
     forward_to_site,
@@ -17,6 +16,7 @@ from codeunlearn.surgery import (
     recording,
     save_codebook_model,
 )
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
 
 from ..conftest import make_tiny
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codeunlearn.config import BottleneckConfig, TrainConfig, TranslationConfig
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.masks import apply_mask, mask_from_codes
-from codeunlearn.mining import count_codes
-from codeunlearn.surgery import (
+from codeunlearn.core.config import BottleneckConfig, TrainConfig, TranslationConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.model.surgery import (
     bypassed,
     forward_from_site,
     forward_to_site,
@@ -19,7 +17,9 @@ from codeunlearn.surgery import (
     recording,
     save_codebook_model,
 )
-from codeunlearn.translation import source_batches, train_translation, translate, translation_batches
+from codeunlearn.translation.seq2seq import source_batches, train_translation, translate, translation_batches
+from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
+from codeunlearn.unlearning.mining import count_codes
 
 SOURCES = ["the love of God", "a river of water", "bread and wine", "the king spoke", "love one another"]
 TARGETS = ["el amor de Dios", "un río de agua", "pan y vino", "el rey habló", "amaos unos a otros"]

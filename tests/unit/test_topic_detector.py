@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from codeunlearn.errors import CodeunlearnError
-from codeunlearn.topic_detector import TopicDetector, fit_at_recall, fit_logistic
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.unlearning.topic_detector import TopicDetector, fit_at_recall, fit_logistic
 
 
 def _bisect(gradient, low: float, high: float) -> float:

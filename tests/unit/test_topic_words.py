@@ -9,9 +9,9 @@ import math
 import pyarrow as pa
 import pytest
 
-from codeunlearn.config import TopicConfig
-from codeunlearn.corpus import split_train_test
-from codeunlearn.topic_words import (
+from codeunlearn.core.config import TopicConfig
+from codeunlearn.data.corpus import split_train_test
+from codeunlearn.data.topic_words import (
     KEYWORD_FREE_COLUMN,
     indicative_words,
     keyword_free_flags,
@@ -21,7 +21,7 @@ from codeunlearn.topic_words import (
     rank_words,
     text_words,
 )
-from codeunlearn.topics import build_splits
+from codeunlearn.data.topics import build_splits
 
 TOPIC_TEXTS = ["apple pie and bread", "apple tart with bread", "bread and butter", "apple juice"]
 OTHER_TEXTS = ["a hammer and a saw", "bread knife and saw", "the saw", "and so on"]
@@ -105,7 +105,7 @@ def test_label_topic_split_avoids_its_words_and_the_manifest_lists_them() -> Non
 
 
 def test_all_words_leaves_no_keyword_free_example_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="codeunlearn.topic_words"):
+    with caplog.at_level(logging.WARNING, logger="codeunlearn.data.topic_words"):
         splits = build_splits(*split_train_test(_corpus(), 0.25), _topic(label="food"), 0)
     entry = splits.manifest["keyword_free"]
     assert entry["count"] == 0 and "lower topic.keyword_free_words" in entry["skipped"]
@@ -115,7 +115,7 @@ def test_all_words_leaves_no_keyword_free_example_and_says_why(caplog: pytest.Lo
 def test_keyword_topic_has_an_empty_split_and_no_words_in_the_manifest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="codeunlearn.topic_words"):
+    with caplog.at_level(logging.INFO, logger="codeunlearn.data.topic_words"):
         splits = build_splits(*split_train_test(_corpus(), 0.25), _topic(keywords=("bread", "soup")), 0)
     entry = splits.manifest["keyword_free"]
     assert entry["count"] == 0 and entry["of"] == splits.forget_test.num_rows > 0

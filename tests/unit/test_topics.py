@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeunlearn.config import TopicConfig
-from codeunlearn.controls import NEUTRAL_WORDS
-from codeunlearn.corpus import content_hash, split_train_test
-from codeunlearn.errors import CodeunlearnError, ConfigError, MissingAssetError
-from codeunlearn.topics import (
+from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.data.controls import NEUTRAL_WORDS
+from codeunlearn.data.corpus import content_hash, split_train_test
+from codeunlearn.data.topics import (
     SPLIT_NAMES,
     Splits,
     build_splits,

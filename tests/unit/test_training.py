@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codeunlearn.batching import encode_texts, make_batches
-from codeunlearn.config import BottleneckConfig, TrainConfig
-from codeunlearn.surgery import decoder_layers, insert_bottleneck
-from codeunlearn.training import train
+from codeunlearn.core.config import BottleneckConfig, TrainConfig
+from codeunlearn.data.batching import encode_texts, make_batches
+from codeunlearn.model.surgery import decoder_layers, insert_bottleneck
+from codeunlearn.training.trainer import train
 
 from ..conftest import make_tiny
 
@@ -58,8 +58,8 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tokenizer, texts, tmp_
 
 
 def test_history_has_every_step_and_usage_counts_content_codes_only(tokenizer, texts):
-    from codeunlearn.bottleneck import NO_CODE
-    from codeunlearn.training import _StepOutput, _TrainState
+    from codeunlearn.model.bottleneck import NO_CODE
+    from codeunlearn.training.trainer import _StepOutput, _TrainState
 
     state = _TrainState(6)
     codes = torch.tensor([[[0, 1], [2, NO_CODE]], [[1, 1], [5, 0]]])  # (B=2, T=2, k=2)
@@ -92,11 +92,11 @@ def test_compiled_layers_train_like_eager_ones_and_are_eager_again_after(tokeniz
 
 def test_too_few_activations_for_the_codes_are_warned_about_with_the_fix(tokenizer, texts, caplog):
     codebook_model, batches = setup_model(tokenizer, texts)  # 32 codes, 24 texts of ~12 tokens
-    with caplog.at_level("WARNING", logger="codeunlearn.training"):
+    with caplog.at_level("WARNING", logger="codeunlearn.training.trainer"):
         train(codebook_model, batches, TrainConfig(epochs=1, init_vectors=40, kmeans_iters=1))
     assert "initialising 32 codes from only 40 activations: set train.init_vectors=96" in caplog.text
     caplog.clear()
     codebook_model, batches = setup_model(tokenizer, texts)
-    with caplog.at_level("WARNING", logger="codeunlearn.training"):
+    with caplog.at_level("WARNING", logger="codeunlearn.training.trainer"):
         train(codebook_model, batches, TrainConfig(epochs=1, init_vectors=64, kmeans_iters=1))
     assert "initialising" not in caplog.text

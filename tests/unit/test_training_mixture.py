@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeunlearn.config import ConfigError, RunConfig, TrainConfig, load_config
-from codeunlearn.general_text import training_passages
-from codeunlearn.pipeline import RunPaths, same_training, training_stamp, training_texts
+from codeunlearn.core.config import ConfigError, RunConfig, TrainConfig, load_config
+from codeunlearn.evaluation.general_text import training_passages
+from codeunlearn.pipeline.stages import RunPaths, same_training, training_stamp, training_texts
 
 
 def corpus_run(tmp_path: Path, rows: int = 40) -> RunPaths:

@@ -11,13 +11,15 @@ import pyarrow as pa
 import pytest
 import torch
 
-from codeunlearn.config import BottleneckConfig, DataConfig, TopicConfig, TrainConfig, TranslationConfig
-from codeunlearn.corpus import split_train_test
-from codeunlearn.errors import ConfigError, MissingAssetError
-from codeunlearn.parallel_corpus import BIBLE_CORPUS, SWORD_DIR, _open_bibles, load_parallel_corpus
-from codeunlearn.surgery import insert_bottleneck
-from codeunlearn.topics import build_splits
-from codeunlearn.translation import (
+from codeunlearn.core.config import BottleneckConfig, DataConfig, TopicConfig, TrainConfig, TranslationConfig
+from codeunlearn.core.errors import ConfigError, MissingAssetError
+from codeunlearn.data.corpus import split_train_test
+from codeunlearn.data.parallel_corpus import BIBLE_CORPUS, SWORD_DIR, _open_bibles, load_parallel_corpus
+from codeunlearn.data.topics import build_splits
+from codeunlearn.model.surgery import insert_bottleneck
+from codeunlearn.translation.experiment import TranslationReport
+from codeunlearn.translation.metrics import TranslationScorer
+from codeunlearn.translation.seq2seq import (
     IGNORE,
     source_ids,
     target_ids,
@@ -25,8 +27,6 @@ from codeunlearn.translation import (
     translate,
     translation_batches,
 )
-from codeunlearn.translation_experiment import TranslationReport
-from codeunlearn.translation_metrics import TranslationScorer
 
 SOURCES = ["the love of God", "a river of water", "bread and wine", "the king spoke"]
 TARGETS = ["el amor de Dios", "un río de agua", "pan y vino", "el rey habló"]
@@ -88,7 +88,7 @@ def test_parallel_file_goes_through_the_corpus_path(tmp_path):
 def test_cli_refuses_a_monolingual_corpus_with_the_fix(tmp_path):
     from typer.testing import CliRunner
 
-    from codeunlearn.cli import app
+    from codeunlearn.cli.main import app
 
     config = Path(__file__).parents[2] / "configs" / "translation.yaml"
     args = ["translate-eval", "-c", str(config), f"run_dir={tmp_path}", "data.corpus=wordnet"]
@@ -146,8 +146,8 @@ def test_term_metric_counts_translations_that_keep_the_topic_word():
 
 
 def test_whole_targets_drop_the_pairs_whose_target_would_be_cut(tokenizer):
-    from codeunlearn.config import RunConfig
-    from codeunlearn.translation_experiment import _whole_targets
+    from codeunlearn.core.config import RunConfig
+    from codeunlearn.translation.experiment import _whole_targets
 
     corpus = pa.table({"id": ["a", "b"], "text": ["short", "long"], "target": ["corto", "largo " * 40]})
     config = RunConfig(translation=TranslationConfig(max_target_tokens=16, whole_targets=True))
@@ -181,7 +181,7 @@ def test_bible_pairs_are_verse_aligned():
 
 
 def test_translation_yaml_loads():
-    from codeunlearn.config import load_config
+    from codeunlearn.core.config import load_config
 
     config = load_config(Path(__file__).parents[2] / "configs" / "translation.yaml")
     assert config.data.corpus == BIBLE_CORPUS and config.topic.kind == "keywords"
@@ -192,8 +192,8 @@ def test_translation_yaml_loads():
 def test_translate_eval_end_to_end_on_a_tiny_local_t5(tokenizer, tmp_path):
     """The whole experiment on a T5 at the paper's site: a local model directory, a local parallel
     file, a word topic; every variant is scored on both splits and the table is written."""
-    from codeunlearn.config import load_config
-    from codeunlearn.translation_experiment import run_translation
+    from codeunlearn.core.config import load_config
+    from codeunlearn.translation.experiment import run_translation
 
     from .test_surgery_t5 import make_t5
 
@@ -247,8 +247,8 @@ def test_translate_eval_end_to_end_on_a_tiny_local_t5(tokenizer, tmp_path):
 
 
 def test_teacher_forced_nll_equals_a_per_example_count(tiny_llama, tokenizer):
-    from codeunlearn.translation import teacher_forced_nll
-    from codeunlearn.translation_metrics import keyword_pattern
+    from codeunlearn.translation.metrics import keyword_pattern
+    from codeunlearn.translation.seq2seq import teacher_forced_nll
 
     config = TranslationConfig(max_target_tokens=16)
     amor = keyword_pattern(["amor"])
@@ -281,9 +281,9 @@ def test_teacher_forced_nll_equals_a_per_example_count(tiny_llama, tokenizer):
 def test_a_translation_codebook_is_reused_across_scoring_settings():
     from dataclasses import replace
 
-    from codeunlearn.config import RunConfig
-    from codeunlearn.pipeline import same_training
-    from codeunlearn.translation_experiment import _stamp
+    from codeunlearn.core.config import RunConfig
+    from codeunlearn.pipeline.stages import same_training
+    from codeunlearn.translation.experiment import _stamp
 
     config = RunConfig(translation=TranslationConfig())
     stored = _stamp(config)

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from codeunlearn.errors import ConfigError, MissingAssetError
-from codeunlearn.wordnet import LEXNAMES, SCHEMA, find_wordnet_dir, read_wordnet
+from codeunlearn.core.errors import ConfigError, MissingAssetError
+from codeunlearn.data.wordnet import LEXNAMES, SCHEMA, find_wordnet_dir, read_wordnet
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 needs_wordnet = pytest.mark.skipif(

@@ -1,0 +1,477 @@
+"""Deletion-topic splits: forget (the topic), control (topic-free look-alikes) and retain (the rest).
+
+Each side of the global train/test partition gives its own forget, control and retain sets, so no
+evaluation example was seen while mining codes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from codeunlearn.core.config import WORD_TOPIC_KINDS, TopicConfig
+from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.data.controls import ControlMethod, control_method
+from codeunlearn.data.corpus import TABLE_SUFFIXES, content_hash, id_fraction, read_table_file
+from codeunlearn.data.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split, keyword_pattern
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES: tuple[str, ...] = (
+    "forget_train",
+    "forget_test",
+    "control_train",
+    "control_test",
+    "retain_train",
+    "retain_test",
+)
+MANIFEST_FILE = "manifest.json"
+
+EXAMPLES_TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The six split tables of one topic and a manifest of counts and content hashes (no raw text).
+
+    Every table starts with `id`, `text`, `label`. Control tables add `source_id`, the forget example
+    each control row stands for; word-swap controls hold only those four columns, since the corpus's
+    other columns (e.g. WordNet's `gloss`) would still carry the topic words. Retain tables add
+    `topic`, the row's label. `forget_test` adds `keyword_free`: the row contains none of the topic's
+    words (codeunlearn.data.topic_words; absent from splits prepared before it existed).
+    """
+
+    forget_train: pa.Table
+    forget_test: pa.Table
+    control_train: pa.Table
+    control_test: pa.Table
+    retain_train: pa.Table
+    retain_test: pa.Table
+    manifest: dict[str, Any]
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The split tables by name, in SPLIT_NAMES order."""
+        return {name: getattr(self, name) for name in SPLIT_NAMES}
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side (train or test) of the corpus cut into topic rows and the other rows."""
+
+    topic: pa.Table
+    other: pa.Table
+
+
+def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int) -> Splits:
+    """Cut the train and test corpora into forget, control and retain sets for one topic.
+
+    Args:
+        train: Train side of the corpus (`id`, `text`, optional `label`).
+        test: Test side of the corpus, disjoint from `train`.
+        topic: The deletion topic, its control construction and the size caps of each set.
+        seed: Seed of every sample taken; the same seed gives identical splits.
+
+    Returns:
+        The splits with their manifest; `forget_test` carries the keyword-free flag per row.
+
+    Raises:
+        ConfigError: A bad topic (two kinds, invalid regex, label topic on an unlabelled corpus,
+            non-positive size cap, unknown control or a swap control without words), a negative
+            seed, or a corpus without `id`/`text`.
+        MissingAssetError: The examples file does not exist.
+        CodeunlearnError: The topic matches nothing on one side of the corpus.
+    """
+    _check_sizes(topic, seed)
+    control = control_method(topic)
+    pattern = topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None
+    train_side, test_side = _sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
+    forget_train = _sample(train_side.topic, topic.max_forget, _rng(seed, "forget_train"))
+    forget_test = _sample(test_side.topic, topic.max_eval_forget, _rng(seed, "forget_test"))
+    control_source = _sample(forget_train, topic.max_control, _rng(seed, "control_source"))
+    control_train, words_train = control.build(
+        control_source, train_side.other, pattern, _rng(seed, "control_train")
+    )
+    control_test, words_test = control.build(
+        forget_test, test_side.other, pattern, _rng(seed, "control_test")
+    )
+    retain_train = _sample(
+        _without(train_side.other, control_train), topic.max_retain, _rng(seed, "retain_train")
+    )
+    retain_test = _stratified(_without(test_side.other, control_test), topic, _rng(seed, "retain_test"))
+    keyword_free, keyword_free_entry = keyword_free_split(
+        forget_train, retain_train, forget_test, topic, pattern
+    )
+    tables = {
+        "forget_train": forget_train,
+        "forget_test": forget_test.append_column(KEYWORD_FREE_COLUMN, keyword_free),
+        "control_train": control_train,
+        "control_test": control_test,
+        "retain_train": _with_topic_column(retain_train),
+        "retain_test": _with_topic_column(retain_test),
+    }
+    _check_controls(tables, topic)
+    words = {"control_train": words_train, "control_test": words_test} if control.name == "swap" else {}
+    manifest = _manifest(topic, seed, tables, control, words)
+    manifest["keyword_free"] = keyword_free_entry
+    manifest["topic_rows"] = {"train": train_side.topic.num_rows, "test": test_side.topic.num_rows}
+    logger.info("topic %s: %s", topic.key, {name: table.num_rows for name, table in tables.items()})
+    return Splits(**tables, manifest=manifest)
+
+
+def _sides(
+    train: pa.Table, test: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None
+) -> tuple[_Side, _Side]:
+    """Each side of the corpus cut into the topic's rows and the others; both must hold the topic."""
+    if topic.kind == "examples_file":
+        train_side, test_side = _example_sides(topic, train, test)
+    else:
+        train_side, test_side = _cut(train, topic, pattern), _cut(test, topic, pattern)
+    _check_matches(topic, train_side, test_side)
+    return train_side, test_side
+
+
+def train_side(train: pa.Table, test: pa.Table, topic: TopicConfig) -> tuple[pa.Table, pa.Table]:
+    """The corpus's train side cut into the topic's rows and the other rows, as `build_splits` cuts it
+    (the test side is read only to check that both hold the topic)."""
+    pattern = topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None
+    side, _ = _sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
+    return side.topic, side.other
+
+
+def write_splits(splits: Splits, directory: Path) -> None:
+    """Write `<split>.parquet` for the six splits and `manifest.json`, replacing `directory` whole.
+
+    Files go into a temporary sibling directory that is renamed onto the target only when every file
+    is written and synced, so a crash leaves either the old directory or the new one, never a mix.
+
+    Args:
+        splits: The splits to write.
+        directory: The target directory; an existing one is replaced.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:12]}")
+    staging.mkdir()
+    try:
+        for name, table in splits.tables().items():
+            pq.write_table(table, staging / f"{name}.parquet")
+        manifest = json.dumps(splits.manifest, indent=2, sort_keys=True, allow_nan=False)
+        (staging / MANIFEST_FILE).write_text(manifest + "\n", encoding="utf-8")
+        _fsync_files(staging)
+        _replace_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("wrote splits to %s", directory)
+
+
+def read_splits(directory: Path) -> Splits:
+    """Read splits written by `write_splits`.
+
+    Args:
+        directory: The directory `write_splits` wrote.
+
+    Returns:
+        The splits with their manifest.
+
+    Raises:
+        CodeunlearnError: The directory, a split file or the manifest is missing or unreadable.
+    """
+    directory = Path(directory)
+    names = [f"{name}.parquet" for name in SPLIT_NAMES] + [MANIFEST_FILE]
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        what = "it does not exist" if not directory.is_dir() else f"missing {', '.join(missing)}"
+        raise CodeunlearnError(f"no prepared splits at {directory} ({what}): run `codeunlearn prepare` first")
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        tables = {name: pq.read_table(directory / f"{name}.parquet") for name in SPLIT_NAMES}
+    except (OSError, ValueError) as error:
+        raise CodeunlearnError(
+            f"the splits at {directory} are unreadable ({error}): run `codeunlearn prepare` again"
+        ) from error
+    return Splits(**tables, manifest=manifest)
+
+
+def _check_sizes(topic: TopicConfig, seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed={seed!r}: use a whole number of 0 or more")
+    for name in ("max_forget", "max_control", "max_retain", "max_eval_forget", "max_eval_retain_per_topic"):
+        value = getattr(topic, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"topic.{name}={value!r}: set it to a whole number of 1 or more")
+
+
+def _normalised(table: pa.Table, side: str) -> pa.Table:
+    for name in ("id", "text"):
+        if name not in table.column_names:
+            raise ConfigError(
+                f"the {side} corpus has no column {name!r}; its columns are: "
+                f"{', '.join(table.column_names)}. Load it with codeunlearn.data.corpus.load_corpus"
+            )
+    table = table.filter(pc.is_valid(table.column("text")))  # load_corpus drops these already
+    if "label" not in table.column_names:
+        return table.append_column("label", pa.nulls(table.num_rows, pa.string()))
+    if table.column("label").type != pa.string():
+        table = table.set_column(
+            table.column_names.index("label"), "label", pc.cast(table["label"], pa.string())
+        )
+    return table
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    # One independent stream per purpose, so changing one cap does not reshuffle the other sets.
+    purpose_key = int.from_bytes(hashlib.sha1(purpose.encode()).digest()[:4], "big")
+    return np.random.default_rng([int(seed), purpose_key])
+
+
+def topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
+    """The compiled pattern of a keyword or regex topic (keywords as whole words, any case)."""
+    if topic.kind == "keywords":
+        if not any(k.strip() for k in topic.keywords):
+            raise ConfigError(f"topic.keywords={list(topic.keywords)!r} holds only blanks: give real words")
+        return keyword_pattern(topic.keywords)
+    try:
+        pattern = re.compile(str(topic.regex), re.IGNORECASE)
+    except re.error as error:
+        raise ConfigError(
+            f"topic.regex={topic.regex!r} is not a valid regular expression ({error}): "
+            "fix it (Python `re` syntax)"
+        ) from error
+    if pattern.search(""):
+        raise ConfigError(
+            f"topic.regex={topic.regex!r} matches the empty string, so it would match every example: "
+            "make it require at least one character"
+        )
+    return pattern
+
+
+def _cut(table: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None) -> _Side:
+    if pattern is None:
+        if table.column("label").null_count == table.num_rows and table.num_rows:
+            raise ConfigError(
+                f"topic.label={topic.label!r} needs a corpus with labels, but this corpus has none: set "
+                "data.label_column to the column that holds topics, or use topic.keywords or topic.regex"
+            )
+        mask = pc.fill_null(pc.equal(table.column("label"), str(topic.label)), False)
+    else:
+        texts = table.column("text").to_pylist()
+        mask = pa.array([pattern.search(text) is not None for text in texts], type=pa.bool_())
+    return _Side(topic=table.filter(mask), other=table.filter(pc.invert(mask)))
+
+
+def _example_sides(topic: TopicConfig, train: pa.Table, test: pa.Table) -> tuple[_Side, _Side]:
+    examples = _read_examples(Path(str(topic.examples_file)).expanduser())
+    # Hash rank, not hash threshold: order-independent like split_train_test, yet never an empty side.
+    ranks = np.argsort([id_fraction(i) for i in examples.column("id").to_pylist()], kind="stable")
+    n_test = max(1, round(EXAMPLES_TEST_FRACTION * examples.num_rows)) if examples.num_rows > 1 else 0
+    is_test = np.zeros(examples.num_rows, dtype=bool)
+    is_test[ranks[:n_test]] = True
+    texts = {text.strip() for text in examples.column("text").to_pylist()}
+    ids = set(examples.column("id").to_pylist())
+
+    def others(table: pa.Table) -> pa.Table:
+        rows = zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
+        keep = [row_id not in ids and text.strip() not in texts for row_id, text in rows]
+        return table.filter(pa.array(keep, type=pa.bool_()))
+
+    mask = pa.array(is_test, type=pa.bool_())
+    return (
+        _Side(topic=examples.filter(pc.invert(mask)), other=others(train)),
+        _Side(topic=examples.filter(mask), other=others(test)),
+    )
+
+
+def _read_examples(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise MissingAssetError(
+            f"topic.examples_file={str(path)!r} does not exist: give a text file with one example per line, "
+            "or a .parquet/.jsonl file with a 'text' column"
+        )
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        table = read_table_file(path)
+        if "text" not in table.column_names:
+            raise ConfigError(
+                f"{path} has no column 'text'; its columns are: {', '.join(table.column_names)}. "
+                "Rename the column holding the examples to 'text'"
+            )
+    else:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        table = pa.table({"text": pa.array([line for line in lines if line], type=pa.string())})
+    return _normalise_examples(table, path)
+
+
+def _normalise_examples(table: pa.Table, path: Path) -> pa.Table:
+    texts = [str(t).strip() if t is not None else "" for t in table.column("text").to_pylist()]
+    first: dict[str, int] = {}
+    for index, text in enumerate(texts):
+        if text:
+            first.setdefault(text, index)  # repeated examples would weigh double; keep the first
+    table = table.take(sorted(first.values()))
+    texts = [texts[i] for i in sorted(first.values())]
+    if "id" in table.column_names:
+        ids = pc.cast(table.column("id"), pa.string())
+    else:
+        ids = pa.array(["example-" + hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts])
+    label = table.column("label") if "label" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    rest = [name for name in table.column_names if name not in ("id", "text", "label")]
+    logger.info("examples file: %d distinct examples", table.num_rows)  # its name may be private too
+    return pa.table(
+        [
+            ids,
+            pa.array(texts, type=pa.string()),
+            pc.cast(label, pa.string()),
+            *(table.column(n) for n in rest),
+        ],
+        names=["id", "text", "label", *rest],
+    )
+
+
+def _check_matches(topic: TopicConfig, train: _Side, test: _Side) -> None:
+    n_train, n_test = train.topic.num_rows, test.topic.num_rows
+    if n_train and n_test:
+        return
+    kind = topic.kind
+    if kind == "examples_file":
+        raise CodeunlearnError(
+            f"topic examples_file={topic.examples_file!r} holds {n_train + n_test} distinct non-empty "
+            "examples; it needs at least 2 (one is held out for evaluation): add examples"
+        )
+    total = sum(side.topic.num_rows + side.other.num_rows for side in (train, test))
+    described = {"label": f"label={topic.label!r}", "keywords": f"keywords={list(topic.keywords)!r}"}
+    head = f"topic {described.get(kind, f'regex={topic.regex!r}')}"
+    if n_train + n_test == 0:
+        head += f" matches no example in the corpus (0 of {total:,} rows)"
+    else:
+        head += (
+            f" matches {n_train + n_test:,} of {total:,} rows, but {n_train} on the train side and {n_test} "
+            "on the test side; each side needs at least one"
+        )
+    raise CodeunlearnError(f"{head}; {_match_hint(topic, train, test)}")
+
+
+def _match_hint(topic: TopicConfig, train: _Side, test: _Side) -> str:
+    if topic.kind == "keywords":
+        tried = ", ".join(repr(k) for k in topic.keywords)
+        return f"tried whole-word, case-insensitive: {tried}; choose words that occur in the corpus"
+    if topic.kind == "regex":
+        return f"tried re.search({topic.regex!r}, text, re.IGNORECASE); loosen the pattern"
+    labels = sorted(
+        {v for side in (train, test) for t in (side.topic, side.other) for v in t.column("label").to_pylist()}
+        - {None}
+    )
+    shown = ", ".join(labels[:40]) + (f", ... ({len(labels)} in all)" if len(labels) > 40 else "")
+    by_lower = {label.lower(): label for label in labels}
+    close = difflib.get_close_matches(str(topic.label).lower(), list(by_lower), n=1)
+    suggestion = f", did you mean {by_lower[close[0]]}?" if close else "; set topic.label to one of them"
+    return f"labels that exist: {shown}{suggestion}"
+
+
+def _sample(table: pa.Table, limit: int, rng: np.random.Generator) -> pa.Table:
+    if table.num_rows <= limit:
+        return table
+    # Sorted, so a sample keeps the corpus's order and reads like it.
+    return table.take(np.sort(rng.choice(table.num_rows, size=limit, replace=False)))
+
+
+def _without(table: pa.Table, control: pa.Table) -> pa.Table:
+    # Length-matched controls are real corpus rows; keep them out of retain so the sets stay disjoint.
+    mask = pc.is_in(
+        table.column("id"), value_set=pa.array(control.column("id").to_pylist(), type=pa.string())
+    )
+    return table.filter(pc.invert(mask))
+
+
+def _stratified(pool: pa.Table, topic: TopicConfig, rng: np.random.Generator) -> pa.Table:
+    labels = pool.column("label").to_pylist()
+    groups: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        if label is not None:
+            groups.setdefault(label, []).append(index)
+    if not groups:
+        return _sample(pool, topic.max_eval_forget, rng)
+    picked: list[int] = []
+    for label in sorted(groups):
+        rows = np.array(groups[label])
+        size = min(topic.max_eval_retain_per_topic, len(rows))
+        picked.extend(rng.choice(rows, size=size, replace=False).tolist())
+    return pool.take(np.sort(np.array(picked, dtype=np.int64)))
+
+
+def _with_topic_column(table: pa.Table) -> pa.Table:
+    if "topic" in table.column_names:
+        table = table.drop_columns(["topic"])
+    return table.append_column("topic", table.column("label"))
+
+
+def _check_controls(tables: dict[str, pa.Table], topic: TopicConfig) -> None:
+    for name in ("control_train", "control_test"):
+        if tables[name].num_rows == 0:
+            raise CodeunlearnError(
+                f"topic {topic.name}: {name} is empty (no non-topic example or no swappable word); "
+                "choose a topic that leaves other examples in the corpus"
+            )
+
+
+def _manifest(
+    topic: TopicConfig,
+    seed: int,
+    tables: dict[str, pa.Table],
+    control: ControlMethod,
+    words: dict[str, list[str]],
+) -> dict[str, Any]:
+    splits: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        entry: dict[str, Any] = {
+            "count": table.num_rows,
+            "content_hash": content_hash(table.column("text").to_pylist()),
+        }
+        if name.startswith("control_"):
+            entry["control_method"] = control.recorded_as
+        if name in words:
+            entry["replacement_words"] = words[name]
+        splits[name] = entry
+    return {
+        "topic": topic.name,
+        "kind": topic.kind,
+        "seed": int(seed),
+        "control": topic.control,  # as configured; control_method is what it resolved to
+        "control_method": control.recorded_as,
+        "splits": splits,
+    }
+
+
+def _fsync_files(directory: Path) -> None:
+    # Data must reach the disk before the rename publishes it, or a crash could expose empty files.
+    for path in directory.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(staging, target)  # a single atomic rename
+        return
+    # POSIX cannot rename onto a non-empty directory: move the old one aside, then swap in the new one.
+    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
+    os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,363 @@
+"""Answering deletion requests: mine each request's codes, add them to the active mask, evaluate,
+register the masked model, promote it if it clears the gates, and record the outcome on the request.
+
+Every step is safe to repeat: a run killed at any point leaves its request in `processing`, and the
+next run (under the same lock) redoes it. The mask it computes has the same digest, so the masked
+version registered by the killed run is found and reused rather than registered twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Protocol
+
+from codeunlearn.core.config import RunConfig, TopicConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.failpoints import failpoint
+from codeunlearn.data.topics import Splits, build_splits, write_splits
+from codeunlearn.evaluation.evaluator import Evaluator, evaluation_rows, normalized_drop
+from codeunlearn.model import assets
+from codeunlearn.model.surgery import CodebookModel, weights_hash
+from codeunlearn.pipeline.stages import (
+    batch_texts,
+    eval_sets_of,
+    load_model,
+    prompt_detector,
+    read_table,
+    setup,
+)
+from codeunlearn.requests.queue import DeletionRequest, RequestStore, topic_hash
+from codeunlearn.unlearning.masks import (
+    Mask,
+    check_detectors,
+    load_mask,
+    mask_from_codes,
+    mask_rows,
+    save_mask,
+)
+from codeunlearn.unlearning.mining import count_codes
+from codeunlearn.unlearning.selection import select_codes
+
+log = logging.getLogger(__name__)
+
+
+class Registry(Protocol):
+    """What deletion needs from a model registry (codeunlearn.tracking.tracker.Tracker implements it)."""
+
+    codebook_name: str
+
+    def latest_codebook_version(self) -> str: ...
+
+    def codebook_tags(self, version: str) -> dict[str, str]: ...
+
+    def find_mask_version(self, digest: str, request_key: str) -> str | None: ...
+
+    def register_mask(
+        self, mask: Mask, codebook_version: str, request_key: str, tags: dict[str, str], run_id: str
+    ) -> str: ...
+
+    def promote(self, version: str) -> None: ...
+
+    def start_request_run(self, request: DeletionRequest, action: str, parent_run_id: str | None) -> str: ...
+
+    def run(self, name: str) -> AbstractContextManager[str]: ...
+
+    def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A request's evaluation: normalised drops of its forget set and of the retain set."""
+
+    forget: dict[str, float]  # base, codebook, masked NLL on the request's held-out forget set
+    retain: dict[str, float]
+
+    @property
+    def forget_drop(self) -> float:
+        return normalized_drop(self.forget["base"], self.forget["codebook"], self.forget["masked"])
+
+    @property
+    def retain_drop(self) -> float:
+        return normalized_drop(self.retain["base"], self.retain["codebook"], self.retain["masked"])
+
+    def metrics(self) -> dict[str, float]:
+        flat = {
+            f"{split}_nll_{variant}": value
+            for split in ("forget", "retain")
+            for variant, value in getattr(self, split).items()
+        }
+        return {**flat, "forget_drop": self.forget_drop, "retain_drop": self.retain_drop}
+
+
+class Processor:
+    """Processes requests of one run directory against one registry; load models once, lazily."""
+
+    def __init__(self, config: RunConfig, registry: Registry, parent_run_id: str | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.parent_run_id = parent_run_id  # the tracking run each request's run nests under
+        self.paths = setup(config)
+        self.requests = RequestStore(self.paths.store_dir)
+
+    # ------------------------------------------------------------ submission
+
+    def submit(self, topic_config: TopicConfig, model_version: str = "") -> DeletionRequest:
+        """Check a new request (its codebook version exists, its topic matches examples) and record it."""
+        version = model_version or self.registry.latest_codebook_version()
+        self.registry.codebook_tags(version)
+        topic = replace(
+            self.config.topic,
+            **{k: getattr(topic_config, k) for k in ("label", "keywords", "regex", "examples_file")},
+        )
+        self._splits(topic)  # raises with the reason when the topic matches nothing
+        request = self.requests.add(topic, self.registry.codebook_name, version)
+        log.info(
+            "recorded deletion request %s (%s topic) against codebook version %s",
+            request.request_id,
+            request.topic_kind,
+            version,
+        )
+        return request
+
+    # ------------------------------------------------------------ processing
+
+    def process(self, request_id: str) -> DeletionRequest:
+        """Answer one open request; the caller holds `self.requests.exclusive()`."""
+        request = self.requests.get(request_id)
+        if request.status not in ("pending", "processing"):
+            log.info("request %s is already %s", request_id, request.status)
+            return request
+        request = self.requests.mark(request, "processing")
+        failpoint("after-claim")
+        run_id = self.registry.start_request_run(request, "unlearn", self.parent_run_id)
+        try:
+            outcome, mask, version = self._answer(request, run_id)
+        except CodeunlearnError as error:
+            self.registry.finish_run(run_id, {}, "FAILED")
+            log.warning(
+                "request %s failed (%s); see `codeunlearn request show %s`",
+                request_id,
+                type(error).__name__,
+                request_id,
+            )
+            return self.requests.mark(request, "failed", error=str(error))
+        reasons = self.config.gates.check(outcome.forget_drop, outcome.retain_drop)
+        self._record_evaluation(request, mask, version, outcome, passed=not reasons)
+        self.registry.finish_run(
+            run_id, {**outcome.metrics(), "gates_passed": float(not reasons)}, "FINISHED"
+        )
+        if reasons:
+            log.info("request %s: version %s not promoted: %s", request_id, version, "; ".join(reasons))
+            return self.requests.mark(
+                request,
+                "rejected",
+                error="gates failed: " + "; ".join(reasons),
+                mask_version=version,
+                mask_digest=mask.digest,
+            )
+        self._activate(mask, version)
+        failpoint("after-promote")
+        log.info(
+            "request %s done: mask version %s (%d codes) is production",
+            request_id,
+            version,
+            len(mask.code_ids),
+        )
+        return self.requests.mark(request, "done", error="", mask_version=version, mask_digest=mask.digest)
+
+    def revert(self, request_id: str) -> DeletionRequest:
+        """Take one done request's codes out of the active mask and register that as a new version."""
+        request = self.requests.get(request_id)
+        if request.status != "done":
+            raise CodeunlearnError(
+                f"request {request_id} is {request.status}; only done requests can be reverted"
+                + (" (it was never applied)" if request.status in ("rejected", "failed") else "")
+            )
+        active = self.active_mask()
+        if request_id not in {source.name for source in active.sources}:
+            raise CodeunlearnError(
+                f"request {request_id} has no codes in the active mask {active.digest[:12]}"
+            )
+        mask = active.without(request_id)
+        run_id = self.registry.start_request_run(request, "revert", self.parent_run_id)
+        key = f"revert:{request_id}"
+        version = self.registry.find_mask_version(mask.digest, key) or self.registry.register_mask(
+            mask, request.model_version, key, {"reverted_request": request_id}, run_id
+        )
+        self._record_mask(mask, version, request.model_version)
+        self._activate(mask, version)
+        self.registry.finish_run(run_id, {"n_codes": float(len(mask.code_ids))}, "FINISHED")
+        return self.requests.mark(request, "reverted", mask_version=version, mask_digest=mask.digest)
+
+    def active_mask(self) -> Mask:
+        if self.paths.active_mask.is_file():
+            return load_mask(self.paths.active_mask)
+        return Mask(self.codebook_model.bottleneck.n_codes)
+
+    # ------------------------------------------------------------ steps
+
+    def _answer(self, request: DeletionRequest, run_id: str) -> tuple[Outcome, Mask, str]:
+        self._check_model(request)
+        topic = request.topic(self.config.topic)
+        if topic_hash(topic) != request.topic_hash:
+            raise CodeunlearnError(
+                f"the topic of {request.request_id} changed since it was submitted (its examples file was "
+                "edited): submit a new request"
+            )
+        splits = self._splits(topic)
+        write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
+        mask = self._mask_for(request, splits, topic)
+        outcome = self._evaluate(splits, mask)
+        version = self.registry.find_mask_version(mask.digest, request.request_id)
+        if version is None:
+            version = self.registry.register_mask(
+                mask,
+                request.model_version,
+                request.request_id,
+                {
+                    "request_id": request.request_id,
+                    "topic_hash": request.topic_hash,
+                    "forget_data_hash": splits.manifest["splits"]["forget_train"]["content_hash"],
+                    "control_data_hash": splits.manifest["splits"]["control_train"]["content_hash"],
+                    "forget_drop": f"{outcome.forget_drop:.4f}",
+                    "retain_drop": f"{outcome.retain_drop:.4f}",
+                    "gates": "; ".join(self.config.gates.check(outcome.forget_drop, outcome.retain_drop))
+                    or "passed",
+                },
+                run_id,
+            )
+            failpoint("after-register")
+        self._record_mask(mask, version, request.model_version)
+        return outcome, mask, version
+
+    def _check_model(self, request: DeletionRequest) -> None:
+        tags = self.registry.codebook_tags(request.model_version)
+        expected = tags.get("weights_sha256")
+        if expected and expected != self.local_weights_hash:
+            raise CodeunlearnError(
+                f"request {request.request_id} targets codebook version {request.model_version}, but "
+                f"{self.paths.model_dir} holds other weights: process it from that version's run_dir"
+            )
+
+    @cached_property
+    def local_weights_hash(self) -> str:
+        return weights_hash(self.paths.model_dir)
+
+    def _splits(self, topic: TopicConfig) -> Splits:
+        corpus = self.paths.corpus_dir
+        return build_splits(
+            read_table(corpus / "train.parquet"),
+            read_table(corpus / "test.parquet"),
+            topic,
+            self.config.seed,
+        )
+
+    def _mask_for(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> Mask:
+        # first: a corpus without prompts stops the request before any count is stored
+        detector = prompt_detector(replace(self.config, topic=topic), self.codebook_model)
+        counts = {}
+        for split in ("forget", "control"):
+            texts = getattr(splits, f"{split}_train").column("text").to_pylist()
+            batches = batch_texts(
+                texts, self.codebook_model.tokenizer, self.config, self.config.mining.batch_size
+            )
+            counts[split] = count_codes(self.codebook_model, batches, desc=f"mining {split}")
+            self.requests.store.replace_counts(request.request_id, split, request.request_id, counts[split])
+        selected = select_codes(counts["forget"], counts["control"], self.config.mining)
+        new = mask_from_codes(
+            self.codebook_model.bottleneck.n_codes,
+            request.request_id,
+            selected.code_ids.tolist(),
+            rule=selected.rule,
+            data_hash=splits.manifest["splits"]["forget_train"]["content_hash"],
+            counts_run=request.request_id,
+            detector=detector,
+        )
+        active = self.active_mask()
+        if request.request_id in {source.name for source in active.sources}:
+            active = active.without(request.request_id)
+        mask = active.union(new)
+        if self.config.bottleneck.mask_condition == "prompt":
+            check_detectors(mask)  # before anything is registered or saved
+        return mask
+
+    def _evaluate(self, splits: Splits, mask: Mask) -> Outcome:
+        evaluator = Evaluator(
+            self.codebook_model, eval_sets_of(splits, self.config, self.codebook_model.tokenizer)
+        )
+        scores = {
+            "base": evaluator.score_model(self.base_model),
+            "codebook": evaluator.score_codebook(None),
+            "masked": evaluator.score_codebook(mask),
+        }
+        return Outcome(
+            forget={variant: s["forget"] for variant, s in scores.items()},
+            retain={variant: s["retain"] for variant, s in scores.items()},
+        )
+
+    def _activate(self, mask: Mask, version: str) -> None:
+        self.registry.promote(version)
+        save_mask(mask, self.paths.root / "masks" / f"mask-{mask.digest[:12]}.json")
+        save_mask(mask, self.paths.active_mask)
+
+    def _record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
+        self.requests.store.append(
+            "mask_codes", mask_rows(mask, version, codebook_version), prefix=f"v{version}"
+        )
+
+    def _record_evaluation(
+        self, request: DeletionRequest, mask: Mask, version: str, outcome: Outcome, passed: bool
+    ) -> None:
+        nll = {
+            v: {"forget": outcome.forget[v], "retain": outcome.retain[v]}
+            for v in ("base", "codebook", "masked")
+        }
+        rows = evaluation_rows(
+            f"{request.request_id}-v{version}", mask, version, request.model_version, nll, passed
+        )
+        self.requests.store.append("evaluations", rows, prefix=request.request_id)
+
+    # ------------------------------------------------------------ models
+
+    @cached_property
+    def codebook_model(self) -> CodebookModel:
+        return load_model(self.config)
+
+    @cached_property
+    def base_model(self):
+        model, _ = assets.load_pretrained(self.config.model.name, self.codebook_model.device.type)
+        return model
+
+
+def process_open_requests(
+    config: RunConfig,
+    registry: Registry,
+    wait_s: float = 600.0,
+    each: Callable[[Processor, str], object] | None = None,
+) -> list[DeletionRequest]:
+    """Under the processing lock, answer every pending request (and any a dead run left processing),
+    in submission order, inside one tracking run; `each(processor, request_id)` (a Prefect task, say)
+    replaces the plain call per request. Nothing is tracked when nothing is pending."""
+    processor = Processor(config, registry)
+    with processor.requests.exclusive(wait_s):
+        open_ids = [r.request_id for r in processor.requests.open_requests()]
+        if not open_ids:
+            return []
+        with registry.run("process-deletion-requests") as parent:
+            processor.parent_run_id = parent
+            for request_id in open_ids:
+                (each or Processor.process)(processor, request_id)
+        return [processor.requests.get(request_id) for request_id in open_ids]
+
+
+def revert_request(
+    config: RunConfig, registry: Registry, request_id: str, wait_s: float = 600.0
+) -> DeletionRequest:
+    """Under the processing lock, take a done request's codes out of the active mask."""
+    processor = Processor(config, registry)
+    with processor.requests.exclusive(wait_s):
+        return processor.revert(request_id)

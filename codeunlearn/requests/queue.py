@@ -1,0 +1,180 @@
+"""Deletion requests: records with an id and a status, kept as an append-only event log in the code store.
+
+Each change of a request appends one Parquet file holding its whole new state; the `requests` view
+picks each request's latest event. Nothing is ever rewritten, so a crash loses at most the event
+being written, and the history of every request stays queryable (`request_events`).
+
+Processing is serialised by an exclusive `flock` on `<store>/requests.lock`: the kernel releases it
+when its holder dies, even by SIGKILL, so a killed run never blocks the next one, and whatever the
+killed run left in `processing` is taken up again by the next holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
+
+STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverted")
+OPEN_STATUSES = ("pending", "processing")  # a run that finds "processing" took over from a dead one
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """One request: what to forget, from which registered codebook version, and how it went."""
+
+    request_id: str
+    topic_kind: str
+    topic_spec: str  # JSON of the topic's value
+    topic_hash: str
+    model_name: str
+    model_version: str
+    submitted_at: datetime
+    status: str = "pending"
+    error: str = ""
+    mask_version: str = ""
+    mask_digest: str = ""
+    updated_at: datetime | None = None
+    worker: str = ""
+
+    def topic(self, caps: TopicConfig) -> TopicConfig:
+        """The request's topic with the size caps of `caps`."""
+        value = json.loads(self.topic_spec)
+        cleared = {"label": None, "keywords": (), "regex": None, "examples_file": None}
+        value = tuple(value) if self.topic_kind == "keywords" else value
+        return replace(caps, **{**cleared, self.topic_kind: value})
+
+
+def topic_hash(topic: TopicConfig) -> str:
+    """sha256 of the topic's kind and value, and of the examples file's bytes when it names one."""
+    digest = hashlib.sha256(json.dumps([topic.kind, _spec_value(topic)]).encode())
+    if topic.kind == "examples_file":
+        path = Path(str(topic.examples_file))
+        if not path.is_file():
+            raise CodeunlearnError(
+                f"examples file {path} does not exist: pass an existing .jsonl/.csv/.parquet"
+            )
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _spec_value(topic: TopicConfig) -> object:
+    value = getattr(topic, topic.kind)
+    if topic.kind == "keywords":
+        return list(value)
+    if topic.kind == "examples_file":
+        return str(Path(str(value)).resolve())
+    return value
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RequestStore:
+    """Add, read and update deletion requests in the code store at `store_root`."""
+
+    def __init__(self, store_root: Path) -> None:
+        self.store = CodeStore(store_root)
+        self.lock_path = Path(store_root) / "requests.lock"
+
+    def add(self, topic: TopicConfig, model_name: str, model_version: str) -> DeletionRequest:
+        """Record a pending request (the caller has checked the topic and the model version)."""
+        request = DeletionRequest(
+            request_id=f"req-{uuid.uuid4().hex[:12]}",
+            topic_kind=topic.kind,
+            topic_spec=json.dumps(_spec_value(topic)),
+            topic_hash=topic_hash(topic),
+            model_name=model_name,
+            model_version=str(model_version),
+            submitted_at=_now(),
+        )
+        self._write(request)
+        return request
+
+    def get(self, request_id: str) -> DeletionRequest:
+        rows = self._query("SELECT * FROM requests WHERE request_id = $id", {"id": request_id})
+        if not rows:
+            known = ", ".join(r.request_id for r in self.list()[-5:]) or "none yet"
+            raise CodeunlearnError(
+                f"no deletion request {request_id!r} in {self.store.root}; latest ids: {known} "
+                "(list them with `codeunlearn request list`)"
+            )
+        return rows[0]
+
+    def list(self, statuses: tuple[str, ...] = ()) -> list[DeletionRequest]:
+        """Requests in submission order, optionally only those with one of `statuses`."""
+        where = "WHERE list_contains($statuses, status)" if statuses else ""
+        return self._query(
+            f"SELECT * FROM requests {where} ORDER BY submitted_at, request_id",
+            {"statuses": list(statuses)} if statuses else None,
+        )
+
+    def open_requests(self) -> list[DeletionRequest]:
+        return self.list(OPEN_STATUSES)
+
+    def mark(self, request: DeletionRequest, status: str, **changes: str) -> DeletionRequest:
+        """Append the request's new state."""
+        if status not in STATUSES:
+            raise CodeunlearnError(f"status {status!r}: use one of {', '.join(STATUSES)}")
+        updated = replace(request, status=status, **changes)
+        self._write(updated)
+        return updated
+
+    @contextmanager
+    def exclusive(self, wait_s: float = 600.0) -> Iterator[None]:
+        """Hold the processing lock; wait up to `wait_s` for another processor to finish."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("a+") as handle:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CodeunlearnError(
+                            f"another process has held {self.lock_path} for over {wait_s:.0f} s; "
+                            "wait for it to finish (a dead holder releases it automatically)"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _write(self, request: DeletionRequest) -> None:
+        stamped = replace(request, updated_at=_now(), worker=_worker())
+        row = {name: [getattr(stamped, name, None)] for name in REQUEST_EVENTS_SCHEMA.names if name != "seq"}
+        row["seq"] = [time.time_ns()]
+        self.store.append("request_events", pa.table(row), prefix=request.request_id)
+
+    def _query(self, sql: str, params: dict | None) -> list[DeletionRequest]:
+        table = self.store.sql(sql, params)
+        fields = set(DeletionRequest.__dataclass_fields__)
+        return [
+            DeletionRequest(
+                **{k: ("" if v is None and k != "updated_at" else v) for k, v in row.items() if k in fields}
+            )
+            for row in table.to_pylist()
+        ]

@@ -1,0 +1,418 @@
+"""The code store: per-code firing counts as an append-only Parquet dataset, queried with DuckDB.
+
+Layout under `root`:
+
+    counts/run=<run_id>/<split>-<uuid>.parquet   one file per `write_counts` call, never rewritten
+                                                 (`replace_counts` removes a run/split/topic's older files)
+    store.duckdb                                 only VIEWS over the Parquet glob, for the duckdb CLI
+
+Parquet files are the source of truth. Every query runs in a fresh in-memory DuckDB connection that
+creates the same views, runs, and closes, so no connection or file lock is held between calls and any
+number of processes can read while one process appends files. `store.duckdb` is refreshed after each
+write so `duckdb root/store.duckdb` offers `code_counts` and `code_rates` too; it is never read here,
+so a user holding it open (DuckDB allows one writer per file) only costs a logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.store.schema import COUNTS_SCHEMA, DERIVED_VIEWS_SQL, TABLES, empty_select
+from codeunlearn.unlearning.selection import CodeCounts
+
+logger = logging.getLogger(__name__)
+
+# run_id and split become path parts, so they are kept to characters that are safe in paths and globs.
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+ENRICHMENT_SQL = """
+-- Per-code enrichment of a forget split over a control split, as selection.enrichment computes
+-- it, ranked best first (ties by lower code_id, like select_codes). Needs the code_rates view.
+-- Parameters ($name): run_id, forget_split, control_split, topic (NULL sums all topics of each split),
+-- min_count (minimum forget token count), pseudo_count (additive smoothing, 0.5 in selection), limit.
+-- enrichment = ((f + a) / (n_f + 2a)) / ((c + a) / (n_c + 2a)), a = pseudo_count.
+WITH forget AS (
+    SELECT code_id, sum(token_count) AS token_count, sum(n_tokens) AS n_tokens
+    FROM code_rates
+    WHERE run_id = $run_id AND split = $forget_split AND ($topic::VARCHAR IS NULL OR topic = $topic::VARCHAR)
+    GROUP BY code_id
+), control AS (
+    SELECT code_id, sum(token_count) AS token_count, sum(n_tokens) AS n_tokens
+    FROM code_rates
+    WHERE run_id = $run_id AND split = $control_split AND ($topic::VARCHAR IS NULL OR topic = $topic::VARCHAR)
+    GROUP BY code_id
+)
+SELECT code_id,
+       forget.token_count::BIGINT AS forget_count,
+       control.token_count::BIGINT AS control_count,
+       forget.token_count::DOUBLE / nullif(forget.n_tokens, 0) AS forget_rate,
+       control.token_count::DOUBLE / nullif(control.n_tokens, 0) AS control_rate,
+       ((forget.token_count::DOUBLE + $pseudo_count::DOUBLE)
+           / (forget.n_tokens + 2.0 * $pseudo_count::DOUBLE))
+         / ((control.token_count::DOUBLE + $pseudo_count::DOUBLE)
+           / (control.n_tokens + 2.0 * $pseudo_count::DOUBLE)) AS enrichment
+FROM forget JOIN control USING (code_id)
+WHERE forget.token_count >= $min_count::BIGINT
+ORDER BY enrichment DESC, code_id ASC
+LIMIT $limit::BIGINT
+"""
+
+
+class CodeStore:
+    """Per-code firing counts of many runs, splits and topics, under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        """Open the store at `root`; nothing is created until the first `write_counts`.
+
+        Args:
+            root: the store directory (it need not exist yet: reads then see an empty store).
+        """
+        self.root = Path(root)
+        self.counts_dir = self.root / "counts"
+        self.database_path = self.root / "store.duckdb"
+
+    def write_counts(self, run_id: str, split: str, topic: str, counts: CodeCounts) -> Path:
+        """Add one Parquet file holding `counts`, one row per code (zeros included).
+
+        The file appears atomically: it is written under a temporary name in the same directory and
+        renamed, so a concurrent reader sees either no file or the whole file.
+
+        Args:
+            run_id: the run (codebook) the counts belong to; letters, digits, `._-`.
+            split: e.g. "forget", "control", "retain"; letters, digits, `._-`.
+            topic: the topic name (free text).
+            counts: the counts to store.
+
+        Returns:
+            The path of the new file.
+
+        Raises:
+            CodeunlearnError: run_id or split is not a safe name.
+        """
+        _check_name(run_id, "run_id")
+        _check_name(split, "split")
+        path = self.append("code_counts", _counts_table(run_id, split, topic, counts), f"run={run_id}", split)
+        logger.info("stored %s counts of run %s in %s", split, run_id, path)
+        return path
+
+    def replace_counts(self, run_id: str, split: str, topic: str, counts: CodeCounts) -> Path:
+        """Write `counts` as the only counts of run/split/topic: earlier files for them are removed.
+
+        Re-mining the same sets with the same model must not sum with the first mining's counts. The
+        new file is published before the old ones go, so a concurrent reader may briefly see both but
+        never none.
+
+        Returns:
+            The path of the new file.
+        """
+        path = self.write_counts(run_id, split, topic, counts)
+        earlier = (
+            self.sql(
+                "SELECT DISTINCT filename FROM code_counts "
+                "WHERE run_id = $run_id AND split = $split AND topic = $topic",
+                {"run_id": run_id, "split": split, "topic": topic},
+            )
+            .column("filename")
+            .to_pylist()
+        )
+        stale = [Path(name) for name in earlier if Path(name).resolve() != path.resolve()]
+        for old in stale:
+            old.unlink(missing_ok=True)
+        if stale:
+            logger.info("replaced %d earlier %s count file(s) of run %s", len(stale), split, run_id)
+            self.refresh_database()
+        return path
+
+    def append(self, view: str, table: pa.Table, partition: str = "", prefix: str = "part") -> Path:
+        """Add `table` as one new Parquet file of the store table behind `view` (see store/schema.py).
+
+        The file appears atomically: it is written under a temporary name that the views' glob does not
+        match and renamed, so a concurrent reader sees either no file or the whole file.
+
+        Returns:
+            The path of the new file.
+        """
+        spec = TABLES[view]
+        table = table.select(spec.schema.names).cast(spec.schema)
+        directory = self.root / spec.directory / partition if partition else self.root / spec.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{prefix}-{uuid.uuid4().hex}.parquet"
+        temporary = directory / f".{path.name}.tmp"
+        try:
+            pq.write_table(table, temporary)
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())  # the data reaches the disk before the rename publishes it
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self.refresh_database()
+        return path
+
+    def read_counts(self, run_id: str, split: str, topic: str | None = None) -> CodeCounts:
+        """The counts of one run/split/topic, summed over every file written for it.
+
+        Args:
+            run_id: the run.
+            split: the split.
+            topic: the topic; None accepts any, as long as the split holds a single topic.
+
+        Returns:
+            The summed counts.
+
+        Raises:
+            CodeunlearnError: nothing matches (the message lists what the store holds), topic is None
+                but the split holds several topics, the files disagree on the codebook size, or a
+                count file is corrupt.
+        """
+        table = self.sql(
+            "SELECT topic, code_id, token_count, example_count, n_tokens, n_examples FROM code_rates "
+            "WHERE run_id = $run_id AND split = $split "
+            "AND ($topic::VARCHAR IS NULL OR topic = $topic::VARCHAR) "
+            "ORDER BY topic, code_id",
+            {"run_id": run_id, "split": split, "topic": topic},
+        )
+        where = f"run {run_id!r}, split {split!r}" + ("" if topic is None else f", topic {topic!r}")
+        if table.num_rows == 0:
+            raise CodeunlearnError(
+                f"the code store {self.root} has no counts for {where}; {self._inventory()}"
+            )
+        topics = sorted(set(table.column("topic").to_pylist()))
+        if len(topics) > 1:
+            raise CodeunlearnError(
+                f"the code store holds counts of several topics for {where}: {topics}; "
+                "pass topic= one of them"
+            )
+        return _counts_from_rows(table, where)
+
+    def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a query with the `code_counts` and `code_rates` views available.
+
+        `code_counts` has one row per stored row plus a `filename` column; `code_rates` sums the files
+        of each run/split/topic/code and adds `rate` = token_count / n_tokens.
+
+        Args:
+            query: DuckDB SQL.
+            params: values for `$name` parameters in the query.
+
+        Returns:
+            The result as an Arrow table.
+
+        Raises:
+            CodeunlearnError: the query fails (DuckDB's message included) or a count file is corrupt
+                (the file named).
+        """
+        try:
+            with self._connection() as connection:
+                return connection.sql(query, params=dict(params) if params else None).to_arrow_table()
+        except duckdb.Error as error:
+            raise self._query_error(query, error) from error
+
+    def runs(self) -> list[str]:
+        """The run ids that have counts, sorted."""
+        table = self.sql("SELECT DISTINCT run_id FROM code_counts ORDER BY run_id")
+        return [str(run) for run in table.column("run_id").to_pylist()]
+
+    def top_enriched(
+        self,
+        run_id: str,
+        min_count: int,
+        limit: int,
+        forget_split: str = "forget",
+        control_split: str = "control",
+        topic: str | None = None,
+        pseudo_count: float = 0.5,
+    ) -> pa.Table:
+        """The most enriched codes of a run, computed in SQL by `ENRICHMENT_SQL` (no model needed).
+
+        Args:
+            run_id: the run.
+            min_count: codes with fewer forget token firings are left out.
+            limit: at most this many rows.
+            forget_split: the split holding the forget-set counts.
+            control_split: the split holding the control-set counts.
+            topic: restrict both splits to this topic; None sums all topics.
+            pseudo_count: additive smoothing, as in `selection.enrichment`.
+
+        Returns:
+            Columns code_id, forget_count, control_count, forget_rate, control_rate, enrichment,
+            best first.
+
+        Raises:
+            CodeunlearnError: limit is negative, either split has no counts, or a query fails.
+        """
+        if limit < 0:
+            raise CodeunlearnError(f"limit={limit}: use 0 or more rows")
+        for split in (forget_split, control_split):
+            found = self.sql(
+                "SELECT count(*) AS n FROM code_counts WHERE run_id = $run_id AND split = $split "
+                "AND ($topic::VARCHAR IS NULL OR topic = $topic::VARCHAR)",
+                {"run_id": run_id, "split": split, "topic": topic},
+            )
+            if found.column("n")[0].as_py() == 0:
+                raise CodeunlearnError(
+                    f"the code store {self.root} has no counts for run {run_id!r}, split {split!r}"
+                    + ("" if topic is None else f", topic {topic!r}")
+                    + f"; {self._inventory()}"
+                )
+        params = {
+            "run_id": run_id,
+            "forget_split": forget_split,
+            "control_split": control_split,
+            "topic": topic,
+            "min_count": min_count,
+            "pseudo_count": pseudo_count,
+            "limit": limit,
+        }
+        return self.sql(ENRICHMENT_SQL, params)
+
+    def refresh_database(self) -> bool:
+        """Create or replace the views in `store.duckdb`, for tools that open it directly.
+
+        Returns:
+            True if written; False if another process holds the database (logged, not raised: the
+            Parquet files are the source of truth and every query here builds its own views).
+        """
+        try:
+            connection = duckdb.connect(str(self.database_path))
+        except duckdb.Error as error:
+            logger.warning(
+                "could not update the views in %s (%s); queries are unaffected", self.database_path, error
+            )
+            return False
+        try:
+            connection.execute(self._views_sql())
+        finally:
+            connection.close()
+        return True
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh in-memory connection with the views, closed on exit."""
+        connection = duckdb.connect()
+        try:
+            connection.execute(self._views_sql())
+            yield connection
+        finally:
+            connection.close()
+
+    def _views_sql(self) -> str:
+        views = []
+        for spec in TABLES.values():
+            directory = self.root / spec.directory
+            if any(directory.glob("**/*.parquet")):
+                glob = _sql_literal(str(directory.resolve() / "**" / "*.parquet"))
+                columns = ", ".join(spec.schema.names)
+                source = (
+                    f"SELECT {columns}, filename "
+                    f"FROM read_parquet({glob}, filename = true, hive_partitioning = false, "
+                    "union_by_name = true)"
+                )
+            else:
+                source = empty_select(spec.schema)
+            views.append(f"CREATE OR REPLACE VIEW {spec.view} AS {source};")
+        return "\n".join(views) + DERIVED_VIEWS_SQL
+
+    def _count_files(self) -> list[Path]:
+        return sorted(self.counts_dir.glob("**/*.parquet"))
+
+    def _all_files(self) -> list[Path]:
+        return sorted(
+            path for spec in TABLES.values() for path in (self.root / spec.directory).glob("**/*.parquet")
+        )
+
+    def _inventory(self) -> str:
+        """What the store holds, for error messages."""
+        try:
+            with self._connection() as connection:
+                rows = connection.sql(
+                    "SELECT run_id, split, string_agg(DISTINCT topic, ', ' ORDER BY topic) AS topics "
+                    "FROM code_counts GROUP BY run_id, split ORDER BY run_id, split"
+                ).fetchall()
+        except duckdb.Error:
+            return "its contents could not be listed"
+        if not rows:
+            return "it holds no counts yet (write them with CodeStore.write_counts)"
+        listed = "; ".join(f"run {run!r} split {split!r} (topics: {topics})" for run, split, topics in rows)
+        return f"it holds: {listed}"
+
+    def _query_error(self, query: str, error: duckdb.Error) -> CodeunlearnError:
+        """Name the corrupt count files if there are any, else pass DuckDB's message on."""
+        message = str(error)
+        corrupt = [
+            path for path in self._all_files() if str(path.resolve()) in message or not _readable(path)
+        ]
+        if corrupt:
+            names = ", ".join(str(path) for path in corrupt)
+            return CodeunlearnError(
+                f"the code store {self.root} holds unreadable Parquet file(s): {names} "
+                f"({message.splitlines()[0]}); move or delete them and write those counts again"
+            )
+        return CodeunlearnError(f"code store query failed: {message}\nquery: {query.strip()}")
+
+
+def _check_name(value: str, what: str) -> None:
+    if not isinstance(value, str) or not _NAME_PATTERN.fullmatch(value):
+        raise CodeunlearnError(
+            f"{what}={value!r}: use letters, digits, '.', '_' or '-' (starting with a letter or digit); "
+            "it becomes part of a file path"
+        )
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _readable(path: Path) -> bool:
+    # The footer check finds truncated or overwritten files without reading the data.
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
+
+
+def _counts_table(run_id: str, split: str, topic: str, counts: CodeCounts) -> pa.Table:
+    n_codes = counts.n_codes
+    columns = {
+        "run_id": pa.array([run_id] * n_codes, pa.string()),
+        "split": pa.array([split] * n_codes, pa.string()),
+        "topic": pa.array([topic] * n_codes, pa.string()),
+        "code_id": pa.array(np.arange(n_codes, dtype=np.int32)),
+        "token_count": pa.array(counts.token_counts),
+        "example_count": pa.array(counts.example_counts),
+        "n_tokens": pa.array(np.full(n_codes, counts.n_tokens, dtype=np.int64)),
+        "n_examples": pa.array(np.full(n_codes, counts.n_examples, dtype=np.int64)),
+    }
+    return pa.table(columns, schema=COUNTS_SCHEMA)
+
+
+def _counts_from_rows(table: pa.Table, where: str) -> CodeCounts:
+    """CodeCounts from code_rates rows of one run/split/topic, checking every code is present once."""
+    code_ids = table.column("code_id").to_numpy()
+    n_tokens = table.column("n_tokens").to_numpy()
+    n_examples = table.column("n_examples").to_numpy()
+    # Every file holds all C codes, so a gap or differing totals means files of different codebooks.
+    if not np.array_equal(code_ids, np.arange(len(code_ids))) or np.ptp(n_tokens) or np.ptp(n_examples):
+        raise CodeunlearnError(
+            f"the count files for {where} disagree on the codebook (code ids 0..{int(code_ids.max())}, "
+            f"{len(code_ids)} distinct): they come from different codebooks; store each under its own run_id"
+        )
+    return CodeCounts(
+        token_counts=table.column("token_count").to_numpy().astype(np.int64),
+        example_counts=table.column("example_count").to_numpy().astype(np.int64),
+        n_tokens=int(n_tokens[0]),
+        n_examples=int(n_examples[0]),
+    )

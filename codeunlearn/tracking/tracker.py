@@ -1,0 +1,376 @@
+"""MLflow tracking and registry: the only module that imports MLflow.
+
+One experiment per base model; each stage a run nested under its pipeline run; every trained codebook
+a version of `<name>-codebook`; every mask a version of `<name>-masked` that carries only the mask and
+points at its codebook version, so a deletion adds kilobytes to the registry, not a model copy.
+
+Privacy: parameters, tags and artifacts carry topic kinds, hashes and counts, never the text of a
+forget set or the words of a keyword topic (see `public_params`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from codeunlearn.core.config import RunConfig, flatten_config
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.requests.queue import DeletionRequest
+from codeunlearn.unlearning.masks import Mask, save_mask
+
+log = logging.getLogger(__name__)
+
+PRODUCTION = "production"
+SECRET_TOPIC_KEYS = ("topic.keywords", "topic.regex", "topic.examples_file")
+PIP_REQUIREMENTS = ["codeunlearn", "torch", "transformers", "safetensors"]
+# Prompts in, generated continuations out; `max_new_tokens` may be set per call.
+_SIGNATURE = mlflow.models.infer_signature(["a prompt"], ["a continuation"], params={"max_new_tokens": 32})
+
+
+def public_params(config: RunConfig) -> dict[str, str]:
+    """The config as flat parameters, with the topic's words, pattern and file replaced by a hash."""
+    params = {}
+    for key, value in flatten_config(config).items():
+        if key in SECRET_TOPIC_KEYS and value:
+            value = "sha256:" + hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
+        params[key] = str(value)[:500]
+    return params
+
+
+def registry_name(model_name: str) -> str:
+    """A registry-safe name from a model alias, path or hub id."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model_name).name or model_name).strip("-") or "model"
+
+
+class Tracker:
+    """Runs, artifacts and registered versions for one config's tracking settings.
+
+    Every call names its run id explicitly, so Prefect tasks in other threads log to the right run.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        settings = config.tracking
+        Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+        self.uri = settings.resolved_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        base = settings.model_name or registry_name(config.model.name)
+        self.codebook_name = f"{base}-codebook"
+        self.masked_name = f"{base}-masked"
+        self.experiment_name = settings.experiment or f"codeunlearn-{base}"
+        self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(
+                self.experiment_name, artifact_location=self.config.tracking.resolved_artifact_root()
+            )
+        except MlflowException:  # another process created it first
+            return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+
+    # ------------------------------------------------------------ runs
+
+    def start_run(
+        self, name: str, parent_run_id: str | None = None, params: dict[str, str] | None = None
+    ) -> str:
+        tags = {"mlflow.runName": name, "codeunlearn.stage": name}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+        if params:
+            self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    @contextmanager
+    def run(self, name: str, parent_run_id: str | None = None, log_config: bool = True) -> Iterator[str]:
+        """A run that ends FINISHED, or FAILED if the block raises."""
+        run_id = self.start_run(name, parent_run_id, public_params(self.config) if log_config else None)
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None:
+        self.log_metrics(run_id, metrics)
+        self.client.set_terminated(run_id, status)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        entries = [Param(key, str(value)[:500]) for key, value in params.items()]
+        for start in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=entries[start : start + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        for key, value in metrics.items():
+            if value == value:  # NaN metrics (nothing to drop from) are left out, not logged as NaN
+                self.client.log_metric(run_id, _metric_key(key), float(value), step=step)
+
+    def log_history(self, run_id: str, history: list[dict[str, float]]) -> None:
+        """Per-step training metrics (rows with a `step` key) in batches of one request each."""
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(_metric_key(key), float(value), now, int(row["step"]))
+            for row in history
+            for key, value in row.items()
+            if key != "step" and value == value
+        ]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+    def log_dict(self, run_id: str, payload: dict, artifact_file: str) -> None:
+        self.client.log_dict(run_id, payload, artifact_file)
+
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(run_id, figure, artifact_file)
+
+    # ------------------------------------------------------------ registry
+
+    def register_codebook(self, run_id: str, model_dir: Path, tags: dict[str, str]) -> str:
+        """Register the saved codebook model; the same weights (by hash) reuse their version."""
+        existing = self._find(self.codebook_name, {"weights_sha256": tags["weights_sha256"]})
+        if existing:
+            return existing
+        with mlflow_run(self.uri, run_id):
+            info = mlflow.pyfunc.log_model(
+                name="codebook",
+                python_model=CodebookPyfunc(),
+                artifacts={"codebook": str(model_dir)},
+                signature=_SIGNATURE,
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=self.codebook_name,
+            )
+        version = str(info.registered_model_version)
+        self._tag_version(self.codebook_name, version, tags)
+        return version
+
+    def latest_codebook_version(self) -> str:
+        versions = self._versions(self.codebook_name)
+        if not versions:
+            raise CodeunlearnError(
+                f"no registered codebook model {self.codebook_name!r} in {self.uri}: "
+                "run the pipeline once (`codeunlearn pipeline` or the pipeline deployment)"
+            )
+        return str(max(int(v.version) for v in versions))
+
+    def codebook_tags(self, version: str) -> dict[str, str]:
+        try:
+            return dict(self.client.get_model_version(self.codebook_name, str(version)).tags)
+        except MlflowException:
+            known = ", ".join(sorted((str(v.version) for v in self._versions(self.codebook_name)), key=int))
+            raise CodeunlearnError(
+                f"codebook model {self.codebook_name!r} has no version {version!r} "
+                f"(versions: {known or 'none'}); pass one of them with --model-version"
+            ) from None
+
+    def register_mask(
+        self, mask: Mask, codebook_version: str, request_key: str, tags: dict[str, str], run_id: str
+    ) -> str:
+        """Register `mask` as a masked-model version over codebook `codebook_version`.
+
+        `request_key` names what the version answers (a request id, `revert:<id>`, `pipeline:<topic>`);
+        with the mask digest it finds the version again after a crash (`find_mask_version`).
+        """
+        with tempfile.TemporaryDirectory() as scratch, mlflow_run(self.uri, run_id):
+            mask_path = Path(scratch) / "mask.json"
+            save_mask(mask, mask_path)
+            info = mlflow.pyfunc.log_model(
+                name="masked",
+                python_model=CodebookPyfunc(),
+                artifacts={"mask": str(mask_path)},
+                model_config={
+                    "codebook_uri": f"models:/{self.codebook_name}/{codebook_version}",
+                    **self.mask_serving(),
+                },
+                signature=_SIGNATURE,
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=self.masked_name,
+            )
+        version = str(info.registered_model_version)
+        self._tag_version(
+            self.masked_name,
+            version,
+            {
+                **tags,
+                "parent_codebook_version": str(codebook_version),
+                "mask_digest": mask.digest,
+                "n_codes": str(len(mask.code_ids)),
+                "request_ids": ",".join(s.name for s in mask.sources if s.name.startswith("req-")),
+                "sources": ",".join(s.name for s in mask.sources if not s.name.startswith("req-")),
+                "data_hashes": ",".join(s.data_hash[:16] for s in mask.sources),
+                "request_key": request_key,
+                **{key: str(value) for key, value in self.mask_serving().items()},
+            },
+        )
+        return version
+
+    def mask_serving(self) -> dict[str, str | int]:
+        """How a mask is applied (the configured policy and gate): a masked version is served, and was
+        evaluated, under these, which the codebook version's own saved settings need not match."""
+        bottleneck = self.config.bottleneck
+        return {
+            "mask_policy": bottleneck.mask_policy,
+            "mask_gate": bottleneck.mask_gate,
+            "mask_context_gate": bottleneck.mask_context_gate,
+            "mask_context_after": bottleneck.mask_context_after,
+            "mask_condition": bottleneck.mask_condition,
+        }
+
+    def find_mask_version(self, digest: str, request_key: str) -> str | None:
+        return self._find(self.masked_name, {"mask_digest": digest, "request_key": request_key})
+
+    def latest_mask_version(self, digest: str) -> str | None:
+        """The newest masked-model version that holds the mask with `digest`."""
+        found = [
+            int(v.version) for v in self._versions(self.masked_name) if v.tags.get("mask_digest") == digest
+        ]
+        return str(max(found)) if found else None
+
+    def mask_version_tags(self, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.masked_name, str(version)).tags)
+
+    def tag_mask_version(self, version: str, tags: dict[str, str]) -> None:
+        self._tag_version(self.masked_name, version, tags)
+
+    def log_directory(self, run_id: str, directory: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(directory), artifact_path)
+
+    def promote(self, version: str) -> None:
+        self.client.set_registered_model_alias(self.masked_name, PRODUCTION, str(version))
+
+    def production_version(self) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.masked_name, PRODUCTION).version)
+        except MlflowException:
+            return None
+
+    def start_request_run(
+        self, request: DeletionRequest, action: str, parent_run_id: str | None = None
+    ) -> str:
+        return self.start_run(
+            f"{action} {request.request_id}",
+            parent_run_id,
+            params={
+                "request_id": request.request_id,
+                "topic_kind": request.topic_kind,
+                "topic_hash": request.topic_hash,
+                "codebook_version": request.model_version,
+                "action": action,
+            },
+        )
+
+    def _tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+
+    def _versions(self, name: str) -> list:
+        try:
+            return list(self.client.search_model_versions(f"name = '{name}'"))
+        except MlflowException:
+            return []
+
+    def _find(self, name: str, tags: dict[str, str]) -> str | None:
+        for version in self._versions(name):
+            if all(version.tags.get(k) == v for k, v in tags.items()):
+                return str(version.version)
+        return None
+
+
+@contextmanager
+def mlflow_run(uri: str, run_id: str) -> Iterator[None]:
+    """Make `run_id` the active run of this thread (model logging needs one), leaving it running."""
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        yield
+    MlflowClient(uri).update_run(run_id, status="RUNNING")
+
+
+def _codebook_directory(model_root: str) -> str:
+    """Where a downloaded codebook version keeps its model directory, as its MLmodel file records."""
+    import yaml
+
+    meta = yaml.safe_load((Path(model_root) / "MLmodel").read_text())
+    return str(Path(model_root) / meta["flavors"]["python_function"]["artifacts"]["codebook"]["path"])
+
+
+def _metric_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+
+
+class CodebookPyfunc(mlflow.pyfunc.PythonModel):
+    """A codebook model as an MLflow pyfunc: `predict` generates text with the version's mask in force.
+
+    Codebook versions carry the model directory; masked versions carry `mask.json` and the URI of their
+    codebook version, which is fetched from the registry when loaded.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from codeunlearn.model.surgery import load_codebook_model
+        from codeunlearn.unlearning.masks import apply_mask, load_mask
+
+        if "codebook" in context.artifacts:
+            directory = context.artifacts["codebook"]
+        else:
+            directory = _codebook_directory(
+                mlflow.artifacts.download_artifacts(context.model_config["codebook_uri"])
+            )
+        self.codebook_model = load_codebook_model(Path(directory), "cpu")
+        serving = context.model_config or {}
+        if "mask_policy" in serving:  # absent from versions registered before it was recorded
+            self.codebook_model.bottleneck.set_mask_policy(
+                serving["mask_policy"],
+                int(serving.get("mask_gate", 1)),
+                int(serving.get("mask_context_gate", 0)),
+                int(serving.get("mask_context_after", 1)),
+                serving.get("mask_condition", "none"),
+            )
+        self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None
+        apply_mask(self.codebook_model, self.mask)
+
+    # No type hints on predict: MLflow would infer a signature from them and drop the params schema.
+    def predict(self, context, model_input, params=None):
+        """Greedy continuations of each prompt (a list of strings or a one-column DataFrame)."""
+        if hasattr(model_input, "columns"):
+            column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+            model_input = model_input[column]
+        max_new_tokens = int((params or {}).get("max_new_tokens", 32))
+        return [self._generate(str(prompt), max_new_tokens) for prompt in model_input]
+
+    def _generate(self, prompt: str, max_new_tokens: int) -> str:
+        import torch
+
+        tokenizer = self.codebook_model.tokenizer
+        # One prompt at a time, unpadded, starting with BOS: the bottleneck skips exactly position 0.
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        bos = tokenizer.bos_token_id
+        if bos is not None and (ids.numel() == 0 or ids[0, 0] != bos):
+            ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
+        # The request is the prompt: under bottleneck.mask_condition=prompt its detectors decide.
+        with torch.no_grad(), self.codebook_model.bottleneck.prompted():
+            generated = self.codebook_model.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        return tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)

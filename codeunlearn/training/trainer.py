@@ -1,0 +1,506 @@
+"""Training the codebook into the model once (and the no-bottleneck fine-tuned reference).
+
+Modes: `frozen` trains the bottleneck only; `above` also trains the decoder layers above it;
+`joint` trains every weight (the paper's setting, for small models). In `frozen` and `above` the
+layers below the bottleneck never change, so their output is computed once and reused every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codeunlearn.core.config import TrainConfig
+from codeunlearn.core.progress import progress
+from codeunlearn.data.batching import Batch, token_nll
+from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.model.code_init import kmeans_codes, sample_codes
+from codeunlearn.model.surgery import (
+    CodebookModel,
+    bypassed,
+    decoder_layers,
+    forward_from_site,
+    forward_to_site,
+    modules_above,
+    recording,
+)
+from codeunlearn.training.distributed import (
+    DataParallel,
+    broadcast_from_main,
+    gather_rows,
+    local_slice,
+    sum_counts,
+    sum_gradients,
+)
+from codeunlearn.training.distributed import current as current_data_parallel
+
+log = logging.getLogger(__name__)
+COLLAPSED_SHARE = 0.9  # dead-code share past which training is reported as collapsed
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    elapsed_s: float
+    final_loss: float
+    final_recon: float
+    dead_share: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def site_activations(codebook_model: CodebookModel, batches: list[Batch]) -> list[torch.Tensor]:
+    """Residual output of the bottleneck layer for each batch (B, T, d), bottleneck bypassed."""
+    device = codebook_model.device
+    with bypassed(codebook_model):
+        return [
+            forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
+            for b in progress(batches, desc="layers below the bottleneck")
+        ]
+
+
+def content_vectors(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The (N, d) vectors the bottleneck really sees: real tokens, position 0 (BOS) excluded."""
+    valid = batch.attention_mask.bool().to(hidden.device).clone()
+    valid[:, 0] = False
+    return hidden[valid]
+
+
+@torch.no_grad()
+def init_codes(
+    codebook_model: CodebookModel, activations: list[torch.Tensor], batches: list[Batch], config: TrainConfig
+) -> None:
+    """Start the codes from real activations (k-means or a sample) so training starts near the identity."""
+    bottleneck = codebook_model.bottleneck
+    generator = torch.Generator().manual_seed(config.seed)
+    samples = torch.cat([content_vectors(h, b) for h, b in zip(activations, batches, strict=True)])
+    picks = torch.randperm(len(samples), generator=generator)[: config.init_vectors]
+    samples = bottleneck.encode(samples[picks].to(codebook_model.device)).cpu()
+    if len(samples) < 2 * bottleneck.n_codes:
+        # The unclustered codes start as copies of single activations; measured at C = 16,384 on
+        # the default job, 12,288 activations left the codebook 0.09 nats worse than 49,152.
+        log.warning(
+            "initialising %d codes from only %d activations: set train.init_vectors=%d or more "
+            "(and train on enough examples to supply them) so that k-means can form clusters",
+            bottleneck.n_codes,
+            len(samples),
+            3 * bottleneck.n_codes,
+        )
+    if config.init == "kmeans":
+        codes = kmeans_codes(samples, bottleneck.n_codes, config.kmeans_iters, generator)
+    else:
+        codes = sample_codes(samples, bottleneck.n_codes, generator)
+    if bottleneck.config.rescale == "input_norm":
+        # Output norm comes from the input, so only directions matter; unit codes also make the
+        # optimizer's step size mean the same thing whatever the activations' scale (~250 here).
+        codes = torch.nn.functional.normalize(codes, dim=-1)
+    bottleneck.reset_codes(torch.arange(bottleneck.n_codes), codes.to(codebook_model.device))
+    log.info("initialised %d codes by %s from %d activations", bottleneck.n_codes, config.init, len(samples))
+
+
+def trainable_parameters(codebook_model: CodebookModel, mode: str, use_bottleneck: bool = True) -> list[dict]:
+    """Optimizer parameter groups for a mode; base weights not in a group get requires_grad False."""
+    model = codebook_model.model
+    for parameter in model.parameters():
+        parameter.requires_grad_(mode == "joint")
+    if mode == "above":
+        for module in modules_above(model, codebook_model.layer):
+            module.requires_grad_(True)
+    base = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": base, "name": "base"}] if base else []
+    if use_bottleneck:
+        groups.append({"params": list(codebook_model.bottleneck.parameters()), "name": "bottleneck"})
+    return groups
+
+
+@dataclass
+class _StepOutput:
+    """One step's loss and what the training state records of it, all still on the device: reading
+    a value on the host waits for the device, so the state does that only every few steps."""
+
+    loss: torch.Tensor
+    nll: torch.Tensor  # () detached
+    recon: torch.Tensor  # () detached
+    codes: torch.Tensor | None  # (B, T, k) code ids, NO_CODE where no code is counted (padding, BOS)
+    site: tuple[torch.Tensor, torch.Tensor] | None = None  # cached inputs (B, T, d) and content mask (B, T)
+
+
+def counted_codes(codes: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """codes (B, T, k) with NO_CODE outside the content positions content (B, T) bool."""
+    return codes.masked_fill(~content.unsqueeze(-1), NO_CODE)
+
+
+def content_sum(values: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Sum of values (B, T) over the content positions content (B, T) bool, without a device sync."""
+    return torch.where(content, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
+
+
+def _step(
+    codebook_model: CodebookModel,
+    batch: Batch,
+    hidden: torch.Tensor | None,
+    config: TrainConfig,
+    use_bottleneck: bool,
+    n_targets: float | None = None,
+) -> _StepOutput:
+    """Loss of one (local) batch. Sums are divided by `n_targets`, the global batch's next-token
+    count per process (default: this batch's own), so summed gradients give the global mean's."""
+    device = codebook_model.device
+    n_targets = n_targets or float(batch.attention_mask[:, 1:].sum())
+    batch = batch.to(device)
+    output = None
+    if hidden is not None:  # layers below are frozen: start from their cached output
+        if use_bottleneck:
+            output = codebook_model.bottleneck(hidden)
+        logits = forward_from_site(codebook_model, output.hidden if output else hidden, batch.attention_mask)
+    else:
+        # No KV cache: training never decodes, and torch.compile would guard on each layer's cache
+        # state and recompile the layer forward once per layer.
+        with recording(codebook_model) as outputs:
+            logits = codebook_model.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).logits
+        output = outputs[0] if outputs else None
+    nll = token_nll(logits, batch).sum() / n_targets
+    if output is None:
+        return _StepOutput(nll, nll.detach(), torch.zeros((), device=device), None)
+    content = batch.attention_mask.bool().clone()
+    content[:, 0] = False
+    # content positions (real tokens after position 0) are as many as next-token targets; `where`,
+    # not boolean indexing, which would wait for the device to count the positions
+    recon = content_sum(output.recon_error, content) / n_targets
+    l1 = content_sum(output.l1, content) / n_targets
+    loss = nll + config.recon_coef * recon + codebook_model.bottleneck.config.l1_coef * l1
+    site = (hidden, content) if hidden is not None else None
+    return _StepOutput(loss, nll.detach(), recon.detach(), counted_codes(output.codes, content), site)
+
+
+def _schedule(step: int, total: int, warmup: int = 20) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_share = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+
+
+def _batch_order(n_batches: int, total_steps: int, seed: int) -> Iterator[int]:
+    epoch = 0
+    emitted = 0
+    while emitted < total_steps:
+        order = torch.randperm(n_batches, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        yield from order[: total_steps - emitted]
+        emitted += min(n_batches, total_steps - emitted)
+        epoch += 1
+
+
+def train(
+    codebook_model: CodebookModel,
+    batches: list[Batch],
+    config: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    use_bottleneck: bool = True,
+) -> TrainResult:
+    """Train the codebook (or, with use_bottleneck False, the reference without one) in place.
+
+    Args:
+        batches: padded training batches; their order is shuffled per epoch with config.seed.
+        checkpoint_dir: where to checkpoint every config.checkpoint_every steps and resume from.
+    Returns:
+        Steps, tokens, timings and the last loss, reconstruction error and dead-code share.
+    """
+    if not use_bottleneck:
+        with bypassed(codebook_model):
+            return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck)
+    return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck)
+
+
+def _train(
+    codebook_model: CodebookModel,
+    batches: list[Batch],
+    config: TrainConfig,
+    checkpoint_dir: Path | None,
+    use_bottleneck: bool,
+) -> TrainResult:
+    config.validate()
+    torch.manual_seed(config.seed)
+    groups = trainable_parameters(codebook_model, config.mode, use_bottleneck)
+    lrs = {"base": config.base_lr, "bottleneck": config.lr}
+    optimizer = torch.optim.AdamW(
+        [dict(g, lr=lrs[g["name"]]) for g in groups],
+        weight_decay=config.weight_decay,
+        **({"fused": True} if codebook_model.device.type == "cuda" else {}),
+    )
+    parallel = current_data_parallel()
+    local = [local_slice(batch, parallel) for batch in batches]  # this process's rows of each batch
+    cached = _local_activations(codebook_model, local) if config.mode != "joint" else None
+    state = _TrainState(codebook_model.bottleneck.n_codes, codebook_model.device)
+    if checkpoint_dir is not None:
+        _resume(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+    if state.step == 0 and use_bottleneck and parallel.is_main:
+        full = cached if not parallel.is_distributed else None
+        init_codes(codebook_model, full or site_activations(codebook_model, batches), batches, config)
+    trained = [p for group in groups for p in group["params"]]
+    broadcast_from_main([*trained, *codebook_model.bottleneck.buffers()], parallel)
+    total = math.ceil(config.epochs * len(batches))
+    codebook_model.model.train(config.mode == "joint")
+    started, tokens = time.perf_counter(), 0
+    bar = progress(
+        total=total, initial=state.step, desc="training codebook" if use_bottleneck else "reference"
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(codebook_model.bottleneck.holding_groups())  # grouped search: regroup at reseed
+        if config.compile:
+            stack.enter_context(compiled_layers(codebook_model))
+        for step, index in enumerate(_batch_order(len(batches), total, config.seed)):
+            if step < state.step:
+                continue
+            for group, base_lr in zip(optimizer.param_groups, [lrs[g["name"]] for g in groups], strict=True):
+                group["lr"] = base_lr * _schedule(step, total)
+            out = _train_step(
+                codebook_model,
+                optimizer,
+                local[index],
+                cached[index] if cached else None,
+                config,
+                use_bottleneck,
+                _Parallel(parallel, trained, float(batches[index].attention_mask[:, 1:].sum())),
+            )
+            tokens += batches[index].n_tokens
+            state.record(out)
+            if use_bottleneck and config.reseed_every and (step + 1) % config.reseed_every == 0:
+                state.reseed(codebook_model, config.seed + step, parallel)
+            state.step = step + 1
+            bar.update(1)
+            if state.step % state.FLUSH_EVERY == 0 or state.step == total:
+                state.show(bar)
+            if (
+                checkpoint_dir is not None
+                and parallel.is_main
+                and config.checkpoint_every
+                and state.step % config.checkpoint_every == 0
+            ):
+                _save_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+    bar.close()
+    codebook_model.model.eval()
+    for parameter in codebook_model.model.parameters():
+        parameter.requires_grad_(False)
+    result = state.result(tokens, time.perf_counter() - started)
+    if use_bottleneck and result.dead_share > COLLAPSED_SHARE:
+        log.warning(
+            "%.1f%% of the codes were dead at the end of training: the codebook has collapsed, and "
+            "masks mined on it will not separate topics; lower train.base_lr or train.lr, or use "
+            "train.mode=above",
+            100 * result.dead_share,
+        )
+    return result
+
+
+@contextlib.contextmanager
+def compiled_layers(codebook_model: CodebookModel) -> Iterator[None]:
+    """Each decoder layer's forward through torch.compile while inside; eager again after.
+
+    Only `forward` is compiled, so the bottleneck's hook on its layer still runs eagerly: its code
+    selection keeps Python-side caches that a graph cannot hold.
+    """
+    layers = list(decoder_layers(codebook_model.model))
+    for layer in layers:
+        layer.forward = torch.compile(layer.forward)
+    log.debug("compiling %d decoder layers for training", len(layers))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the instance attribute goes; the class's forward is back
+
+
+@dataclass(frozen=True)
+class _Parallel:
+    """What a step needs to take part in data-parallel training (trivial for one process)."""
+
+    data_parallel: DataParallel
+    parameters: list[torch.nn.Parameter]  # every trained parameter, in the same order on each process
+    global_targets: float  # next-token targets in the whole global batch
+
+
+def _train_step(
+    codebook_model: CodebookModel,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    hidden: torch.Tensor | None,
+    config: TrainConfig,
+    use_bottleneck: bool,
+    parallel: _Parallel | None = None,
+) -> _StepOutput:
+    device_type = codebook_model.device.type
+    optimizer.zero_grad(set_to_none=True)
+    if batch.input_ids.shape[0] == 0:  # fewer rows than processes: this one only joins the gradient sum
+        zero = torch.zeros((), device=codebook_model.device)
+        out = _StepOutput(zero, zero, zero, None)
+    else:
+        n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            out = _step(codebook_model, batch, hidden, config, use_bottleneck, n_targets)
+        out.loss.backward()
+    if parallel is not None:
+        sum_gradients(parallel.parameters, parallel.data_parallel)
+    optimizer.step()
+    return out
+
+
+def _local_activations(codebook_model: CodebookModel, local: list[Batch]) -> list[torch.Tensor | None]:
+    """Cached site activations of this process's slices (None for an empty slice)."""
+    present = [batch for batch in local if batch.input_ids.shape[0]]
+    computed = iter(site_activations(codebook_model, present))
+    return [next(computed) if batch.input_ids.shape[0] else None for batch in local]
+
+
+class _TrainState:
+    """Step counter, code usage since the last re-seeding, and the loss history.
+
+    Usage and the latest losses stay on the device; `flush` reads the losses on the host every
+    `FLUSH_EVERY` steps, so the step loop does not wait for the device after every step.
+    """
+
+    FLUSH_EVERY = 25
+
+    def __init__(self, n_codes: int, device: torch.device | str = "cpu") -> None:
+        self.step = 0
+        self.usage = torch.zeros(n_codes, dtype=torch.long, device=device)
+        self.dead_share = 0.0
+        self.recent_site: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def record(self, out: _StepOutput) -> None:
+        self._pending.append((self.step, out.nll, out.recon))
+        if out.codes is not None:
+            ids = out.codes.flatten()
+            counted = (ids != NO_CODE).long()
+            self.usage.index_add_(0, ids.clamp_min(0).to(self.usage.device), counted.to(self.usage.device))
+        if out.site is not None:
+            self.recent_site = out.site
+
+    def flush(self) -> dict[str, float] | None:
+        """Move the pending losses into `history` (one wait for the device); the latest entry."""
+        if self._pending:
+            values = torch.stack([torch.stack([n.float(), r.float()]) for _, n, r in self._pending]).tolist()
+            steps = [step for step, _, _ in self._pending]
+            self.history.extend(
+                {"step": step, "nll": nll, "recon": recon}
+                for step, (nll, recon) in zip(steps, values, strict=True)
+            )
+            self._pending.clear()
+        return self.history[-1] if self.history else None
+
+    def show(self, bar: Any) -> None:
+        """Flush, then put the latest loss, reconstruction error and dead-code share on the bar."""
+        latest = self.flush()
+        if latest is not None:
+            bar.set_postfix(
+                loss=f"{latest['nll']:.3f}", recon=f"{latest['recon']:.3f}", dead=f"{self.dead_share:.1%}"
+            )
+
+    @torch.no_grad()
+    def recent_vectors(self, codebook_model: CodebookModel) -> torch.Tensor | None:
+        """Encoded inputs (N, e) at the content positions of the last cached batch."""
+        if self.recent_site is None:
+            return None
+        site, content = self.recent_site
+        return codebook_model.bottleneck.encode(site[content]).detach()
+
+    @torch.no_grad()
+    def reseed(self, codebook_model: CodebookModel, seed: int, parallel: DataParallel | None = None) -> None:
+        """Codes unused since the last call restart at recent inputs, so no code stays dead weight.
+
+        Under data parallelism, usage is summed and recent inputs gathered over processes first, so
+        every process re-seeds as one process would on the global batches.
+        """
+        parallel = parallel or DataParallel()
+        self.usage = sum_counts(self.usage, parallel, codebook_model.device)
+        recent = gather_rows(self.recent_vectors(codebook_model), parallel)
+        dead = torch.nonzero(self.usage == 0).flatten()
+        self.dead_share = dead.numel() / self.usage.numel()
+        if dead.numel() and recent is not None and len(recent):
+            generator = torch.Generator().manual_seed(seed)
+            picks = torch.randint(len(recent), (dead.numel(),), generator=generator)
+            vectors = recent[picks.to(recent.device)]
+            noise = torch.randn(vectors.shape, generator=generator).to(vectors.device) * 0.01
+            scale = codebook_model.bottleneck.codes.norm(dim=-1).mean() / vectors.norm(dim=-1, keepdim=True)
+            codebook_model.bottleneck.reset_codes(dead.to(vectors.device), vectors * scale + noise * scale)
+            log.debug("re-seeded %d dead codes", dead.numel())
+        broadcast_from_main([codebook_model.bottleneck.codes], parallel)  # bitwise equal on every process
+        self.usage.zero_()
+
+    def result(self, tokens: int, elapsed_s: float) -> TrainResult:
+        self.flush()
+        last = self.history[-20:] or [{"nll": float("nan"), "recon": float("nan")}]
+        return TrainResult(
+            steps=self.step,
+            tokens=tokens,
+            elapsed_s=elapsed_s,
+            final_loss=sum(h["nll"] for h in last) / len(last),
+            final_recon=sum(h["recon"] for h in last) / len(last),
+            dead_share=self.dead_share,
+            history=self.history,
+        )
+
+
+def _trainable_state(codebook_model: CodebookModel, use_bottleneck: bool) -> dict[str, torch.Tensor]:
+    state = {f"model.{n}": p.detach() for n, p in codebook_model.model.named_parameters() if p.requires_grad}
+    if use_bottleneck:
+        state.update({f"bottleneck.{n}": t for n, t in codebook_model.bottleneck.state_dict().items()})
+    return state
+
+
+def _save_checkpoint(
+    codebook_model: CodebookModel,
+    optimizer: torch.optim.Optimizer,
+    state: _TrainState,
+    directory: Path,
+    use_bottleneck: bool,
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    state.flush()
+    payload = {
+        "step": state.step,
+        "usage": state.usage.cpu(),
+        "history": state.history,
+        "weights": _trainable_state(codebook_model, use_bottleneck),
+        "optimizer": optimizer.state_dict(),
+    }
+    partial = directory / "checkpoint.pt.partial"
+    torch.save(payload, partial)
+    os.replace(partial, directory / "checkpoint.pt")  # a crash mid-write never corrupts the last checkpoint
+
+
+def _resume(
+    codebook_model: CodebookModel,
+    optimizer: torch.optim.Optimizer,
+    state: _TrainState,
+    directory: Path,
+    use_bottleneck: bool,
+) -> None:
+    path = directory / "checkpoint.pt"
+    if not path.is_file():
+        return
+    payload = torch.load(path, map_location=codebook_model.device, weights_only=False)
+    weights = payload["weights"]
+    model_state = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
+    codebook_model.model.load_state_dict(model_state, strict=False)
+    if use_bottleneck:
+        codebook_model.bottleneck.load_state_dict(
+            {k.removeprefix("bottleneck."): v for k, v in weights.items() if k.startswith("bottleneck.")}
+        )
+    optimizer.load_state_dict(payload["optimizer"])
+    state.step, state.history = payload["step"], payload["history"]
+    state.usage = payload["usage"].to(state.usage.device)
+    log.info("resumed training from %s at step %d", path, state.step)
