@@ -1,5 +1,5 @@
-"""The end-to-end pipeline flow: prepare -> train -> mine -> unlearn -> evaluate, every stage an MLflow
-run nested under one pipeline run.
+"""The pipeline flows: the stage chain (codeunlearn.pipeline.chain) with every stage a Prefect task
+and an MLflow run nested under one pipeline run.
 
     python -m flows.pipeline configs/default.yaml [section.key=value ...]
 """
@@ -7,59 +7,82 @@ run nested under one pipeline run.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from prefect import flow
 
-from codeunlearn.core.config import load_config
+from codeunlearn.core.config import RunConfig, load_config
 from tasks import stages
 from tasks.stages import results_in_run_dir
+
+
+class PrefectStages:
+    """The five stages as Prefect tasks over the tracked stages; the expensive ones cache their results
+    in the run directory. The codebook and mask versions are handed down the chain."""
+
+    def __init__(self, config: RunConfig, parent_run_id: str) -> None:
+        self.config = config
+        self.parent_run_id = parent_run_id
+        self.codebook_version = ""
+        self.mask_version = ""
+
+    def prepare(self) -> dict:
+        return results_in_run_dir(stages.prepare_data, self.config)(self.config, self.parent_run_id)
+
+    def train(self) -> str:
+        train = results_in_run_dir(stages.train_codebook, self.config)
+        self.codebook_version = train(self.config, self.parent_run_id)
+        return self.codebook_version
+
+    def mine(self) -> dict:
+        return results_in_run_dir(stages.mine_codes, self.config)(self.config, self.parent_run_id)
+
+    def unlearn(self) -> str:
+        self.mask_version = stages.unlearn(self.config, self.parent_run_id, self.codebook_version)
+        return self.mask_version
+
+    def evaluate(self) -> dict:
+        return stages.evaluate(self.config, self.parent_run_id, self.mask_version, self.codebook_version)
+
+
+def _run_chain(config_path: str, overrides: list[str] | None, through: str) -> tuple[PrefectStages, dict]:
+    # the library is imported here, not at module level: `prefect deploy` imports this file
+    from codeunlearn.pipeline.chain import run_chain
+    from codeunlearn.tracking import stages as tracked
+
+    config = load_config(config_path, overrides or [])
+    with tracked.pipeline_run(config) as parent:
+        executor = PrefectStages(config, parent)
+        results: dict[str, Any] = run_chain(executor, through)
+    return executor, results
 
 
 @flow(name="codeunlearn-pipeline")
 def pipeline_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
     """Train the codebook once, forget the config's topic, evaluate, and promote if the gates pass."""
-    from codeunlearn.tracking import stages as tracked
-
-    config = load_config(config_path, overrides or [])
-    with tracked.pipeline_run(config) as parent:
-        manifest = results_in_run_dir(stages.prepare_data, config)(config, parent)
-        codebook_version = results_in_run_dir(stages.train_codebook, config)(config, parent)
-        codes = results_in_run_dir(stages.mine_codes, config)(config, parent)
-        mask_version = stages.unlearn(config, parent, codebook_version)
-        evaluation = stages.evaluate(config, parent, mask_version, codebook_version)
+    executor, results = _run_chain(config_path, overrides, "evaluate")
     return {
-        "mlflow_run_id": parent,
-        "codebook_version": codebook_version,
-        "mask_version": mask_version,
-        "n_examples": {name: entry["count"] for name, entry in manifest["splits"].items()},
-        "n_selected": codes["n_selected"],
-        **evaluation,
+        "mlflow_run_id": executor.parent_run_id,
+        "codebook_version": executor.codebook_version,
+        "mask_version": executor.mask_version,
+        "n_examples": {name: entry["count"] for name, entry in results["prepare"]["splits"].items()},
+        "n_selected": results["mine"]["n_selected"],
+        **results["evaluate"],
     }
 
 
 @flow(name="codeunlearn-train")
 def train_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> str:
     """Prepare the data and train and register the codebook model; returns its version."""
-    from codeunlearn.tracking import stages as tracked
-
-    config = load_config(config_path, overrides or [])
-    with tracked.pipeline_run(config) as parent:
-        results_in_run_dir(stages.prepare_data, config)(config, parent)
-        return results_in_run_dir(stages.train_codebook, config)(config, parent)
+    executor, _ = _run_chain(config_path, overrides, "train")
+    return executor.codebook_version
 
 
 @flow(name="codeunlearn-unlearn")
 def unlearn_flow(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
     """Forget the config's topic on the trained codebook model: mine, mask, evaluate, gate."""
-    from codeunlearn.tracking import stages as tracked
-
-    config = load_config(config_path, overrides or [])
-    with tracked.pipeline_run(config) as parent:
-        results_in_run_dir(stages.prepare_data, config)(config, parent)
-        codebook_version = results_in_run_dir(stages.train_codebook, config)(config, parent)
-        results_in_run_dir(stages.mine_codes, config)(config, parent)
-        mask_version = stages.unlearn(config, parent, codebook_version)
-        return stages.evaluate(config, parent, mask_version, codebook_version)
+    _, results = _run_chain(config_path, overrides, "evaluate")
+    return results["evaluate"]
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ from pathlib import Path
 import torch
 
 from codeunlearn.core.config import load_config
+from codeunlearn.core.paths import open_run
+from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import Evaluator, normalized_drop
+from codeunlearn.evaluation.sets import eval_sets_of
+from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
-from codeunlearn.pipeline.stages import evaluation_sets, load_model
 from codeunlearn.unlearning.masks import mask_from_codes
 
 
@@ -61,7 +64,8 @@ class GridRun:
         ranked = json.loads((run_dir / "mining" / "selected.json").read_text())["ranked_eligible"]
         base = json.loads((base_report or run_dir / "eval" / "report.json").read_text())["nll"]["base"]
         model = load_model(config)
-        evaluator = Evaluator(model, evaluation_sets(config, model.tokenizer))
+        sets = eval_sets_of(read_splits(open_run(config).splits_dir), config, model.tokenizer)
+        evaluator = Evaluator(model, sets)
         return cls(model, evaluator, ranked, base, evaluator.score_codebook(None))
 
     def score(self, size: int) -> str:

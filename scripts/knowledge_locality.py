@@ -46,12 +46,14 @@ import torch
 from probe_sweep import probe_evaluator, ranked_on_glosses
 
 from codeunlearn.core.config import load_config
+from codeunlearn.core.paths import open_run
+from codeunlearn.data.tables import batch_texts, read_table
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import _per_example
 from codeunlearn.evaluation.probes import accuracy_by_topic, answers
 from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import forward_from_site
-from codeunlearn.pipeline.stages import batch_texts, load_model, read_table, setup
 from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
 from codeunlearn.unlearning.mining import count_codes
 from codeunlearn.unlearning.topic_detector import TopicDetector, fit_at_recall, prompt_features
@@ -151,7 +153,7 @@ def replaced(obj, attribute: str, value) -> Iterator[None]:
 def lost_to(config, questions, before: np.ndarray, after: np.ndarray) -> dict[str, dict[str, int]]:
     """Per topic, the questions answered before and missed after, by the topic of the gloss chosen
     instead: the question's own topic, the forgotten topic, or another."""
-    held_out = read_table(setup(config).corpus_dir / "test.parquet")
+    held_out = read_table(open_run(config).corpus_dir / "test.parquet")
     topic_of = dict(
         zip(held_out.column("gloss").to_pylist(), held_out.column("label").to_pylist(), strict=True)
     )
@@ -230,7 +232,7 @@ def print_shares(name: str, table: dict[str, dict[str, float]]) -> None:
 def flagged_by_topic(config, model, probe, thresholds: dict[str, float]) -> dict[str, dict[str, float]]:
     """Per threshold, the share of every topic's held-out lemmas (all test synsets) the probe flags:
     what bounds each topic's loss under prompt-conditioned masking, beyond the probed neighbours."""
-    held_out = read_table(setup(config).corpus_dir / "test.parquet")
+    held_out = read_table(open_run(config).corpus_dir / "test.parquet")
     scores = probe.score(
         lemma_residuals(model, [names[0] for names in held_out.column("lemmas").to_pylist()], 256)
     )
@@ -244,7 +246,7 @@ def flagged_by_topic(config, model, probe, thresholds: dict[str, float]) -> dict
 def fit_residual_probe(config, model) -> tuple[TopicDetector, np.ndarray, np.ndarray]:
     """The residual probe fitted on every training lemma of the forgotten topic against NEGATIVES
     others, with its 5-fold held-out scores on those lemmas (for thresholds) and their labels."""
-    train = read_table(setup(config).corpus_dir / "train.parquet")
+    train = read_table(open_run(config).corpus_dir / "train.parquet")
     lemmas = [names[0] for names in train.column("lemmas").to_pylist()]
     on_topic = np.array([str(label) == config.topic.label for label in train.column("label").to_pylist()])
     others = np.flatnonzero(~on_topic)

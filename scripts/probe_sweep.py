@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from codeunlearn.core.config import load_config
+from codeunlearn.data.tables import batch_texts
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import Evaluator
 from codeunlearn.evaluation.knowledge import KnowledgeProbe
@@ -35,7 +36,7 @@ from codeunlearn.evaluation.probes import (
     paired_p_values,
     question_set,
 )
-from codeunlearn.pipeline.stages import batch_texts, load_model
+from codeunlearn.model.loading import load_model
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.unlearning.masks import mask_from_codes
 from codeunlearn.unlearning.mining import count_codes

@@ -24,10 +24,12 @@ from probe_sweep import probe_accuracy, probe_evaluator  # scripts/ is on sys.pa
 
 from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
 from codeunlearn.core.config import load_config
+from codeunlearn.data.tables import batch_texts
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import Evaluator, normalized_drop
+from codeunlearn.evaluation.sets import eval_sets_of
+from codeunlearn.model.loading import load_model
 from codeunlearn.pipeline.comparison import baseline_texts, membership_sets
-from codeunlearn.pipeline.stages import batch_texts, eval_sets_of, load_model
 
 
 def parse_setting(text: str) -> BaselineConfig:

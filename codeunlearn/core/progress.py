@@ -1,18 +1,52 @@
-"""One tqdm bar on stderr for long loops: on in a terminal, off otherwise (or forced by env)."""
+"""Progress of long loops: a tqdm bar on stderr in a terminal; when output goes to a file, a log line
+at least every minute with the count done, the rate and the time left.
+
+CODEUNLEARN_PROGRESS picks the form: `bar`/`1` (a bar), `log` (log lines), `0`/`off` (nothing).
+By default a terminal gets the bar and anything else the log lines. Under torchrun only rank 0 reports.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sys
 from collections.abc import Iterable
 from typing import Any
 
+log = logging.getLogger("codeunlearn.progress")
+
+LOG_INTERVAL_S = 60.0  # a log line at least this often while a loop runs (and at its start and end)
+_MODES = {"1": "bar", "bar": "bar", "log": "log", "0": "off", "off": "off"}
+
+
+class _LogLines(io.TextIOBase):
+    """A stream tqdm writes its bar to; each refresh becomes one log record."""
+
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").strip()
+        if line:
+            log.info(line)
+        return len(text)
+
+
+def progress_mode() -> str:
+    """`bar`, `log` or `off`: CODEUNLEARN_PROGRESS if set, else `bar` in a terminal and `log` otherwise."""
+    if os.environ.get("RANK", "0") != "0":
+        return "off"
+    forced = os.environ.get("CODEUNLEARN_PROGRESS", "").strip().lower()
+    if forced:
+        return _MODES.get(forced, "log")
+    return "bar" if sys.stderr.isatty() else "log"
+
 
 def progress(iterable: Iterable | None = None, **kwargs: Any) -> Any:
-    """A tqdm bar; CODEUNLEARN_PROGRESS=1 forces it on, =0 off; default: on when stderr is a terminal."""
+    """A tqdm progress reporter over `iterable` (or with `total=`), in the form `progress_mode` picks."""
     from tqdm.auto import tqdm
 
-    forced = os.environ.get("CODEUNLEARN_PROGRESS")
-    enabled = forced == "1" if forced in ("0", "1") else sys.stderr.isatty()
-    enabled = enabled and os.environ.get("RANK", "0") == "0"  # under torchrun, one bar: rank 0's
-    return tqdm(iterable, disable=not enabled, file=sys.stderr, mininterval=2.0, **kwargs)
+    mode = progress_mode()
+    if mode == "bar":
+        return tqdm(iterable, file=sys.stderr, mininterval=2.0, **kwargs)
+    if mode == "log":
+        return tqdm(iterable, file=_LogLines(), mininterval=LOG_INTERVAL_S, ascii=True, ncols=100, **kwargs)
+    return tqdm(iterable, disable=True, **kwargs)

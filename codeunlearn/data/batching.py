@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +43,15 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[
     """Token ids per text: BOS first, truncated to `max_length` tokens in all."""
     start = bos_id(tokenizer)
     encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    n_cut = sum(len(ids) + 1 > max_length for ids in encoded)
+    if n_cut:
+        log.info(
+            "%d of %d texts (%.1f%%) are longer than data.max_length=%d tokens and were cut to it",
+            n_cut,
+            len(encoded),
+            100 * n_cut / len(encoded),
+            max_length,
+        )
     return [[start, *ids][:max_length] for ids in encoded]
 
 

@@ -20,6 +20,7 @@ from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.corpus import content_hash
+from codeunlearn.evaluation.evaluator import normalized_drop
 from codeunlearn.model.surgery import weights_hash
 from codeunlearn.unlearning.masks import Mask, load_mask
 
@@ -174,6 +175,4 @@ def _data_block(splits_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _drop(nll: Mapping[str, Mapping[str, float]], key: str) -> float:
-    from codeunlearn.evaluation.evaluator import normalized_drop
-
     return normalized_drop(nll["base"][key], nll["codebook"][key], nll["masked"][key])

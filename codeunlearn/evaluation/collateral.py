@@ -23,8 +23,12 @@ import pyarrow as pa
 
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.paths import open_run
 from codeunlearn.core.serialization import without_nan
+from codeunlearn.data.tables import batch_texts, read_table
+from codeunlearn.evaluation import plots
 from codeunlearn.evaluation.evaluator import normalized_drop
+from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.unlearning.masks import Mask, load_mask
@@ -196,9 +200,7 @@ def join_measured(
 def collateral(config: RunConfig, codebook_model: CodebookModel | None = None) -> CollateralReport:
     """The collateral-damage report of the run's active mask; counts per topic are made once and kept
     in the code store."""
-    from codeunlearn.pipeline import stages as pipeline
-
-    paths = pipeline.setup(config)
+    paths = open_run(config)
     if not paths.active_mask.is_file() or not paths.selection_file.is_file():
         raise CodeunlearnError(f"no mask in {paths.root}: run `codeunlearn run` (or mine and unlearn) first")
     mask = load_mask(paths.active_mask)
@@ -213,9 +215,9 @@ def collateral(config: RunConfig, codebook_model: CodebookModel | None = None) -
         .as_py()
     )
     if not have:
-        codebook_model = codebook_model or pipeline.load_model(config)
+        codebook_model = codebook_model or load_model(config)
         samples = topic_samples(
-            pipeline.read_table(paths.corpus_dir / "train.parquet"),
+            read_table(paths.corpus_dir / "train.parquet"),
             config.topic.label,
             EXAMPLES_PER_TOPIC,
             config.seed,
@@ -224,7 +226,7 @@ def collateral(config: RunConfig, codebook_model: CodebookModel | None = None) -
         per_topic = count_topics(
             codebook_model,
             samples,
-            lambda texts: pipeline.batch_texts(texts, codebook_model.tokenizer, config, batch),
+            lambda texts: batch_texts(texts, codebook_model.tokenizer, config, batch),
         )
         for topic, counts in per_topic.items():
             store.write_counts(run_id, TOPIC_SPLIT, topic, counts)
@@ -248,8 +250,6 @@ def collateral(config: RunConfig, codebook_model: CodebookModel | None = None) -
 
 
 def write(report: CollateralReport, directory: Path) -> None:
-    from codeunlearn.evaluation import plots
-
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "collateral.md").write_text(report.to_markdown())
     (directory / "collateral.json").write_text(json.dumps(report.to_json(), indent=2))

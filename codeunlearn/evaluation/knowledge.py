@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.paths import open_run
+from codeunlearn.data.tables import read_table
 from codeunlearn.evaluation.definitions import (
     Definition,
     DefinitionConfig,
@@ -51,8 +53,8 @@ from codeunlearn.evaluation.probes import (
     verdict,
 )
 from codeunlearn.model import assets
+from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
-from codeunlearn.pipeline.stages import load_model, read_table, setup
 from codeunlearn.unlearning.masks import Mask, apply_mask, load_mask
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ class KnowledgeProbe:
                 "the knowledge probes need a label topic (topic.label=...): they ask about held-out "
                 "records of that label"
             )
-        held_out = read_table(setup(config).corpus_dir / "test.parquet")
+        held_out = read_table(open_run(config).corpus_dir / "test.parquet")
         forget_topic, tokenizer = config.topic.label, codebook_model.tokenizer
         self.config, self.probe, self.definition_config = config, probe, definitions
         self.questions: list[Question] = (
@@ -249,7 +251,7 @@ def probe_run(
         raise CodeunlearnError("every knowledge probe is off: turn on at least one")
     if definitions is not None:
         require_chrf()
-    paths = setup(config)
+    paths = open_run(config)
     codebook_model = load_model(config)
     knowledge = KnowledgeProbe(config, probe, codebook_model, definitions, general_text)
     base_model, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from codeunlearn.core.config import RunConfig, TrainConfig
+from codeunlearn.data.tables import batch_texts
 from codeunlearn.evaluation.evaluator import EvalSet, Evaluator
 from codeunlearn.model import assets
 from codeunlearn.model.surgery import insert_bottleneck, remove_bottleneck
@@ -31,8 +32,6 @@ CACHE_FILE = "reference_nll.json"
 
 def train_reference(config: RunConfig, texts: list[str]) -> torch.nn.Module:
     """The base model fine-tuned on `texts` with the codebook's training settings, no bottleneck."""
-    from codeunlearn.pipeline.stages import batch_texts  # here: the pipeline imports this module
-
     device = assets.pick_device(config.model.device)
     model, tokenizer = assets.load_pretrained(config.model.name, device)
     # The bottleneck is inserted and bypassed so that mode `above` trains the same layers as it does

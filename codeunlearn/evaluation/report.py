@@ -25,6 +25,7 @@ from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.serialization import nan_for_none
 from codeunlearn.evaluation import certificate, plots
 from codeunlearn.evaluation.evaluator import EvalReport
+from codeunlearn.evaluation.method_scores import MethodScore, render, render_quantized, render_relearning
 from codeunlearn.unlearning.masks import load_mask
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,6 @@ def _evaluation_section(config: RunConfig, report: Report) -> str:
 
 
 def _methods_section(rows: list[dict[str, Any]], report: Report) -> str:
-    from codeunlearn.pipeline.comparison import MethodScore, render, render_quantized, render_relearning
-
     scores = [MethodScore(**nan_for_none(row)) for row in rows]
     points = {s.method: (s.retain_drop, s.forget_drop) for s in scores if s.method != "codebook"}
     report.files["plots/methods_frontier.png"] = _save(

@@ -26,13 +26,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("CODEUNLEARN_CACHE", Path.home() / ".cache" / "codeunlearn"))
 
 
-def set_offline(offline: bool) -> None:
-    """Keep transformers and datasets off the hub; a failed hub lookup otherwise costs 24-50 s."""
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-
-
 def resolve_model_dir(name: str) -> str:
     """A loadable location for `name`: the converted offline default, a local directory, or a hub id."""
     if name == SMOLLM2_ALIAS:

@@ -23,8 +23,12 @@ import yaml
 
 from codeunlearn.core.config import RunConfig, with_overrides
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.core.paths import open_run
 from codeunlearn.core.serialization import without_nan
+from codeunlearn.evaluation import plots
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, EvalReport
+from codeunlearn.pipeline.chain import run_all
+from codeunlearn.training.stamp import same_training, training_stamp
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +122,6 @@ def load_spec(path: Path) -> AblationSpec:
 
 def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> AblationResult:
     """Run the baseline variant and one variant per axis value that differs from the baseline."""
-    from codeunlearn.pipeline import stages as pipeline
-
     spec.validate(base)
     sweep = spec.axes.get(SWEEP_AXIS, ())
     # Variants that leave the reference's key alone (the bottleneck's settings) share its fine-tune.
@@ -129,7 +131,7 @@ def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> Ablation
     )
     result = AblationResult()
     trained: list[tuple[dict, Path]] = []  # training stamp, model directory
-    report, seconds = _run_variant(pipeline, baseline_config, trained)
+    report, seconds = _run_variant(baseline_config, trained)
     result.rows.append(_row("baseline", "-", report, seconds, baseline_config))
     result.rows += [_sweep_row(report, point, baseline_config) for point in report.sweep]
     for axis, values in spec.axes.items():
@@ -149,7 +151,7 @@ def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> Ablation
                 continue  # the baseline row already is this variant
             started = time.perf_counter()
             try:
-                report, seconds = _run_variant(pipeline, config, trained)
+                report, seconds = _run_variant(config, trained)
             except CodeunlearnError as error:  # a result, not a crash: e.g. a codebook that collapsed
                 log.warning("ablation variant %s=%s failed: %s", axis, value, error)
                 seconds = time.perf_counter() - started
@@ -160,17 +162,17 @@ def run_ablation(base: RunConfig, spec: AblationSpec, out_dir: Path) -> Ablation
     return result
 
 
-def _run_variant(pipeline, config: RunConfig, trained: list[tuple[dict, Path]]) -> tuple[EvalReport, float]:
+def _run_variant(config: RunConfig, trained: list[tuple[dict, Path]]) -> tuple[EvalReport, float]:
     """One end-to-end run; a model already trained with the same settings is linked, not retrained."""
     started = time.perf_counter()
-    paths = pipeline.setup(config)
-    stamp = pipeline.training_stamp(config)
-    same = next((d for s, d in trained if pipeline.same_training(s, stamp)), None)
+    paths = open_run(config)
+    stamp = training_stamp(config)
+    same = next((d for s, d in trained if same_training(s, stamp)), None)
     if same is not None and not paths.model_dir.exists():
         paths.model_dir.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(same.resolve(), paths.model_dir, target_is_directory=True)
     log.info("ablation variant %s", config.run_dir)
-    report = pipeline.run_all(config)
+    report = run_all(config)
     if same is None:
         trained.append((stamp, paths.model_dir))
     return report, time.perf_counter() - started
@@ -239,8 +241,6 @@ def _sweep_row(report: EvalReport, point: dict[str, float], config: RunConfig) -
 
 
 def _write(out_dir: Path, result: AblationResult) -> None:
-    from codeunlearn.evaluation import plots
-
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [without_nan(asdict(r)) for r in result.rows]
     (out_dir / "ablation.json").write_text(json.dumps(rows, indent=2))

@@ -24,15 +24,17 @@ from codeunlearn.baselines.methods import method_names, reads_retain, unlearn_wi
 from codeunlearn.core.config import BaselineConfig, RunConfig
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.core.failpoints import failpoint
+from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.batching import Batch
 from codeunlearn.data.corpus import content_hash
+from codeunlearn.data.tables import batch_texts
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import EvalReport, EvalSet, Evaluator
 from codeunlearn.model import assets
+from codeunlearn.model.loading import load_model, served_as_configured
 from codeunlearn.model.surgery import CodebookModel, load_codebook_model, save_codebook_model, weights_hash
 from codeunlearn.pipeline.comparison import baseline_texts, membership_sets
-from codeunlearn.pipeline.stages import RunPaths, batch_texts, load_model, served_as_configured, setup
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def unlearn_with_baseline(config: RunConfig) -> BaselineRecord:
         ConfigError: unlearn.method is mask, or a setting this model cannot take (e.g.
             unlearn.baseline.rmu_layer past its layers).
     """
-    paths = setup(config)
+    paths = open_run(config)
     if not config.unlearn.uses_gradients:
         raise ConfigError(
             f"unlearn.method={config.unlearn.method} runs no gradient baseline: set unlearn.method to one "

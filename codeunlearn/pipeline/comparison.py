@@ -10,53 +10,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
-
-import numpy as np
+from dataclasses import asdict, dataclass, replace
 
 from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
 from codeunlearn.core.config import RunConfig
-from codeunlearn.core.serialization import without_nan
+from codeunlearn.core.paths import open_run
+from codeunlearn.data.tables import batch_texts, other_train_texts
 from codeunlearn.data.topics import Splits, read_splits
 from codeunlearn.evaluation.attacks import relearning_curve
 from codeunlearn.evaluation.evaluator import EvalSet, Evaluator, normalized_drop
 from codeunlearn.evaluation.knowledge import KnowledgeProbe, ProbeResult
+from codeunlearn.evaluation.method_scores import MethodScore
 from codeunlearn.evaluation.privacy import mia_auc, per_token_logprobs
 from codeunlearn.evaluation.probes import ProbeConfig
 from codeunlearn.evaluation.quantization import weights_quantized
+from codeunlearn.evaluation.sets import eval_sets_of
 from codeunlearn.model import assets
+from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
-from codeunlearn.pipeline.stages import (
-    batch_texts,
-    detector_negatives,
-    eval_sets_of,
-    load_model,
-    prompt_detector,
-    setup,
-    training_texts,
-)
-from codeunlearn.unlearning.masks import Mask, apply_mask, mask_from_codes
-from codeunlearn.unlearning.mining import count_codes
-from codeunlearn.unlearning.selection import select_codes
+from codeunlearn.pipeline.training_texts import training_texts
+from codeunlearn.unlearning.masks import Mask, apply_mask
+from codeunlearn.unlearning.recipe import TopicBatches, detector_data, mine_mask
 from codeunlearn.unlearning.topic_detector import PromptSet, prompt_set
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MethodScore:
-    method: str
-    forget_nll: float
-    retain_nll: float
-    forget_drop: float
-    retain_drop: float
-    mia_auc_loss: float
-    mia_auc_min_k: float
-    wall_clock_s: float  # answering the request: mining + masking, or the gradient run
-    flops: float = float("nan")
-    forget_examples: int = 0
-    relearning: list[dict[str, float]] = field(default_factory=list)  # steps, forget_nll, recovery
-    quantized: list[dict[str, float]] = field(default_factory=list)  # bits, forget/retain NLL and drop
 
 
 @dataclass
@@ -79,7 +56,7 @@ def compare(
     `relearn_steps`, also attack the full mask and each baseline by fine-tuning on the subset; with
     `probe`, also run the multiple-choice knowledge probe on the base model and every method; with
     `quantize_bits`, also score every method with its weights rounded to each bit width."""
-    paths = setup(config)
+    paths = open_run(config)
     splits = read_splits(paths.splits_dir)
     forget_texts = splits.forget_train.column("text").to_pylist()
     members, nonmembers = membership_sets(config, splits)
@@ -174,7 +151,9 @@ def _negatives(config: RunConfig, codebook_model: CodebookModel) -> _Negatives |
     if not config.mining.detector_recall:
         return None
     started = time.perf_counter()
-    prompts = prompt_set(codebook_model, detector_negatives(config), config.data.max_length)
+    prompts = prompt_set(
+        codebook_model, other_train_texts(config, config.mining.detector_negatives), config.data.max_length
+    )
     return _Negatives(prompts, time.perf_counter() - started)
 
 
@@ -185,18 +164,11 @@ def _mine(
     control: list[str],
     negatives: _Negatives | None,
 ) -> Mask:
-    batch = config.mining.batch_size
-    tokenizer = codebook_model.tokenizer
-    counts = [
-        count_codes(codebook_model, batch_texts(texts, tokenizer, config, batch))
-        for texts in (forget, control)
-    ]
-    selected = select_codes(counts[0], counts[1], config.mining)
+    batch, tokenizer = config.mining.batch_size, codebook_model.tokenizer
+    batches = TopicBatches(*(batch_texts(texts, tokenizer, config, batch) for texts in (forget, control)))
     # under mining.detector_recall, a detector of the same forget texts' prompts, as mining would fit
-    detector = prompt_detector(config, codebook_model, forget, negatives.prompts if negatives else None)
-    return mask_from_codes(
-        codebook_model.bottleneck.n_codes, "subset", selected.code_ids.tolist(), detector=detector
-    )
+    detectors = detector_data(config, forget, negatives.prompts if negatives else None)
+    return mine_mask(codebook_model, "subset", batches, config.mining, detectors).mask
 
 
 @dataclass
@@ -274,54 +246,3 @@ class _Scorer:
             mia_auc_min_k=mia_auc(member_lp, nonmember_lp, "min_k"),
             wall_clock_s=seconds,
         )
-
-
-def render(scores: list[MethodScore]) -> str:
-    lines = [
-        "| method | forget NLL | retain NLL | forget drop | retain drop | MIA AUC (loss) "
-        "| MIA AUC (min-k 20%) | wall-clock s | FLOPs |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in scores:
-        lines.append(
-            f"| {s.method} | {s.forget_nll:.4f} | {s.retain_nll:.4f} | {s.forget_drop:.3f} "
-            f"| {s.retain_drop:.3f} | {s.mia_auc_loss:.3f} | {s.mia_auc_min_k:.3f} | {s.wall_clock_s:.1f} "
-            f"| {s.flops:.2e} |"
-        )
-    return "\n".join(lines)
-
-
-def render_relearning(scores: list[MethodScore]) -> str:
-    """Forget NLL (and recovery toward the codebook model) after N relearning steps, per method."""
-    attacked = [s for s in scores if s.relearning]
-    if not attacked:
-        return ""
-    steps = [int(p["steps"]) for p in attacked[0].relearning]
-    lines = ["| method | " + " | ".join(f"N={n}" for n in steps) + " |", "|---" * (1 + len(steps)) + "|"]
-    for s in attacked:
-        cells = [
-            f"{p['forget_nll']:.3f}" + ("" if np.isnan(p["recovery"]) else f" ({p['recovery']:.0%})")
-            for p in s.relearning
-        ]
-        lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def render_quantized(scores: list[MethodScore]) -> str:
-    """Forget and retain drop of every method at full precision and with rounded weights."""
-    rounded = [s for s in scores if s.quantized]
-    if not rounded:
-        return ""
-    widths = [int(q["bits"]) for q in rounded[0].quantized]
-    header = "| method | full precision | " + " | ".join(f"int{b} weights" for b in widths) + " |"
-    lines = [header, "|---" * (2 + len(widths)) + "|"]
-    for s in rounded:
-        cells = [f"{s.forget_drop:.3f} / {s.retain_drop:.3f}"]
-        cells += [f"{q['forget_drop']:.3f} / {q['retain_drop']:.3f}" for q in s.quantized]
-        lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def to_json(scores: list[MethodScore]) -> list[dict]:
-    """The scores as JSON-safe dicts: NaN (unknown or undefined) becomes null."""
-    return [without_nan(asdict(score)) for score in scores]

@@ -18,29 +18,23 @@ from typing import Protocol
 from codeunlearn.core.config import RunConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.failpoints import failpoint
+from codeunlearn.core.paths import open_run
+from codeunlearn.data.tables import read_table
 from codeunlearn.data.topics import Splits, build_splits, write_splits
 from codeunlearn.evaluation.evaluator import Evaluator, evaluation_rows, normalized_drop
+from codeunlearn.evaluation.sets import eval_sets_of
 from codeunlearn.model import assets
+from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
-from codeunlearn.pipeline.stages import (
-    batch_texts,
-    eval_sets_of,
-    load_model,
-    prompt_detector,
-    read_table,
-    setup,
-)
 from codeunlearn.requests.queue import DeletionRequest, RequestStore, topic_hash
 from codeunlearn.unlearning.masks import (
     Mask,
     check_detectors,
     load_mask,
-    mask_from_codes,
     mask_rows,
     save_mask,
 )
-from codeunlearn.unlearning.mining import count_codes
-from codeunlearn.unlearning.selection import select_codes
+from codeunlearn.unlearning.recipe import detector_data, mine_mask, topic_batches, with_source
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +94,7 @@ class Processor:
         self.config = config
         self.registry = registry
         self.parent_run_id = parent_run_id  # the tracking run each request's run nests under
-        self.paths = setup(config)
+        self.paths = open_run(config)
         self.requests = RequestStore(self.paths.store_dir)
 
     # ------------------------------------------------------------ submission
@@ -257,30 +251,20 @@ class Processor:
         )
 
     def _mask_for(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> Mask:
-        # first: a corpus without prompts stops the request before any count is stored
-        detector = prompt_detector(replace(self.config, topic=topic), self.codebook_model)
-        counts = {}
-        for split in ("forget", "control"):
-            texts = getattr(splits, f"{split}_train").column("text").to_pylist()
-            batches = batch_texts(
-                texts, self.codebook_model.tokenizer, self.config, self.config.mining.batch_size
-            )
-            counts[split] = count_codes(self.codebook_model, batches, desc=f"mining {split}")
-            self.requests.store.replace_counts(request.request_id, split, request.request_id, counts[split])
-        selected = select_codes(counts["forget"], counts["control"], self.config.mining)
-        new = mask_from_codes(
-            self.codebook_model.bottleneck.n_codes,
+        config = replace(self.config, topic=topic)
+        mined = mine_mask(
+            self.codebook_model,
             request.request_id,
-            selected.code_ids.tolist(),
-            rule=selected.rule,
+            topic_batches(config, splits, self.codebook_model.tokenizer),
+            config.mining,
+            detector_data(config),
+            on_counts=lambda split, counts: self.requests.store.replace_counts(
+                request.request_id, split, request.request_id, counts
+            ),
             data_hash=splits.manifest["splits"]["forget_train"]["content_hash"],
             counts_run=request.request_id,
-            detector=detector,
         )
-        active = self.active_mask()
-        if request.request_id in {source.name for source in active.sources}:
-            active = active.without(request.request_id)
-        mask = active.union(new)
+        mask = with_source(self.active_mask(), mined.mask)
         if self.config.bottleneck.mask_condition == "prompt":
             check_detectors(mask)  # before anything is registered or saved
         return mask

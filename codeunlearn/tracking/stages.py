@@ -17,13 +17,17 @@ import numpy as np
 
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import ConfigError
+from codeunlearn.core.paths import RunPaths
 from codeunlearn.evaluation import plots
+from codeunlearn.evaluation import report as reporting
 from codeunlearn.evaluation.evaluator import evaluation_rows
 from codeunlearn.model.surgery import weights_hash
 from codeunlearn.pipeline import stages as pipeline
-from codeunlearn.pipeline.stages import RunPaths
+from codeunlearn.pipeline.chain import run_chain
+from codeunlearn.pipeline.evaluate import evaluate as evaluate_stage
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking.tracker import Tracker
+from codeunlearn.training.stamp import trained_model_matches
 from codeunlearn.unlearning.masks import load_mask, mask_rows
 
 log = logging.getLogger(__name__)
@@ -47,19 +51,44 @@ def pipeline_run(config: RunConfig) -> Iterator[str]:
 
 
 def run_pipeline(config: RunConfig) -> dict:
-    """prepare -> train -> mine -> unlearn -> evaluate, tracked, in this process (no Prefect)."""
+    """The stage chain, tracked, in this process (no Prefect)."""
     with pipeline_run(config) as parent:
-        prepare(config, parent)
-        codebook_version = train(config, parent)
-        mine(config, parent)
-        mask_version = unlearn(config, parent, codebook_version)
-        evaluation = evaluate(config, parent, mask_version, codebook_version)
+        stages = TrackedStages(config, parent)
+        results = run_chain(stages)
     return {
         "mlflow_run_id": parent,
         "tracking_uri": config.tracking.resolved_tracking_uri(),
-        "codebook_version": codebook_version,
-        **evaluation,
+        "codebook_version": stages.codebook_version,
+        **results["evaluate"],
     }
+
+
+class TrackedStages:
+    """The five stages as MLflow runs nested under `parent_run_id`, for `run_chain`: the codebook
+    version `train` registers and the mask version `unlearn` registers are handed down the chain."""
+
+    def __init__(self, config: RunConfig, parent_run_id: str) -> None:
+        self.config = config
+        self.parent_run_id = parent_run_id
+        self.codebook_version = ""
+        self.mask_version = ""
+
+    def prepare(self) -> dict:
+        return prepare(self.config, self.parent_run_id)
+
+    def train(self) -> str:
+        self.codebook_version = train(self.config, self.parent_run_id)
+        return self.codebook_version
+
+    def mine(self) -> dict:
+        return mine(self.config, self.parent_run_id)
+
+    def unlearn(self) -> str:
+        self.mask_version = unlearn(self.config, self.parent_run_id, self.codebook_version)
+        return self.mask_version
+
+    def evaluate(self) -> dict:
+        return evaluate(self.config, self.parent_run_id, self.mask_version, self.codebook_version)
 
 
 def public_manifest(config: RunConfig) -> dict:
@@ -94,7 +123,7 @@ def train(config: RunConfig, parent_run_id: str) -> str:
     tracker = Tracker(config)
     paths = RunPaths(Path(config.run_dir))
     with tracker.run("train", parent_run_id) as run_id:
-        if pipeline.trained_model_matches(config):
+        if trained_model_matches(config):
             tracker.log_params(run_id, {"reused_model": "true"})
         else:
             result = pipeline.train_codebook(config)
@@ -202,7 +231,7 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
     tracker = Tracker(config)
     paths = RunPaths(Path(config.run_dir))
     with tracker.run("evaluate", parent_run_id) as run_id:
-        report = pipeline.evaluate(config)
+        report = evaluate_stage(config)
         metrics = {
             f"nll_{variant}_{key}": value
             for variant, scores in report.nll.items()
@@ -262,8 +291,6 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
 def report(config: RunConfig) -> dict:
     """Write the report and the deletion certificate of the active mask, log both to MLflow in a
     `report` run, and tag the mask's registered version with the certificate's sha256."""
-    from codeunlearn.evaluation import report as reporting
-
     tracker = Tracker(config)
     evaluation = reporting.check_current(config)  # before any run or file exists
     version = tracker.latest_mask_version(evaluation["mask_digest"])

@@ -28,8 +28,9 @@ from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import RunConfig, flatten_config
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.model.surgery import load_codebook_model
 from codeunlearn.requests.queue import DeletionRequest
-from codeunlearn.unlearning.masks import Mask, save_mask
+from codeunlearn.unlearning.masks import Mask, apply_mask, load_mask, save_mask
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +325,6 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        from codeunlearn.model.surgery import load_codebook_model
-        from codeunlearn.unlearning.masks import apply_mask, load_mask
-
         if "codebook" in context.artifacts:
             directory = context.artifacts["codebook"]
         else:

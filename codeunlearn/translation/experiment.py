@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,15 @@ import pyarrow as pa
 import torch
 
 from codeunlearn.core.config import RunConfig, save_config
+from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.corpus import split_train_test
 from codeunlearn.data.parallel_corpus import load_parallel_corpus
+from codeunlearn.data.tables import write_json as _write_json
 from codeunlearn.data.topics import Splits, build_splits, write_splits
 from codeunlearn.evaluation.evaluator import normalized_drop
 from codeunlearn.model import assets
+from codeunlearn.model.loading import served_as_configured
 from codeunlearn.model.surgery import (
     CodebookModel,
     decoder_layers,
@@ -33,15 +36,7 @@ from codeunlearn.model.surgery import (
     load_codebook_model,
     save_codebook_model,
 )
-from codeunlearn.pipeline.stages import (
-    RunPaths,
-    _write_json,
-    counted_spans,
-    same_training,
-    served_as_configured,
-    setup,
-    training_stamp,
-)
+from codeunlearn.training.stamp import same_training, training_stamp
 from codeunlearn.translation.metrics import TranslationScorer, keyword_pattern
 from codeunlearn.translation.seq2seq import (
     is_seq2seq,
@@ -52,8 +47,8 @@ from codeunlearn.translation.seq2seq import (
     translation_batches,
 )
 from codeunlearn.unlearning.masks import apply_mask, mask_from_codes
-from codeunlearn.unlearning.mining import count_codes
-from codeunlearn.unlearning.selection import random_codes, select_codes
+from codeunlearn.unlearning.recipe import TopicBatches, counted_spans, mine_mask
+from codeunlearn.unlearning.selection import random_codes
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +146,7 @@ def _cell(value: float, form: str) -> str:
 
 def prepare_translation(config: RunConfig) -> Splits:
     """Parallel corpus -> global train/test by id hash -> the word topic's forget/control/retain splits."""
-    paths = setup(config)
+    paths = open_run(config)
     corpus = load_parallel_corpus(config.data, config.translation)
     if config.translation.whole_targets:
         corpus = _whole_targets(corpus, config)
@@ -193,7 +188,7 @@ def _training_pairs(train_rows, config: RunConfig) -> dict[str, list[str]]:
 
 def train_translation_codebook(config: RunConfig) -> CodebookModel:
     """Insert the bottleneck into the base model, train it on translation pairs, save, or reuse a match."""
-    paths = setup(config)
+    paths = open_run(config)
     stamp = _stamp(config)
     stamp_file = paths.model_dir / "translation_stamp.json"
     if stamp_file.is_file() and same_training(json.loads(stamp_file.read_text()), stamp):
@@ -227,30 +222,25 @@ def mine_topic_codes(config: RunConfig, codebook_model: CodebookModel, splits: S
     under mining.positions=topic_words, counted at the topic words and their replacements only."""
     seq2seq, tokenizer = is_seq2seq(codebook_model.model), codebook_model.tokenizer
     spans = counted_spans(config, splits)
-    counts = {
-        name: count_codes(
-            codebook_model,
-            source_batches(
-                tokenizer,
-                getattr(splits, f"{name}_train")["text"].to_pylist(),
-                config.translation,
-                seq2seq,
-                config.mining.batch_size,
-                spans.get(name),
-            ),
-            desc=f"mining {name}",
+    batches = {
+        name: source_batches(
+            tokenizer,
+            getattr(splits, f"{name}_train")["text"].to_pylist(),
+            config.translation,
+            seq2seq,
+            config.mining.batch_size,
+            spans.get(name),
         )
         for name in ("forget", "control")
     }
+    mined = mine_mask(codebook_model, config.topic.key, TopicBatches(**batches), config.mining)
     log.info(
         "counted %d forget and %d control positions (mining.positions=%s)",
-        counts["forget"].n_tokens,
-        counts["control"].n_tokens,
+        mined.counts["forget"].n_tokens,
+        mined.counts["control"].n_tokens,
         config.mining.positions,
     )
-    eligible = select_codes(counts["forget"], counts["control"], replace(config.mining, n_select=0))
-    order = np.lexsort((eligible.code_ids, -eligible.scores))  # best first, ties by lower id
-    return eligible.code_ids[order].tolist()
+    return mined.ranked
 
 
 def evaluate_translation(
@@ -356,7 +346,7 @@ def _sweep_sizes(config: RunConfig, n_eligible: int) -> list[int]:
 
 def run_translation(config: RunConfig) -> TranslationReport:
     """prepare -> train (or reuse) -> mine -> evaluate across S'; writes eval/translation.{json,md}."""
-    paths = setup(config)
+    paths = open_run(config)
     splits = prepare_translation(config)
     codebook_model = train_translation_codebook(config)
     ranked = mine_topic_codes(config, codebook_model, splits)

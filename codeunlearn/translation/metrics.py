@@ -23,6 +23,7 @@ import torch
 
 from codeunlearn.core.errors import MissingAssetError
 from codeunlearn.data.topics import keyword_pattern
+from codeunlearn.data.wordnet import read_wordnet
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ class _Synset:
 
 def wordnet_synonyms(wordnet_dir: str | Path) -> _Synonyms:
     """Every WordNet synset, indexed by each of its (lowercased) lemmas."""
-    from codeunlearn.data.wordnet import read_wordnet
-
     table = read_wordnet(wordnet_dir, ("noun", "verb", "adj", "adv"))
     synonyms = _Synonyms()
     for lemmas in table.column("lemmas").to_pylist():

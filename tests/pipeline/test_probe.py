@@ -12,7 +12,7 @@ import pytest
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.evaluation import knowledge, report
 from codeunlearn.evaluation.probes import ProbeConfig
-from codeunlearn.pipeline import stages as pipeline
+from codeunlearn.pipeline.chain import run_all
 
 from .conftest import Setup
 
@@ -29,7 +29,7 @@ PROSE = (
 def test_probe_scores_base_codebook_and_masked_models_and_judges_the_mask(make_setup, tmp_path):
     """All three probes through the CLI, shown by the report; then each part turned off."""
     setup: Setup = make_setup()
-    pipeline.run_all(setup.config)
+    run_all(setup.config)
     general = str(_prose_file(tmp_path))
 
     result = setup.cli(

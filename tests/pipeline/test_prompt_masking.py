@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.paths import open_run
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation import certificate, knowledge
 from codeunlearn.evaluation.probes import ProbeConfig
+from codeunlearn.model.loading import load_model
 from codeunlearn.pipeline import comparison
 from codeunlearn.pipeline import stages as pipeline
+from codeunlearn.pipeline.chain import run_all
 from codeunlearn.unlearning.masks import load_mask
+from codeunlearn.unlearning.recipe import detector_data, fit_detector
 from codeunlearn.unlearning.topic_detector import TopicDetector, prompt_features
 
 from .conftest import Setup
@@ -30,8 +34,8 @@ PROMPTED = {
 def test_a_prompted_mask_acts_on_the_questions_its_detector_flags_and_nowhere_else(make_setup):
     setup: Setup = make_setup(**PROMPTED)
     config = setup.config
-    pipeline.run_all(config)
-    paths = pipeline.setup(config)
+    run_all(config)
+    paths = open_run(config)
 
     stored = json.loads(paths.selection_file.read_text())["detector"]
     mask = load_mask(paths.active_mask)
@@ -41,7 +45,7 @@ def test_a_prompted_mask_acts_on_the_questions_its_detector_flags_and_nowhere_el
     assert block["mask"]["condition"] == "prompt"
     assert block["mask"]["detectors"] == {"noun.food": detector.digest}
 
-    model = pipeline.load_model(config)
+    model = load_model(config)
     probe = knowledge.KnowledgeProbe(config, ProbeConfig(questions_per_topic=6, forget_questions=12), model)
     evaluator = probe.evaluator_for(model)
     codebook = evaluator.examples_codebook(None)["probe"][0]
@@ -68,7 +72,7 @@ def test_a_prompted_mask_acts_on_the_questions_its_detector_flags_and_nowhere_el
     control = splits.control_train.column("text").to_pylist()[:40]
     subset = comparison._mine(config, model, forget, control, negatives)
     assert subset.detectors["subset"] not in (None, detector)
-    alone = pipeline.prompt_detector(config, model, forget)
+    alone = fit_detector(model, config.mining, detector_data(config, forget))
     np.testing.assert_allclose(subset.detectors["subset"].weight, alone.weight, atol=1e-4)
     assert subset.detectors["subset"].threshold == pytest.approx(alone.threshold, abs=1e-4)
     assert np.isfinite(evaluator.examples_codebook(subset)["probe"][0]).all()
@@ -80,9 +84,9 @@ def test_a_prompted_mask_acts_on_the_questions_its_detector_flags_and_nowhere_el
 
 def test_prompt_condition_refuses_a_mask_mined_without_a_detector(make_setup):
     setup: Setup = make_setup()
-    pipeline.run_all(setup.config)
+    run_all(setup.config)
     prompted = dataclasses.replace(make_setup("p", **PROMPTED).config, run_dir=setup.config.run_dir)
-    before = pipeline.setup(prompted).active_mask.read_text()
+    before = open_run(prompted).active_mask.read_text()
     with pytest.raises(CodeunlearnError, match="holds no prompt detector"):
         pipeline.unlearn(prompted)
-    assert pipeline.setup(prompted).active_mask.read_text() == before  # nothing half-written
+    assert open_run(prompted).active_mask.read_text() == before  # nothing half-written

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from codeunlearn.data.topics import read_splits
 from codeunlearn.model.bottleneck import NO_CODE
-from codeunlearn.pipeline.stages import load_model
+from codeunlearn.model.loading import load_model
 from codeunlearn.tracking import stages as tracked
 from codeunlearn.tracking.tracker import Tracker
 from codeunlearn.unlearning.masks import apply_mask, load_mask

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from codeunlearn.core.config import load_config
+from codeunlearn.core.paths import RunPaths
 from codeunlearn.data.corpus import content_hash
+from codeunlearn.model.loading import load_model
 from codeunlearn.pipeline import baseline_stage
 from codeunlearn.pipeline import stages as pipeline
-from codeunlearn.pipeline.stages import RunPaths
+from codeunlearn.pipeline.evaluate import evaluate
 
 from .conftest import Setup
 from .setup_files import tiny_config, write_config
@@ -36,7 +38,7 @@ def masked_run(tmp_path_factory, tiny_assets) -> Path:
     )
     pipeline.prepare(config)
     pipeline.train_codebook(config)
-    codebook_model = pipeline.load_model(config)
+    codebook_model = load_model(config)
     pipeline.mine(config, codebook_model)
     pipeline.unlearn(config, codebook_model.bottleneck.n_codes)
     return root / "run"
@@ -146,7 +148,7 @@ def test_a_killed_unlearn_leaves_the_earlier_edited_model_whole(masked_run, make
 def test_evaluate_without_an_edited_model_reports_as_before(masked_run, make_setup):
     setup = copy_of(masked_run, make_setup)
 
-    report = pipeline.evaluate(setup.config)
+    report = evaluate(setup.config)
 
     assert set(report.nll) == {
         "base",

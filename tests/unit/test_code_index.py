@@ -194,7 +194,7 @@ def test_set_search_switches_a_built_bottleneck_and_refuses_bad_settings():
 
 def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_path):
     from codeunlearn.core.config import load_config
-    from codeunlearn.pipeline.stages import load_model
+    from codeunlearn.model.loading import load_model
 
     config = BottleneckConfig(layer=1, n_codes=256, top_k=4)  # trained with exact search
     codebook_model = insert_bottleneck(make_tiny("llama", len(tokenizer)), tokenizer, config, "t")

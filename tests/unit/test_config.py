@@ -70,7 +70,7 @@ def test_gates_name_each_failure():
 def test_a_model_trained_before_speed_settings_existed_still_matches():
     from dataclasses import replace
 
-    from codeunlearn.pipeline.stages import same_training, training_stamp
+    from codeunlearn.training.stamp import same_training, training_stamp
 
     config = load_config(None, [])
     current = training_stamp(config)

@@ -11,6 +11,7 @@ import pytest
 
 from codeunlearn.core.config import CONTROL_CHOICES, TopicConfig, load_config
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.core.paths import RunPaths
 from codeunlearn.data.controls import (
     CONTROL_METHODS,
     control_method,
@@ -161,7 +162,7 @@ def test_a_changed_control_never_shares_a_counts_run(tmp_path) -> None:
     assert random != before
     assert pipeline._counts_run_id(config, _splits_with("random", "c3")) != random  # another control set
     with pytest.raises(CodeunlearnError, match="prepared with topic.control=random.*prepare"):
-        pipeline._check_prepared_control(config, _splits_with("random", "c1"), pipeline.RunPaths(tmp_path))
+        pipeline._check_prepared_control(config, _splits_with("random", "c1"), RunPaths(tmp_path))
 
 
 def test_a_retrained_model_never_shares_a_counts_run(tmp_path) -> None:

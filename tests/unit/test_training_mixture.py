@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from codeunlearn.core.config import ConfigError, RunConfig, TrainConfig, load_config
+from codeunlearn.core.paths import RunPaths
 from codeunlearn.evaluation.general_text import training_passages
-from codeunlearn.pipeline.stages import RunPaths, same_training, training_stamp, training_texts
+from codeunlearn.pipeline.training_texts import training_texts
+from codeunlearn.training.stamp import same_training, training_stamp
 
 
 def corpus_run(tmp_path: Path, rows: int = 40) -> RunPaths:

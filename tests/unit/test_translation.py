@@ -282,7 +282,7 @@ def test_a_translation_codebook_is_reused_across_scoring_settings():
     from dataclasses import replace
 
     from codeunlearn.core.config import RunConfig
-    from codeunlearn.pipeline.stages import same_training
+    from codeunlearn.training.stamp import same_training
     from codeunlearn.translation.experiment import _stamp
 
     config = RunConfig(translation=TranslationConfig())

@@ -1,0 +1,170 @@
+"""Deletion requests: add, list, show, process, revert.
+
+Library modules are imported inside each command: importing torch costs seconds, and `--help`
+should not pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from codeunlearn.cli.common import (
+    CONFIG_OPTION,
+    EXAMPLES_OPTION,
+    EXTRA,
+    OVERRIDES_HELP,
+    VERBOSE_OPTION,
+    app,
+    fail,
+    run_stage,
+)
+from codeunlearn.core.errors import CodeunlearnError
+
+request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)
+app.add_typer(request_app, name="request")
+
+
+def _request_store(run_config: Any):
+    from codeunlearn.requests.queue import RequestStore
+
+    return RequestStore(Path(run_config.run_dir) / "store")
+
+
+def _tracker(run_config: Any):
+    from codeunlearn.tracking.tracker import Tracker
+
+    return Tracker(run_config)
+
+
+@request_app.command("add", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_add(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    label: str | None = typer.Option(None, help="Forget every example with this label (e.g. noun.food)."),
+    keywords: str | None = typer.Option(None, help="Comma-separated words; examples containing any."),
+    regex: str | None = typer.Option(None, help="Examples matching this regular expression."),
+    examples: Path | None = EXAMPLES_OPTION,
+    model_version: str = typer.Option("", help="Codebook model version (default: the latest)."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Record a pending deletion request after checking its topic and codebook version."""
+    from codeunlearn.core.config import TopicConfig
+
+    given = {
+        k: v
+        for k, v in {"label": label, "keywords": keywords, "regex": regex, "examples": examples}.items()
+        if v
+    }
+    if len(given) != 1:
+        fail(
+            CodeunlearnError(
+                f"give exactly one of --label, --keywords, --regex, --examples; got {list(given) or 'none'}"
+            )
+        )
+    topic = TopicConfig(
+        label=label,
+        keywords=tuple(w.strip() for w in keywords.split(",") if w.strip()) if keywords else (),
+        regex=regex,
+        examples_file=str(examples) if examples else None,
+    )
+    from codeunlearn.requests.processor import Processor
+
+    request = run_stage(
+        ctx, config, verbose, lambda c: Processor(c, _tracker(c)).submit(topic, model_version)
+    )
+    typer.echo(
+        f"{request.request_id} pending (codebook {request.model_name} version {request.model_version})"
+    )
+    _announce(request.request_id, config)
+
+
+def _announce(request_id: str, config: Path | None) -> None:
+    """Emit the `codeunlearn.request.added` Prefect event that triggers processing, if a server is set."""
+
+    if not os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        from prefect.events import emit_event
+    except ImportError:
+        return
+    emit_event(
+        event="codeunlearn.request.added",
+        resource={
+            "prefect.resource.id": f"codeunlearn.request.{request_id}",
+            "request_id": request_id,
+            "config_path": str(config.resolve()) if config else "configs/default.yaml",
+        },
+    )
+    typer.echo(f"announced {request_id} to the Prefect server")
+
+
+@request_app.command("list", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_list(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    status: str | None = typer.Option(None, help="Only requests with this status."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """List deletion requests and their status."""
+    requests = run_stage(ctx, config, verbose, lambda c: _request_store(c).list((status,) if status else ()))
+    for r in requests:
+        typer.echo(
+            f"{r.request_id}  {r.status:10s} {r.topic_kind:13s} codebook v{r.model_version} "
+            f"mask v{r.mask_version or '-'}  {r.submitted_at:%Y-%m-%d %H:%M:%S}  {r.error[:80]}"
+        )
+    if not requests:
+        typer.echo("no requests")
+
+
+@request_app.command("show", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_show(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., help="The request id (req-...)."),
+    config: Path | None = CONFIG_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Show one request whole, error included."""
+    from dataclasses import asdict
+
+    request = run_stage(ctx, config, verbose, lambda c: _request_store(c).get(request_id))
+    for key, value in asdict(request).items():
+        typer.echo(f"{key:14s} {value}")
+
+
+@request_app.command("process", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_process(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    wait: float = typer.Option(600.0, help="Seconds to wait for another processor to finish."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Process every pending request now, without Prefect (the scheduled deployment does the same)."""
+    from codeunlearn.requests.processor import process_open_requests
+
+    done = run_stage(ctx, config, verbose, lambda c: process_open_requests(c, _tracker(c), wait))
+    for r in done:
+        typer.echo(f"{r.request_id}  {r.status:10s} mask v{r.mask_version or '-'}  {r.error}")
+    if not done:
+        typer.echo("no pending requests")
+
+
+@request_app.command("revert", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_revert(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., help="The done request whose codes to unmask."),
+    config: Path | None = CONFIG_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Undo one request: remove its codes from the active mask and register that as a new version."""
+    from codeunlearn.requests.processor import revert_request
+
+    request = run_stage(ctx, config, verbose, lambda c: revert_request(c, _tracker(c), request_id))
+    typer.echo(f"{request.request_id} reverted: mask version {request.mask_version} is production")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,31 @@
+"""The run's trained codebook model, loaded and served as the config says."""
+
+from __future__ import annotations
+
+from codeunlearn.core.config import RunConfig
+from codeunlearn.core.paths import open_run
+from codeunlearn.model import assets
+from codeunlearn.model.surgery import CodebookModel, load_codebook_model
+
+
+def load_model(config: RunConfig) -> CodebookModel:
+    """The run's trained codebook model, searching codes and masking as `config.bottleneck` says: a
+    model trained with exact search can be mined, evaluated and served with the grouped search, and
+    back, and under either mask policy."""
+    paths = open_run(config)
+    codebook_model = load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
+    return served_as_configured(codebook_model, config)
+
+
+def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> CodebookModel:
+    """Apply the configured code search and mask policy, which training does not fix, to a model."""
+    wanted = config.bottleneck
+    codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
+    codebook_model.bottleneck.set_mask_policy(
+        wanted.mask_policy,
+        wanted.mask_gate,
+        wanted.mask_context_gate,
+        wanted.mask_context_after,
+        wanted.mask_condition,
+    )
+    return codebook_model
