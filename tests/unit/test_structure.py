@@ -155,7 +155,9 @@ def test_the_checks_see_a_cycle_an_upward_import_and_a_deferred_import(tmp_path)
     assert _cycles(edges) == [["codeunlearn.data.b", "codeunlearn.model.a"]]
     assert _cycles({"codeunlearn.model.a": {"codeunlearn.data.b"}, "codeunlearn.data.b": set()}) == []
     source = tmp_path / "fake.py"
-    source.write_text("from codeunlearn.core import paths\n\ndef f():\n    from codeunlearn.cli import main\n")
+    source.write_text(
+        "from codeunlearn.core import paths\n\n\ndef f():\n    from codeunlearn.cli import main\n"
+    )
     found = _own_imports("codeunlearn.model.fake", source, _modules())
     assert ("codeunlearn.core.paths", False) in found
     assert ("codeunlearn.cli.main", True) in found
