@@ -6,12 +6,10 @@ evaluation example was seen while mining codes.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -24,10 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from codeunlearn.core.config import WORD_TOPIC_KINDS, TopicConfig
-from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.data.controls import ControlMethod, control_method
-from codeunlearn.data.corpus import TABLE_SUFFIXES, content_hash, id_fraction, read_table_file
-from codeunlearn.data.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split, keyword_pattern
+from codeunlearn.data.corpus import content_hash
+from codeunlearn.data.topic_rows import topic_pattern, topic_sides
+from codeunlearn.data.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ SPLIT_NAMES: tuple[str, ...] = (
     "retain_test",
 )
 MANIFEST_FILE = "manifest.json"
-
-EXAMPLES_TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -68,14 +65,6 @@ class Splits:
         return {name: getattr(self, name) for name in SPLIT_NAMES}
 
 
-@dataclass(frozen=True)
-class _Side:
-    """One side (train or test) of the corpus cut into topic rows and the other rows."""
-
-    topic: pa.Table
-    other: pa.Table
-
-
 def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int) -> Splits:
     """Cut the train and test corpora into forget, control and retain sets for one topic.
 
@@ -98,7 +87,9 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     _check_sizes(topic, seed)
     control = control_method(topic)
     pattern = topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None
-    train_side, test_side = _sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
+    train_side, test_side = topic_sides(
+        _normalised(train, "train"), _normalised(test, "test"), topic, pattern
+    )
     forget_train = _sample(train_side.topic, topic.max_forget, _rng(seed, "forget_train"))
     forget_test = _sample(test_side.topic, topic.max_eval_forget, _rng(seed, "forget_test"))
     control_source = _sample(forget_train, topic.max_control, _rng(seed, "control_source"))
@@ -132,23 +123,11 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     return Splits(**tables, manifest=manifest)
 
 
-def _sides(
-    train: pa.Table, test: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None
-) -> tuple[_Side, _Side]:
-    """Each side of the corpus cut into the topic's rows and the others; both must hold the topic."""
-    if topic.kind == "examples_file":
-        train_side, test_side = _example_sides(topic, train, test)
-    else:
-        train_side, test_side = _cut(train, topic, pattern), _cut(test, topic, pattern)
-    _check_matches(topic, train_side, test_side)
-    return train_side, test_side
-
-
 def train_side(train: pa.Table, test: pa.Table, topic: TopicConfig) -> tuple[pa.Table, pa.Table]:
     """The corpus's train side cut into the topic's rows and the other rows, as `build_splits` cuts it
     (the test side is read only to check that both hold the topic)."""
     pattern = topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None
-    side, _ = _sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
+    side, _ = topic_sides(_normalised(train, "train"), _normalised(test, "test"), topic, pattern)
     return side.topic, side.other
 
 
@@ -237,148 +216,6 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
     # One independent stream per purpose, so changing one cap does not reshuffle the other sets.
     purpose_key = int.from_bytes(hashlib.sha1(purpose.encode()).digest()[:4], "big")
     return np.random.default_rng([int(seed), purpose_key])
-
-
-def topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
-    """The compiled pattern of a keyword or regex topic (keywords as whole words, any case)."""
-    if topic.kind == "keywords":
-        if not any(k.strip() for k in topic.keywords):
-            raise ConfigError(f"topic.keywords={list(topic.keywords)!r} holds only blanks: give real words")
-        return keyword_pattern(topic.keywords)
-    try:
-        pattern = re.compile(str(topic.regex), re.IGNORECASE)
-    except re.error as error:
-        raise ConfigError(
-            f"topic.regex={topic.regex!r} is not a valid regular expression ({error}): "
-            "fix it (Python `re` syntax)"
-        ) from error
-    if pattern.search(""):
-        raise ConfigError(
-            f"topic.regex={topic.regex!r} matches the empty string, so it would match every example: "
-            "make it require at least one character"
-        )
-    return pattern
-
-
-def _cut(table: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None) -> _Side:
-    if pattern is None:
-        if table.column("label").null_count == table.num_rows and table.num_rows:
-            raise ConfigError(
-                f"topic.label={topic.label!r} needs a corpus with labels, but this corpus has none: set "
-                "data.label_column to the column that holds topics, or use topic.keywords or topic.regex"
-            )
-        mask = pc.fill_null(pc.equal(table.column("label"), str(topic.label)), False)
-    else:
-        texts = table.column("text").to_pylist()
-        mask = pa.array([pattern.search(text) is not None for text in texts], type=pa.bool_())
-    return _Side(topic=table.filter(mask), other=table.filter(pc.invert(mask)))
-
-
-def _example_sides(topic: TopicConfig, train: pa.Table, test: pa.Table) -> tuple[_Side, _Side]:
-    examples = _read_examples(Path(str(topic.examples_file)).expanduser())
-    # Hash rank, not hash threshold: order-independent like split_train_test, yet never an empty side.
-    ranks = np.argsort([id_fraction(i) for i in examples.column("id").to_pylist()], kind="stable")
-    n_test = max(1, round(EXAMPLES_TEST_FRACTION * examples.num_rows)) if examples.num_rows > 1 else 0
-    is_test = np.zeros(examples.num_rows, dtype=bool)
-    is_test[ranks[:n_test]] = True
-    texts = {text.strip() for text in examples.column("text").to_pylist()}
-    ids = set(examples.column("id").to_pylist())
-
-    def others(table: pa.Table) -> pa.Table:
-        rows = zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
-        keep = [row_id not in ids and text.strip() not in texts for row_id, text in rows]
-        return table.filter(pa.array(keep, type=pa.bool_()))
-
-    mask = pa.array(is_test, type=pa.bool_())
-    return (
-        _Side(topic=examples.filter(pc.invert(mask)), other=others(train)),
-        _Side(topic=examples.filter(mask), other=others(test)),
-    )
-
-
-def _read_examples(path: Path) -> pa.Table:
-    if not path.is_file():
-        raise MissingAssetError(
-            f"topic.examples_file={str(path)!r} does not exist: give a text file with one example per line, "
-            "or a .parquet/.jsonl file with a 'text' column"
-        )
-    if path.suffix.lower() in TABLE_SUFFIXES:
-        table = read_table_file(path)
-        if "text" not in table.column_names:
-            raise ConfigError(
-                f"{path} has no column 'text'; its columns are: {', '.join(table.column_names)}. "
-                "Rename the column holding the examples to 'text'"
-            )
-    else:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        table = pa.table({"text": pa.array([line for line in lines if line], type=pa.string())})
-    return _normalise_examples(table, path)
-
-
-def _normalise_examples(table: pa.Table, path: Path) -> pa.Table:
-    texts = [str(t).strip() if t is not None else "" for t in table.column("text").to_pylist()]
-    first: dict[str, int] = {}
-    for index, text in enumerate(texts):
-        if text:
-            first.setdefault(text, index)  # repeated examples would weigh double; keep the first
-    table = table.take(sorted(first.values()))
-    texts = [texts[i] for i in sorted(first.values())]
-    if "id" in table.column_names:
-        ids = pc.cast(table.column("id"), pa.string())
-    else:
-        ids = pa.array(["example-" + hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts])
-    label = table.column("label") if "label" in table.column_names else pa.nulls(table.num_rows, pa.string())
-    rest = [name for name in table.column_names if name not in ("id", "text", "label")]
-    logger.info("examples file: %d distinct examples", table.num_rows)  # its name may be private too
-    return pa.table(
-        [
-            ids,
-            pa.array(texts, type=pa.string()),
-            pc.cast(label, pa.string()),
-            *(table.column(n) for n in rest),
-        ],
-        names=["id", "text", "label", *rest],
-    )
-
-
-def _check_matches(topic: TopicConfig, train: _Side, test: _Side) -> None:
-    n_train, n_test = train.topic.num_rows, test.topic.num_rows
-    if n_train and n_test:
-        return
-    kind = topic.kind
-    if kind == "examples_file":
-        raise CodeunlearnError(
-            f"topic examples_file={topic.examples_file!r} holds {n_train + n_test} distinct non-empty "
-            "examples; it needs at least 2 (one is held out for evaluation): add examples"
-        )
-    total = sum(side.topic.num_rows + side.other.num_rows for side in (train, test))
-    described = {"label": f"label={topic.label!r}", "keywords": f"keywords={list(topic.keywords)!r}"}
-    head = f"topic {described.get(kind, f'regex={topic.regex!r}')}"
-    if n_train + n_test == 0:
-        head += f" matches no example in the corpus (0 of {total:,} rows)"
-    else:
-        head += (
-            f" matches {n_train + n_test:,} of {total:,} rows, but {n_train} on the train side and {n_test} "
-            "on the test side; each side needs at least one"
-        )
-    raise CodeunlearnError(f"{head}; {_match_hint(topic, train, test)}")
-
-
-def _match_hint(topic: TopicConfig, train: _Side, test: _Side) -> str:
-    if topic.kind == "keywords":
-        tried = ", ".join(repr(k) for k in topic.keywords)
-        return f"tried whole-word, case-insensitive: {tried}; choose words that occur in the corpus"
-    if topic.kind == "regex":
-        return f"tried re.search({topic.regex!r}, text, re.IGNORECASE); loosen the pattern"
-    labels = sorted(
-        {v for side in (train, test) for t in (side.topic, side.other) for v in t.column("label").to_pylist()}
-        - {None}
-    )
-    shown = ", ".join(labels[:40]) + (f", ... ({len(labels)} in all)" if len(labels) > 40 else "")
-    by_lower = {label.lower(): label for label in labels}
-    close = difflib.get_close_matches(str(topic.label).lower(), list(by_lower), n=1)
-    suggestion = f", did you mean {by_lower[close[0]]}?" if close else "; set topic.label to one of them"
-    return f"labels that exist: {shown}{suggestion}"
 
 
 def _sample(table: pa.Table, limit: int, rng: np.random.Generator) -> pa.Table:

@@ -25,50 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.store.schema import COUNTS_SCHEMA, DERIVED_VIEWS_SQL, TABLES, empty_select
-from codeunlearn.unlearning.selection import CodeCounts
+from codeunlearn.store.count_rows import ENRICHMENT_SQL, counts_from_rows, counts_table
+from codeunlearn.store.schema import TABLES
+from codeunlearn.store.views import is_readable, parquet_files, views_sql
+from codeunlearn.unlearning.code_statistics import CodeCounts
 
 logger = logging.getLogger(__name__)
 
 # run_id and split become path parts, so they are kept to characters that are safe in paths and globs.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-ENRICHMENT_SQL = """
--- Per-code enrichment of a forget split over a control split, as selection.enrichment computes
--- it, ranked best first (ties by lower code_id, like select_codes). Needs the code_rates view.
--- Parameters ($name): run_id, forget_split, control_split, topic (NULL sums all topics of each split),
--- min_count (minimum forget token count), pseudo_count (additive smoothing, 0.5 in selection), limit.
--- enrichment = ((f + a) / (n_f + 2a)) / ((c + a) / (n_c + 2a)), a = pseudo_count.
-WITH forget AS (
-    SELECT code_id, sum(token_count) AS token_count, sum(n_tokens) AS n_tokens
-    FROM code_rates
-    WHERE run_id = $run_id AND split = $forget_split AND ($topic::VARCHAR IS NULL OR topic = $topic::VARCHAR)
-    GROUP BY code_id
-), control AS (
-    SELECT code_id, sum(token_count) AS token_count, sum(n_tokens) AS n_tokens
-    FROM code_rates
-    WHERE run_id = $run_id AND split = $control_split AND ($topic::VARCHAR IS NULL OR topic = $topic::VARCHAR)
-    GROUP BY code_id
-)
-SELECT code_id,
-       forget.token_count::BIGINT AS forget_count,
-       control.token_count::BIGINT AS control_count,
-       forget.token_count::DOUBLE / nullif(forget.n_tokens, 0) AS forget_rate,
-       control.token_count::DOUBLE / nullif(control.n_tokens, 0) AS control_rate,
-       ((forget.token_count::DOUBLE + $pseudo_count::DOUBLE)
-           / (forget.n_tokens + 2.0 * $pseudo_count::DOUBLE))
-         / ((control.token_count::DOUBLE + $pseudo_count::DOUBLE)
-           / (control.n_tokens + 2.0 * $pseudo_count::DOUBLE)) AS enrichment
-FROM forget JOIN control USING (code_id)
-WHERE forget.token_count >= $min_count::BIGINT
-ORDER BY enrichment DESC, code_id ASC
-LIMIT $limit::BIGINT
-"""
 
 
 class CodeStore:
@@ -104,7 +73,7 @@ class CodeStore:
         """
         _check_name(run_id, "run_id")
         _check_name(split, "split")
-        path = self.append("code_counts", _counts_table(run_id, split, topic, counts), f"run={run_id}", split)
+        path = self.append("code_counts", counts_table(run_id, split, topic, counts), f"run={run_id}", split)
         logger.info("stored %s counts of run %s in %s", split, run_id, path)
         return path
 
@@ -195,7 +164,7 @@ class CodeStore:
                 f"the code store holds counts of several topics for {where}: {topics}; "
                 "pass topic= one of them"
             )
-        return _counts_from_rows(table, where)
+        return counts_from_rows(table, where)
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a query with the `code_counts` and `code_rates` views available.
@@ -244,7 +213,7 @@ class CodeStore:
             forget_split: the split holding the forget-set counts.
             control_split: the split holding the control-set counts.
             topic: restrict both splits to this topic; None sums all topics.
-            pseudo_count: additive smoothing, as in `selection.enrichment`.
+            pseudo_count: additive smoothing, as in `code_statistics.enrichment`.
 
         Returns:
             Columns code_id, forget_count, control_count, forget_rate, control_rate, enrichment,
@@ -293,7 +262,7 @@ class CodeStore:
             )
             return False
         try:
-            connection.execute(self._views_sql())
+            connection.execute(views_sql(self.root))
         finally:
             connection.close()
         return True
@@ -303,35 +272,10 @@ class CodeStore:
         """A fresh in-memory connection with the views, closed on exit."""
         connection = duckdb.connect()
         try:
-            connection.execute(self._views_sql())
+            connection.execute(views_sql(self.root))
             yield connection
         finally:
             connection.close()
-
-    def _views_sql(self) -> str:
-        views = []
-        for spec in TABLES.values():
-            directory = self.root / spec.directory
-            if any(directory.glob("**/*.parquet")):
-                glob = _sql_literal(str(directory.resolve() / "**" / "*.parquet"))
-                columns = ", ".join(spec.schema.names)
-                source = (
-                    f"SELECT {columns}, filename "
-                    f"FROM read_parquet({glob}, filename = true, hive_partitioning = false, "
-                    "union_by_name = true)"
-                )
-            else:
-                source = empty_select(spec.schema)
-            views.append(f"CREATE OR REPLACE VIEW {spec.view} AS {source};")
-        return "\n".join(views) + DERIVED_VIEWS_SQL
-
-    def _count_files(self) -> list[Path]:
-        return sorted(self.counts_dir.glob("**/*.parquet"))
-
-    def _all_files(self) -> list[Path]:
-        return sorted(
-            path for spec in TABLES.values() for path in (self.root / spec.directory).glob("**/*.parquet")
-        )
 
     def _inventory(self) -> str:
         """What the store holds, for error messages."""
@@ -352,7 +296,9 @@ class CodeStore:
         """Name the corrupt count files if there are any, else pass DuckDB's message on."""
         message = str(error)
         corrupt = [
-            path for path in self._all_files() if str(path.resolve()) in message or not _readable(path)
+            path
+            for path in parquet_files(self.root)
+            if str(path.resolve()) in message or not is_readable(path)
         ]
         if corrupt:
             names = ", ".join(str(path) for path in corrupt)
@@ -369,50 +315,3 @@ def _check_name(value: str, what: str) -> None:
             f"{what}={value!r}: use letters, digits, '.', '_' or '-' (starting with a letter or digit); "
             "it becomes part of a file path"
         )
-
-
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _readable(path: Path) -> bool:
-    # The footer check finds truncated or overwritten files without reading the data.
-    try:
-        pq.read_metadata(path)
-    except (OSError, pa.ArrowException):
-        return False
-    return True
-
-
-def _counts_table(run_id: str, split: str, topic: str, counts: CodeCounts) -> pa.Table:
-    n_codes = counts.n_codes
-    columns = {
-        "run_id": pa.array([run_id] * n_codes, pa.string()),
-        "split": pa.array([split] * n_codes, pa.string()),
-        "topic": pa.array([topic] * n_codes, pa.string()),
-        "code_id": pa.array(np.arange(n_codes, dtype=np.int32)),
-        "token_count": pa.array(counts.token_counts),
-        "example_count": pa.array(counts.example_counts),
-        "n_tokens": pa.array(np.full(n_codes, counts.n_tokens, dtype=np.int64)),
-        "n_examples": pa.array(np.full(n_codes, counts.n_examples, dtype=np.int64)),
-    }
-    return pa.table(columns, schema=COUNTS_SCHEMA)
-
-
-def _counts_from_rows(table: pa.Table, where: str) -> CodeCounts:
-    """CodeCounts from code_rates rows of one run/split/topic, checking every code is present once."""
-    code_ids = table.column("code_id").to_numpy()
-    n_tokens = table.column("n_tokens").to_numpy()
-    n_examples = table.column("n_examples").to_numpy()
-    # Every file holds all C codes, so a gap or differing totals means files of different codebooks.
-    if not np.array_equal(code_ids, np.arange(len(code_ids))) or np.ptp(n_tokens) or np.ptp(n_examples):
-        raise CodeunlearnError(
-            f"the count files for {where} disagree on the codebook (code ids 0..{int(code_ids.max())}, "
-            f"{len(code_ids)} distinct): they come from different codebooks; store each under its own run_id"
-        )
-    return CodeCounts(
-        token_counts=table.column("token_count").to_numpy().astype(np.int64),
-        example_counts=table.column("example_count").to_numpy().astype(np.int64),
-        n_tokens=int(n_tokens[0]),
-        n_examples=int(n_examples[0]),
-    )

@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -33,29 +31,13 @@ from codeunlearn.model.surgery import (
     modules_above,
     recording,
 )
-from codeunlearn.training.distributed import (
-    DataParallel,
-    broadcast_from_main,
-    gather_rows,
-    local_slice,
-    sum_counts,
-    sum_gradients,
-)
+from codeunlearn.training.checkpoint import resume_checkpoint, save_checkpoint
+from codeunlearn.training.distributed import DataParallel, broadcast_from_main, local_slice, sum_gradients
 from codeunlearn.training.distributed import current as current_data_parallel
+from codeunlearn.training.train_state import TrainResult, _StepOutput, _TrainState
 
 log = logging.getLogger(__name__)
 COLLAPSED_SHARE = 0.9  # dead-code share past which training is reported as collapsed
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    tokens: int
-    elapsed_s: float
-    final_loss: float
-    final_recon: float
-    dead_share: float
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -121,18 +103,6 @@ def trainable_parameters(codebook_model: CodebookModel, mode: str, use_bottlenec
     if use_bottleneck:
         groups.append({"params": list(codebook_model.bottleneck.parameters()), "name": "bottleneck"})
     return groups
-
-
-@dataclass
-class _StepOutput:
-    """One step's loss and what the training state records of it, all still on the device: reading
-    a value on the host waits for the device, so the state does that only every few steps."""
-
-    loss: torch.Tensor
-    nll: torch.Tensor  # () detached
-    recon: torch.Tensor  # () detached
-    codes: torch.Tensor | None  # (B, T, k) code ids, NO_CODE where no code is counted (padding, BOS)
-    site: tuple[torch.Tensor, torch.Tensor] | None = None  # cached inputs (B, T, d) and content mask (B, T)
 
 
 def counted_codes(codes: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -244,7 +214,7 @@ def _train(
     cached = _local_activations(codebook_model, local) if config.mode != "joint" else None
     state = _TrainState(codebook_model.bottleneck.n_codes, codebook_model.device)
     if checkpoint_dir is not None:
-        _resume(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+        resume_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
     if state.step == 0 and use_bottleneck and parallel.is_main:
         full = cached if not parallel.is_distributed else None
         init_codes(codebook_model, full or site_activations(codebook_model, batches), batches, config)
@@ -288,7 +258,7 @@ def _train(
                 and config.checkpoint_every
                 and state.step % config.checkpoint_every == 0
             ):
-                _save_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
+                save_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
     bar.close()
     codebook_model.model.eval()
     for parameter in codebook_model.model.parameters():
@@ -361,146 +331,3 @@ def _local_activations(codebook_model: CodebookModel, local: list[Batch]) -> lis
     present = [batch for batch in local if batch.input_ids.shape[0]]
     computed = iter(site_activations(codebook_model, present))
     return [next(computed) if batch.input_ids.shape[0] else None for batch in local]
-
-
-class _TrainState:
-    """Step counter, code usage since the last re-seeding, and the loss history.
-
-    Usage and the latest losses stay on the device; `flush` reads the losses on the host every
-    `FLUSH_EVERY` steps, so the step loop does not wait for the device after every step.
-    """
-
-    FLUSH_EVERY = 25
-
-    def __init__(self, n_codes: int, device: torch.device | str = "cpu") -> None:
-        self.step = 0
-        self.usage = torch.zeros(n_codes, dtype=torch.long, device=device)
-        self.dead_share = 0.0
-        self.recent_site: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.history: list[dict[str, float]] = []
-        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-
-    def record(self, out: _StepOutput) -> None:
-        self._pending.append((self.step, out.nll, out.recon))
-        if out.codes is not None:
-            ids = out.codes.flatten()
-            counted = (ids != NO_CODE).long()
-            self.usage.index_add_(0, ids.clamp_min(0).to(self.usage.device), counted.to(self.usage.device))
-        if out.site is not None:
-            self.recent_site = out.site
-
-    def flush(self) -> dict[str, float] | None:
-        """Move the pending losses into `history` (one wait for the device); the latest entry."""
-        if self._pending:
-            values = torch.stack([torch.stack([n.float(), r.float()]) for _, n, r in self._pending]).tolist()
-            steps = [step for step, _, _ in self._pending]
-            self.history.extend(
-                {"step": step, "nll": nll, "recon": recon}
-                for step, (nll, recon) in zip(steps, values, strict=True)
-            )
-            self._pending.clear()
-        return self.history[-1] if self.history else None
-
-    def show(self, bar: Any) -> None:
-        """Flush, then put the latest loss, reconstruction error and dead-code share on the bar."""
-        latest = self.flush()
-        if latest is not None:
-            bar.set_postfix(
-                loss=f"{latest['nll']:.3f}", recon=f"{latest['recon']:.3f}", dead=f"{self.dead_share:.1%}"
-            )
-
-    @torch.no_grad()
-    def recent_vectors(self, codebook_model: CodebookModel) -> torch.Tensor | None:
-        """Encoded inputs (N, e) at the content positions of the last cached batch."""
-        if self.recent_site is None:
-            return None
-        site, content = self.recent_site
-        return codebook_model.bottleneck.encode(site[content]).detach()
-
-    @torch.no_grad()
-    def reseed(self, codebook_model: CodebookModel, seed: int, parallel: DataParallel | None = None) -> None:
-        """Codes unused since the last call restart at recent inputs, so no code stays dead weight.
-
-        Under data parallelism, usage is summed and recent inputs gathered over processes first, so
-        every process re-seeds as one process would on the global batches.
-        """
-        parallel = parallel or DataParallel()
-        self.usage = sum_counts(self.usage, parallel, codebook_model.device)
-        recent = gather_rows(self.recent_vectors(codebook_model), parallel)
-        dead = torch.nonzero(self.usage == 0).flatten()
-        self.dead_share = dead.numel() / self.usage.numel()
-        if dead.numel() and recent is not None and len(recent):
-            generator = torch.Generator().manual_seed(seed)
-            picks = torch.randint(len(recent), (dead.numel(),), generator=generator)
-            vectors = recent[picks.to(recent.device)]
-            noise = torch.randn(vectors.shape, generator=generator).to(vectors.device) * 0.01
-            scale = codebook_model.bottleneck.codes.norm(dim=-1).mean() / vectors.norm(dim=-1, keepdim=True)
-            codebook_model.bottleneck.reset_codes(dead.to(vectors.device), vectors * scale + noise * scale)
-            log.debug("re-seeded %d dead codes", dead.numel())
-        broadcast_from_main([codebook_model.bottleneck.codes], parallel)  # bitwise equal on every process
-        self.usage.zero_()
-
-    def result(self, tokens: int, elapsed_s: float) -> TrainResult:
-        self.flush()
-        last = self.history[-20:] or [{"nll": float("nan"), "recon": float("nan")}]
-        return TrainResult(
-            steps=self.step,
-            tokens=tokens,
-            elapsed_s=elapsed_s,
-            final_loss=sum(h["nll"] for h in last) / len(last),
-            final_recon=sum(h["recon"] for h in last) / len(last),
-            dead_share=self.dead_share,
-            history=self.history,
-        )
-
-
-def _trainable_state(codebook_model: CodebookModel, use_bottleneck: bool) -> dict[str, torch.Tensor]:
-    state = {f"model.{n}": p.detach() for n, p in codebook_model.model.named_parameters() if p.requires_grad}
-    if use_bottleneck:
-        state.update({f"bottleneck.{n}": t for n, t in codebook_model.bottleneck.state_dict().items()})
-    return state
-
-
-def _save_checkpoint(
-    codebook_model: CodebookModel,
-    optimizer: torch.optim.Optimizer,
-    state: _TrainState,
-    directory: Path,
-    use_bottleneck: bool,
-) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    state.flush()
-    payload = {
-        "step": state.step,
-        "usage": state.usage.cpu(),
-        "history": state.history,
-        "weights": _trainable_state(codebook_model, use_bottleneck),
-        "optimizer": optimizer.state_dict(),
-    }
-    partial = directory / "checkpoint.pt.partial"
-    torch.save(payload, partial)
-    os.replace(partial, directory / "checkpoint.pt")  # a crash mid-write never corrupts the last checkpoint
-
-
-def _resume(
-    codebook_model: CodebookModel,
-    optimizer: torch.optim.Optimizer,
-    state: _TrainState,
-    directory: Path,
-    use_bottleneck: bool,
-) -> None:
-    path = directory / "checkpoint.pt"
-    if not path.is_file():
-        return
-    payload = torch.load(path, map_location=codebook_model.device, weights_only=False)
-    weights = payload["weights"]
-    model_state = {k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")}
-    codebook_model.model.load_state_dict(model_state, strict=False)
-    if use_bottleneck:
-        codebook_model.bottleneck.load_state_dict(
-            {k.removeprefix("bottleneck."): v for k, v in weights.items() if k.startswith("bottleneck.")}
-        )
-    optimizer.load_state_dict(payload["optimizer"])
-    state.step, state.history = payload["step"], payload["history"]
-    state.usage = payload["usage"].to(state.usage.device)
-    log.info("resumed training from %s at step %d", path, state.step)

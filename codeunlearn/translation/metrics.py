@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from codeunlearn.core.errors import MissingAssetError
-from codeunlearn.data.topics import keyword_pattern
+from codeunlearn.data.topic_words import keyword_pattern
 from codeunlearn.data.wordnet import read_wordnet
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.store.code_store import COUNTS_SCHEMA, ENRICHMENT_SQL, CodeStore
+from codeunlearn.store.code_store import ENRICHMENT_SQL, CodeStore
+from codeunlearn.store.schema import COUNTS_SCHEMA
 from codeunlearn.unlearning.selection import CodeCounts, enrichment
 
 
