@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
-from codeunlearn.core.config import RunConfig
+from codeunlearn.baselines.registry import unlearn_with_gradients
+from codeunlearn.core.config import BaselineConfig, RunConfig
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.topics import Splits, read_splits
 from codeunlearn.evaluation.attacks import relearning_curve
