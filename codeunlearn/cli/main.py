@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from codeunlearn.cli.config_command import config_app
 from codeunlearn.core.errors import CodeunlearnError
 
 app = typer.Typer(
@@ -240,7 +241,7 @@ def compare(
     evaluation: forget/retain drops, membership-inference AUC, wall-clock. Needs `codeunlearn run` first."""
     import json
 
-    from codeunlearn.baselines.methods import BaselineConfig
+    from codeunlearn.core.config import BaselineConfig
     from codeunlearn.evaluation.probes import ProbeConfig
     from codeunlearn.pipeline import comparison
 
@@ -463,6 +464,7 @@ def verify(
 
 request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)
 app.add_typer(request_app, name="request")
+app.add_typer(config_app, name="config")
 
 
 def _request_store(run_config: Any):
