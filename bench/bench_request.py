@@ -4,7 +4,7 @@ A request is answered by: mining the forget set (`count_codes`, layers up to the
 selecting codes against control statistics computed once and reused by every request (`select_codes`),
 building the mask and putting it in force (`mask_from_codes`, `apply_mask`). Registering the mask
 version is MLflow (`Tracker.register_mask`), timed separately when mlflow is importable, else skipped.
-The baseline is one NPO+RT run (codeunlearn.baselines.methods, 10 epochs, lr 1e-5, batch 8) on the base model
+The baseline is one NPO+RT run (codeunlearn.baselines.npo, 10 epochs, lr 1e-5, batch 8) on the base model
 (bottleneck bypassed) over the same forget examples, with as many retain examples.
 
 Forget, control and retain examples are random token ids from three vocabulary ranges, so a topic's
@@ -36,8 +36,8 @@ from common import (
     write_json,
 )
 
-from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
-from codeunlearn.core.config import MiningConfig
+from codeunlearn.baselines.registry import unlearn_with_gradients
+from codeunlearn.core.config import BaselineConfig, MiningConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.model.code_init import sample_codes
 from codeunlearn.model.surgery import CodebookModel, bypassed, forward_to_site

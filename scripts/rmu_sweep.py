@@ -22,8 +22,8 @@ from pathlib import Path
 
 from probe_sweep import probe_accuracy, probe_evaluator  # scripts/ is on sys.path when run as a script
 
-from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
-from codeunlearn.core.config import load_config
+from codeunlearn.baselines.registry import unlearn_with_gradients
+from codeunlearn.core.config import BaselineConfig, load_config
 from codeunlearn.data.tables import batch_texts
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import Evaluator, normalized_drop

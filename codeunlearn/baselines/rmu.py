@@ -20,7 +20,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from codeunlearn.baselines.methods import BaselineConfig, BaselineResult, autocast_for, epoch_orders
+from codeunlearn.baselines.base import BaselineResult, Method, autocast_for, epoch_orders
+from codeunlearn.core.config import BaselineConfig
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch
@@ -29,6 +30,22 @@ from codeunlearn.model.surgery import decoder_layers, residual_after
 log = logging.getLogger(__name__)
 
 UPDATED_LAYERS = 3  # the paper updates layers l-2, l-1 and l
+
+
+class RMU(Method):
+    """RMU: misdirect one layer's forget activations, hold its retain activations (its own loop)."""
+
+    def reads_retain(self, config: BaselineConfig) -> bool:
+        return True  # its retain term holds the retain activations in place
+
+    def unlearn(
+        self,
+        model: nn.Module,
+        forget_batches: Sequence[Batch],
+        retain_batches: Sequence[Batch],
+        config: BaselineConfig,
+    ) -> BaselineResult:
+        return unlearn_with_rmu(model, forget_batches, retain_batches, config)
 
 
 def rmu_parameters(model: nn.Module, layer: int) -> list[nn.Parameter]:

@@ -51,7 +51,7 @@ def compare(
     evaluation: forget/retain drops, membership-inference AUC, wall-clock. Needs `codeunlearn run` first."""
     import json
 
-    from codeunlearn.baselines.methods import BaselineConfig
+    from codeunlearn.core.config import BaselineConfig
     from codeunlearn.evaluation.probes import ProbeConfig
     from codeunlearn.pipeline import comparison
 

@@ -160,7 +160,7 @@ def sql(
     query: str = typer.Argument(
         ...,
         help="SQL over the views code_counts, code_rates, requests, request_events, masks, mask_codes, "
-        "evaluations (see codeunlearn/schema.py).",
+        "evaluations (see codeunlearn/store/schema.py).",
     ),
     run_dir: Path = RUN_DIR_OPTION,
 ) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codeunlearn.baselines.methods import method_names, reads_retain, unlearn_with_gradients
+from codeunlearn.baselines.registry import method_names, reads_retain, unlearn_with_gradients
 from codeunlearn.core.config import BaselineConfig, RunConfig
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.core.failpoints import failpoint

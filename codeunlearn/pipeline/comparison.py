@@ -12,8 +12,8 @@ import logging
 import time
 from dataclasses import asdict, dataclass, replace
 
-from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
-from codeunlearn.core.config import RunConfig
+from codeunlearn.baselines.registry import unlearn_with_gradients
+from codeunlearn.core.config import BaselineConfig, RunConfig
 from codeunlearn.core.paths import open_run
 from codeunlearn.data.tables import batch_texts, other_train_texts
 from codeunlearn.data.topics import Splits, read_splits

@@ -10,15 +10,15 @@ import re
 import pytest
 import torch
 
-from codeunlearn.baselines.methods import (
+from codeunlearn.baselines.fine_tuning import mean_nll, reference_logprobs, sequence_logprobs
+from codeunlearn.baselines.registry import (
     BASELINE_METHODS,
-    BaselineConfig,
-    mean_nll,
+    get_method,
     method_names,
-    reference_logprobs,
-    sequence_logprobs,
+    reads_retain,
     unlearn_with_gradients,
 )
+from codeunlearn.core.config import GRADIENT_METHODS, BaselineConfig, load_config
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.data.batching import encode_texts, make_batches
 
@@ -55,9 +55,38 @@ def test_bad_config_is_refused(changes, message):
 
 
 def test_methods_are_registered_and_defaults_valid():
-    assert set(BASELINE_METHODS) == {"ga", "graddiff", "npo"}
     assert method_names() == ["ga", "graddiff", "npo", "rmu"]
     BaselineConfig().validate()
+
+
+def test_the_registry_holds_exactly_the_methods_the_config_accepts():
+    # The config checks unlearn.method against its own tuple, without importing torch or the registry.
+    assert tuple(method_names()) == GRADIENT_METHODS
+    assert set(BASELINE_METHODS) == set(GRADIENT_METHODS)
+    for name in GRADIENT_METHODS:
+        load_config(None, [f"unlearn.method={name}"])  # every registered method passes config load
+
+
+def test_an_unregistered_method_is_refused_listing_the_registered_ones():
+    with pytest.raises(
+        ConfigError, match=re.escape("'dpo' is not registered: use one of ga, graddiff, npo, rmu")
+    ):
+        get_method("dpo")
+
+
+@pytest.mark.parametrize(
+    ("method", "retain_coef", "expected"),
+    [
+        ("ga", 1.0, False),
+        ("graddiff", 1.0, True),
+        ("graddiff", 0.0, False),
+        ("npo", 1.0, True),
+        ("npo", 0.0, False),
+        ("rmu", 0.0, True),  # its retain term holds retain activations, whatever retain_coef says
+    ],
+)
+def test_which_methods_read_retain_batches(method, retain_coef, expected):
+    assert reads_retain(BaselineConfig(method=method, retain_coef=retain_coef)) is expected
 
 
 def test_retain_term_without_retain_batches_is_refused(tiny_llama, forget_retain):

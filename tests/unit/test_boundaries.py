@@ -53,7 +53,7 @@ GPU_IMAGE_MODULES = (
     "unlearning.mining",
     "unlearning.selection",
     "unlearning.masks",
-    "baselines.methods",
+    "baselines.registry",
     "data.batching",
 )
 

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from codeunlearn.core.config import BottleneckConfig, RunConfig, flatten_config, load_config
+from codeunlearn.core import config_fields
+from codeunlearn.core.config import (
+    BottleneckConfig,
+    RunConfig,
+    commented_yaml,
+    config_to_dict,
+    field_doc,
+    field_docs,
+    flatten_config,
+    load_config,
+    setting,
+)
+from codeunlearn.core.config_fields import nested_sections
 from codeunlearn.core.errors import ConfigError
+
+CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -116,7 +132,7 @@ def test_mask_gate_is_a_count_of_codes_under_the_zero_policy(settings, message):
         BottleneckConfig(top_k=8, **settings).validate()
 
 
-def test_unlearn_method_is_checked_against_the_registry_at_load():
+def test_unlearn_method_is_checked_against_the_gradient_methods_at_load():
     with pytest.raises(
         ConfigError,
         match=re.escape(
@@ -147,17 +163,20 @@ def test_unlearn_defaults_to_masking_and_a_baseline_takes_its_settings():
     assert flatten_config(config)["unlearn.baseline.epochs"] == 2
 
 
-def test_loading_a_masking_config_imports_no_torch():
+def test_loading_a_config_imports_no_torch_even_for_a_gradient_method():
     import subprocess
     import sys
 
     code = (
         "import sys\nfrom codeunlearn.core.config import load_config\n"
-        "load_config(None, ['unlearn.baseline.epochs=2'])\nprint('torch' in sys.modules)"
+        "load_config(None, ['unlearn.baseline.epochs=2'])\n"
+        "load_config(None, ['unlearn.method=rmu'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('codeunlearn.')"
+        " and not m.startswith('codeunlearn.core')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"  # the baseline registry is looked up for a gradient method only
+    assert result.stdout.strip() == "[]"  # the config owns the method names: no registry, no torch
 
 
 @pytest.mark.parametrize("name", ["default", "pursuit", "translation", "translation-fr"])
@@ -182,3 +201,95 @@ def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
         *gated_selection,
         *prompt_condition,
     }
+
+
+def _sections(cls: type, prefix: str = "") -> list[tuple[str, type]]:
+    """Every config section reachable from `cls`, by its dotted name."""
+    found = [(prefix or "RunConfig", cls)]
+    for name, section in nested_sections(cls).items():
+        found += _sections(section, f"{prefix}{name}.")
+    return found
+
+
+def test_every_field_of_every_section_has_a_one_line_doc():
+    sections = _sections(RunConfig)
+    assert len(sections) == 13  # RunConfig, its 11 sections and unlearn.baseline
+    missing = [
+        f"{prefix}{field.name}"
+        for prefix, cls in sections
+        for field in dataclasses.fields(cls)
+        if not field_doc(field).strip() or "\n" in field_doc(field)
+    ]
+    assert missing == [], f"declare these with setting(default, doc) or section(cls, doc): {missing}"
+
+
+def test_a_field_declared_without_a_doc_has_none():
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        documented: int = setting(1, "a number")
+        bare: int = 2
+
+    assert field_docs(Section) == {"documented": "a number", "bare": ""}
+    assert Section().documented == 1 and Section.documented == 1  # a plain default, class attribute too
+
+
+def test_commented_yaml_loads_back_to_the_same_config(tmp_path):
+    config = load_config(
+        CONFIGS / "translation.yaml", ["train.lr=3e-4", "unlearn.method=npo", "topic.keywords=[a, 'b: c']"]
+    )
+    text = commented_yaml(config)
+    assert yaml.safe_load(text) == config_to_dict(config)
+    assert "  lr: 0.0003  " in text and "# bottleneck learning rate" in text
+    (tmp_path / "shown.yaml").write_text(text)
+    assert load_config(tmp_path / "shown.yaml") == config
+
+
+def test_a_file_that_is_not_yaml_is_refused_naming_the_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train:\n  lr: [1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML: .* at line 3"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_every_name_callers_used_is_still_importable_from_core_config():
+    import codeunlearn.core.config as config_module
+
+    names = [
+        "RunConfig",
+        "ModelConfig",
+        "DataConfig",
+        "TopicConfig",
+        "BottleneckConfig",
+        "TrainConfig",
+        "MiningConfig",
+        "BaselineConfig",
+        "UnlearnConfig",
+        "EvalConfig",
+        "TranslationConfig",
+        "TrackingConfig",
+        "GatesConfig",
+        "load_config",
+        "with_overrides",
+        "config_to_dict",
+        "save_config",
+        "flatten_config",
+        "default_search_groups",
+        "unknown_choice",
+        "CONTROL_CHOICES",
+        "MASK_CONDITIONS",
+        "WORD_TOPIC_KINDS",
+        "MASK_METHOD",
+        "ConfigError",
+    ]
+    assert [name for name in names if not hasattr(config_module, name)] == []
+    assert set(config_module.__all__) <= set(dir(config_module))
+
+
+def test_core_imports_nothing_of_the_package_outside_core():
+    core = Path(config_fields.__file__).parent
+    outside = {
+        f"{path.name}: {module}"
+        for path in core.glob("*.py")
+        for module in re.findall(r"^\s*(?:from|import)\s+(codeunlearn\.\w+)", path.read_text(), re.M)
+        if module != "codeunlearn.core"
+    }
+    assert outside == set()

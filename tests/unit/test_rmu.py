@@ -8,8 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from codeunlearn.baselines.methods import BaselineConfig, unlearn_with_gradients
+from codeunlearn.baselines.registry import unlearn_with_gradients
 from codeunlearn.baselines.rmu import rmu_parameters
+from codeunlearn.core.config import BaselineConfig
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.model.surgery import decoder_layers, residual_after
 
