@@ -1,5 +1,5 @@
 """Where the forgotten topic's lemma-to-gloss knowledge sits on the multiple-choice probe, and how
-well the topic can be told apart at the bottleneck (issue 4, point 6).
+well the topic can be told apart at the bottleneck.
 
 Usage: python3 scripts/knowledge_locality.py [CONFIG] [--per-topic 100] [--size 320]
                                             [--sections 0,1,2] [overrides...]

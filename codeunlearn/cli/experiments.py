@@ -29,16 +29,22 @@ def compare(
     ctx: typer.Context,
     config: Path | None = CONFIG_OPTION,
     methods: str = typer.Option("ga,graddiff,npo,rmu", help="Baselines to run (ga, graddiff, npo, rmu)."),
-    forget_limit: int = typer.Option(200, help="Forget examples the baselines unlearn (trained-on first)."),
-    epochs: int = typer.Option(10, help="Baseline epochs over the forget examples (NPO's usual budget)."),
-    lr: float = typer.Option(1e-5, help="Baseline learning rate (AdamW)."),
-    batch_size: int = typer.Option(8, help="Baseline batch size."),
-    rmu_layer: int | None = typer.Option(
-        None, help="RMU: the decoder layer whose activations it misdirects (default: a quarter up)."
+    forget_limit: int | None = typer.Option(
+        None, help="Forget examples the baselines unlearn (default: unlearn.forget_limit)."
     ),
-    rmu_steering: float = typer.Option(16.0, help="RMU: target norm over the layer's mean norm."),
-    rmu_alpha: float = typer.Option(1200.0, help="RMU: weight of the retain activations' MSE."),
-    rmu_lr: float = typer.Option(5e-5, help="RMU learning rate (--lr is the other baselines')."),
+    epochs: int | None = typer.Option(None, help="Baseline epochs (default: unlearn.baseline.epochs)."),
+    lr: float | None = typer.Option(None, help="Baseline learning rate (default: unlearn.baseline.lr)."),
+    batch_size: int | None = typer.Option(
+        None, help="Baseline batch size (default: unlearn.baseline.batch_size)."
+    ),
+    rmu_layer: int | None = typer.Option(None, help="RMU's layer (default: unlearn.baseline.rmu_layer)."),
+    rmu_steering: float | None = typer.Option(
+        None, help="RMU steering (default: unlearn.baseline.rmu_steering)."
+    ),
+    rmu_alpha: float | None = typer.Option(
+        None, help="RMU retain weight (default: unlearn.baseline.rmu_alpha)."
+    ),
+    rmu_lr: float | None = typer.Option(None, help="RMU learning rate (default: unlearn.baseline.rmu_lr)."),
     relearn: str = typer.Option("", help="Relearning attack: comma-separated step counts, e.g. 5,10,20."),
     quantize: str = typer.Option("", help="Quantization attack: bit widths to round weights to, e.g. 8,4."),
     probe_questions: int = typer.Option(
@@ -50,21 +56,24 @@ def compare(
     """Masking against gradient ascent, gradient difference, NPO and RMU on the same codebook model and
     evaluation: forget/retain drops, membership-inference AUC, wall-clock. Needs `codeunlearn run` first."""
     import json
+    from dataclasses import replace
 
     from codeunlearn.core.config import BaselineConfig
     from codeunlearn.evaluation.probes import ProbeConfig
     from codeunlearn.pipeline import comparison
 
     def stage(run_config: Any) -> Path:
-        baseline = BaselineConfig(
-            lr=lr,
-            epochs=epochs,
-            batch_size=batch_size,
-            rmu_layer=rmu_layer,
-            rmu_steering=rmu_steering,
-            rmu_alpha=rmu_alpha,
-            rmu_lr=rmu_lr,
-        )
+        # The baseline settings are the config's (unlearn.baseline); an option given here replaces one.
+        given = {
+            "lr": lr,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "rmu_layer": rmu_layer,
+            "rmu_steering": rmu_steering,
+            "rmu_alpha": rmu_alpha,
+            "rmu_lr": rmu_lr,
+        }
+        baseline = replace(run_config.unlearn.baseline, **{k: v for k, v in given.items() if v is not None})
         baseline.validate()
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
         for method in chosen:
@@ -81,7 +90,13 @@ def compare(
         if any(not 2 <= b <= 16 for b in bits):
             raise CodeunlearnError(f"--quantize={quantize!r}: bit widths must lie in 2..16")
         result = comparison.compare(
-            run_config, chosen, baseline, forget_limit, steps, probe if probe_questions else None, bits
+            run_config,
+            chosen,
+            baseline,
+            forget_limit or run_config.unlearn.forget_limit,
+            steps,
+            probe if probe_questions else None,
+            bits,
         )
         scores = result.scores
         table = comparison.render(scores)

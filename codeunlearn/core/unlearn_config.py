@@ -37,7 +37,8 @@ class MiningConfig:
     positions: str = setting("all", "where firings count: all content tokens, or topic_words")
     # The detector (unlearning/topic_detector.py) gets its threshold where it flags this share of the
     # topic's training prompts in cross-validation. 0.35 on configs/pursuit.yaml: `codeunlearn probe`
-    # noun.food halfway to chance, every other topic within 2 points (BENCHMARKS.md)
+    # noun.food halfway to chance, every other topic within 2 points
+    # (docs/results/prompt-conditioned-masking.md)
     detector_recall: float = setting(
         0.0, ">0: also fit the topic's prompt detector at this recall (mask_condition=prompt needs it)"
     )
@@ -85,7 +86,9 @@ class BaselineConfig:
     rmu_layer: int | None = setting(
         None, "RMU's layer; null: a quarter of the way up (layer 7 of SmolLM2's 30)"
     )
-    rmu_steering: float = setting(16.0, "RMU target norm over the layer's mean norm (tuned: BENCHMARKS.md)")
+    rmu_steering: float = setting(
+        16.0, "RMU target norm over the layer's mean norm (tuned: docs/results/baselines.md)"
+    )
     rmu_alpha: float = setting(1200.0, "RMU weight of the retain activations' MSE")
     rmu_lr: float = setting(5e-5, "RMU learning rate (lr is the other baselines')")
 

@@ -1,5 +1,5 @@
 """The no-bottleneck reference: the base model fine-tuned on the same data and budget as the codebook
-model, the natural comparison for what the bottleneck costs (issue 2, criterion 3).
+model, the natural comparison for what the bottleneck costs.
 
 Its held-out NLL depends on the base model, the training texts and settings, the layer (which
 decides the trained layers in mode `above`) and the evaluation texts, not on the codebook. So it is

@@ -2,7 +2,7 @@
 
 The codes a mask holds do not tell a topic's lemmas from its neighbours' (code weights that flag 40%
 of noun.food lemmas flag 16-19% of plant, animal and substance lemmas), but the residual they are
-chosen from does (2-3%; BENCHMARKS.md, "Where the probe's knowledge sits"). A prompt-conditioned
+chosen from does (2-3%; docs/results/knowledge-probe.md). A prompt-conditioned
 mask uses this detector to decide which requests the mask acts on; scripts/knowledge_locality.py
 measures it on the knowledge probe.
 
