@@ -29,6 +29,7 @@ from codeunlearn.data.topics import Splits, build_splits, read_splits, topic_pat
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, EvalReport, EvalSet, Evaluator
 from codeunlearn.evaluation.reference import reference_nll
 from codeunlearn.model import assets
+from codeunlearn.model.serving import ServingPolicy
 from codeunlearn.model.surgery import (
     CodebookModel,
     decoder_layers,
@@ -229,15 +230,7 @@ def load_model(config: RunConfig) -> CodebookModel:
 
 def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> CodebookModel:
     """Apply the configured code search and mask policy, which training does not fix, to a model."""
-    wanted = config.bottleneck
-    codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
-    codebook_model.bottleneck.set_mask_policy(
-        wanted.mask_policy,
-        wanted.mask_gate,
-        wanted.mask_context_gate,
-        wanted.mask_context_after,
-        wanted.mask_condition,
-    )
+    codebook_model.bottleneck.serve(ServingPolicy.of(config.bottleneck))
     return codebook_model
 
 
