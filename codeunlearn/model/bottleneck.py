@@ -30,8 +30,6 @@ from codeunlearn.model.zero_policy import NO_CODE, gated_slots, prompt_slots
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["NO_CODE", "BottleneckOutput", "CodebookBottleneck"]
-
 
 @dataclass
 class BottleneckOutput:
@@ -91,12 +89,7 @@ class CodebookBottleneck(nn.Module):
                 policy in force is then unchanged.
         """
         policy.applied_to(self.config)
-        previous = self._serving.policy
-        if (policy.search, policy.search_groups, policy.search_probes) != (
-            previous.search,
-            previous.search_groups,
-            previous.search_probes,
-        ):
+        if policy.search_settings != self._serving.policy.search_settings:
             self._search.forget_index()
         self._serving.policy = policy
         self._serving.forget_carried()

@@ -55,6 +55,11 @@ class ServingPolicy:
         return self.search_groups or default_search_groups(config.n_codes, config.top_k)
 
     @property
+    def search_settings(self) -> tuple[str, int, int]:
+        """(search, search_groups, search_probes): what a grouped index is built for."""
+        return (self.search, self.search_groups, self.search_probes)
+
+    @property
     def drops_slots(self) -> bool:
         """Whether a masked code's slot is emptied (`zero`) rather than refilled (`next_best`)."""
         return self.mask_policy == "zero"
