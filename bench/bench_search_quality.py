@@ -66,7 +66,12 @@ def mean_nll(model: torch.nn.Module, batches: list[Batch]) -> float:
 
 def use_search(bottleneck: CodebookBottleneck, probes: int) -> None:
     """Exact search (probes 0), or grouped search probing `probes` groups."""
-    bottleneck.set_search("grouped" if probes else "exact", probes or None)
+    search = "grouped" if probes else "exact"
+    bottleneck.serve(
+        dataclasses.replace(
+            bottleneck.policy, search=search, search_probes=probes or bottleneck.policy.search_probes
+        )
+    )
 
 
 def agreement(bottleneck: CodebookBottleneck, vectors: torch.Tensor, probes: list[int]) -> list[dict]:
@@ -80,7 +85,8 @@ def agreement(bottleneck: CodebookBottleneck, vectors: torch.Tensor, probes: lis
         seconds = time.perf_counter() - started
         exact = found if exact is None else exact
         row = {"n_codes": bottleneck.n_codes, "probes": p, "select_s": seconds}
-        row["search"] = f"grouped P={p} of G={bottleneck.config.n_search_groups}" if p else "exact"
+        n_groups = bottleneck.policy.n_search_groups(bottleneck.config)
+        row["search"] = f"grouped P={p} of G={n_groups}" if p else "exact"
         row["differ"] = (found != exact).any(-1).float().mean().item()
         row["recall"] = (found.unsqueeze(-1) == exact.unsqueeze(-2)).any(-1).float().mean().item()
         rows.append(row)

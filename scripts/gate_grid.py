@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -103,7 +103,17 @@ def main() -> None:
         f"retain {run.codebook['retain']:.4f}"
     )
     for (gate, context_gate, after), sizes in parse_grid(args.grid):
-        run.model.bottleneck.set_mask_policy("zero", gate, context_gate, after)
+        bottleneck = run.model.bottleneck
+        bottleneck.serve(
+            replace(
+                bottleneck.policy,
+                mask_policy="zero",
+                mask_gate=gate,
+                mask_context_gate=context_gate,
+                mask_context_after=after,
+                mask_condition="none",
+            )
+        )
         label = f"gate {gate}" + (f", then {context_gate} after {after} gated" if context_gate else "")
         for size in sizes:
             print(f"{label} {run.score(size)}", flush=True)

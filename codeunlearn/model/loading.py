@@ -5,6 +5,7 @@ from __future__ import annotations
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.paths import open_run
 from codeunlearn.model import assets
+from codeunlearn.model.serving import ServingPolicy
 from codeunlearn.model.surgery import CodebookModel, load_codebook_model
 
 
@@ -19,13 +20,5 @@ def load_model(config: RunConfig) -> CodebookModel:
 
 def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> CodebookModel:
     """Apply the configured code search and mask policy, which training does not fix, to a model."""
-    wanted = config.bottleneck
-    codebook_model.bottleneck.set_search(wanted.search, wanted.search_probes, wanted.search_groups)
-    codebook_model.bottleneck.set_mask_policy(
-        wanted.mask_policy,
-        wanted.mask_gate,
-        wanted.mask_context_gate,
-        wanted.mask_context_after,
-        wanted.mask_condition,
-    )
+    codebook_model.bottleneck.serve(ServingPolicy.of(config.bottleneck))
     return codebook_model

@@ -283,7 +283,8 @@ def _base_model(model: nn.Module) -> nn.Module:
 
 
 def save_codebook_model(codebook_model: CodebookModel, directory: Path) -> None:
-    """Write base weights (save_pretrained), bottleneck weights and mask (safetensors) and config (JSON).
+    """Write base weights (save_pretrained), bottleneck weights and mask (safetensors) and config (JSON):
+    the bottleneck's build config with the serving policy in force in place of its own.
 
     The directory is written beside the target and renamed into place, so it is never half-written.
     """
@@ -294,15 +295,17 @@ def save_codebook_model(codebook_model: CodebookModel, directory: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     codebook_model.model.save_pretrained(partial / "base")
     codebook_model.tokenizer.save_pretrained(partial / "base")
-    state = {k: v.detach().contiguous().cpu() for k, v in codebook_model.bottleneck.state_dict().items()}
+    bottleneck = codebook_model.bottleneck
+    state = {k: v.detach().contiguous().cpu() for k, v in bottleneck.state_dict().items()}
     save_file(state, partial / "bottleneck.safetensors")
     meta = {
         "format_version": FORMAT_VERSION,
         "base_name": codebook_model.base_name,
         "layer": codebook_model.layer,
-        "hidden_dim": codebook_model.bottleneck.hidden_dim,
-        "bottleneck": dataclasses.asdict(codebook_model.bottleneck.config),
-        "masked_codes": torch.nonzero(codebook_model.bottleneck.mask).flatten().tolist(),
+        "hidden_dim": bottleneck.hidden_dim,
+        # the policy it serves under, so that a loaded copy serves as this one does until told otherwise
+        "bottleneck": dataclasses.asdict(bottleneck.policy.applied_to(bottleneck.config)),
+        "masked_codes": torch.nonzero(bottleneck.mask).flatten().tolist(),
     }
     (partial / "codebook_config.json").write_text(json.dumps(meta, indent=2))
     if directory.exists():

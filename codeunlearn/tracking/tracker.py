@@ -10,6 +10,7 @@ forget set or the words of a keyword topic (see `public_params`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -334,12 +335,16 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
         self.codebook_model = load_codebook_model(Path(directory), "cpu")
         serving = context.model_config or {}
         if "mask_policy" in serving:  # absent from versions registered before it was recorded
-            self.codebook_model.bottleneck.set_mask_policy(
-                serving["mask_policy"],
-                int(serving.get("mask_gate", 1)),
-                int(serving.get("mask_context_gate", 0)),
-                int(serving.get("mask_context_after", 1)),
-                serving.get("mask_condition", "none"),
+            bottleneck = self.codebook_model.bottleneck
+            bottleneck.serve(
+                dataclasses.replace(
+                    bottleneck.policy,
+                    mask_policy=serving["mask_policy"],
+                    mask_gate=int(serving.get("mask_gate", 1)),
+                    mask_context_gate=int(serving.get("mask_context_gate", 0)),
+                    mask_context_after=int(serving.get("mask_context_after", 1)),
+                    mask_condition=serving.get("mask_condition", "none"),
+                )
             )
         self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None
         apply_mask(self.codebook_model, self.mask)

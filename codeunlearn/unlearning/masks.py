@@ -97,7 +97,7 @@ def apply_mask(codebook_model: CodebookModel, mask: Mask | None) -> None:
         raise CodeunlearnError(
             f"mask is over {mask.n_codes} codes but the model's codebook has {bottleneck.n_codes}"
         )
-    if mask is not None and bottleneck.config.mask_condition == "prompt":
+    if mask is not None and bottleneck.policy.mask_condition == "prompt":
         check_detectors(mask)
     bottleneck.set_masked(torch.tensor(mask.code_ids if mask else [], dtype=torch.long))
     bottleneck.set_detectors([d.as_linear() for d in mask.detectors.values()] if mask else [])

@@ -37,8 +37,8 @@ def test_a_masked_version_serves_under_the_configured_policy_and_gate(trained: S
     served = mlflow.pyfunc.load_model(f"models:/{tracker.masked_name}/{version.version}")
     served = served.unwrap_python_model()
     bottleneck = served.codebook_model.bottleneck
-    assert (bottleneck.config.mask_policy, bottleneck.config.mask_gate) == ("zero", 2)
-    assert (bottleneck.config.mask_context_gate, bottleneck.config.mask_context_after) == (1, 1)
+    assert (bottleneck.policy.mask_policy, bottleneck.policy.mask_gate) == ("zero", 2)
+    assert (bottleneck.policy.mask_context_gate, bottleneck.policy.mask_context_after) == (1, 1)
 
     # The served model chooses exactly the codes the evaluated one does, gate included.
     local = load_model(config)
@@ -50,7 +50,7 @@ def test_a_masked_version_serves_under_the_configured_policy_and_gate(trained: S
     sequences = h.view(2, 20, -1)  # the context gate counts gated tokens along each sequence
     assert bottleneck(sequences).codes.eq(local.bottleneck(sequences).codes).all()
     ungated = local.bottleneck.code_ids(h)
-    local.bottleneck.set_mask_policy("zero", 1)
+    local.bottleneck.serve(replace(local.bottleneck.policy, mask_gate=1, mask_context_gate=0))
     assert not ungated.eq(local.bottleneck.code_ids(h)).all()  # the gate changes which slots are emptied
 
 
@@ -66,7 +66,7 @@ def test_a_prompt_conditioned_version_serves_each_request_as_its_detector_says(t
     mlflow.set_tracking_uri(tracker.uri)
     served = mlflow.pyfunc.load_model(f"models:/{tracker.masked_name}/{version.version}")
     model = served.unwrap_python_model()
-    assert model.codebook_model.bottleneck.config.mask_condition == "prompt"
+    assert model.codebook_model.bottleneck.policy.mask_condition == "prompt"
     detector = load_mask(trained.run_dir / "masks" / "active.json").detectors["noun.food"]
     assert model.mask.detectors == {"noun.food": detector}
 

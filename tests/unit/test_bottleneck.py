@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from codeunlearn.core.config import BottleneckConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.model.bottleneck import NO_CODE, CodebookBottleneck
 from codeunlearn.model.code_init import kmeans_codes
+from codeunlearn.model.serving import ServingPolicy
 
 
 def make(n_codes: int = 64, top_k: int = 4, **overrides) -> CodebookBottleneck:
@@ -361,3 +364,59 @@ def test_context_gate_carries_the_gated_count_across_cached_decoding_steps():
     fresh = context_gated(combine="pursuit")
     fresh.set_masked(masked)
     assert torch.equal(bottleneck(other).codes, fresh(other).codes)
+
+
+SERVED = [
+    {"mask_policy": "next_best"},
+    {"mask_policy": "zero"},
+    {"mask_policy": "zero", "mask_gate": 2},
+    {"mask_policy": "zero", "mask_gate": 3, "mask_context_gate": 1, "mask_context_after": 2},
+    {"search": "grouped", "search_groups": 8, "search_probes": 4},
+    {"search": "grouped", "search_groups": 8, "search_probes": 4, "mask_policy": "zero", "mask_gate": 2},
+]
+
+
+def decoded(bottleneck: CodebookBottleneck, x: torch.Tensor, prefix: int = 4) -> list:
+    """A whole forward, then the same text as a prompt and one cached decoding step per token."""
+    with torch.no_grad():
+        steps = [bottleneck(x), bottleneck(x[:, :prefix], torch.arange(prefix).expand(x.shape[0], -1))]
+        for position in range(prefix, x.shape[1]):
+            steps.append(bottleneck(x[:, position : position + 1], torch.full((x.shape[0], 1), position)))
+    return steps
+
+
+def test_one_bottleneck_serves_two_policies_as_bottlenecks_built_with_them_do():
+    # The policies are put in force on one trained bottleneck, one after the other; each must give
+    # what a bottleneck built (as before serving policies) with that policy's settings gives.
+    served = make(n_codes=64, top_k=4)
+    x = torch.randn(3, 12, 16, generator=torch.Generator().manual_seed(3))
+    popular = served(x).codes[:, 1:].flatten().bincount(minlength=64).topk(14).indices
+    served.set_masked(popular)
+    for settings in SERVED:
+        served.serve(replace(ServingPolicy.of(served.config), **settings))
+        built = make(n_codes=64, top_k=4, **settings)
+        built.set_masked(popular)
+        assert served.policy == ServingPolicy.of(built.config)
+        for mine, theirs in zip(decoded(served, x), decoded(built, x), strict=True):
+            assert torch.equal(mine.codes, theirs.codes), settings
+            assert torch.equal(mine.hidden, theirs.hidden), settings
+        assert torch.equal(served.code_ids(x[0]), built.code_ids(x[0]))
+    assert served.config == make(n_codes=64, top_k=4).config  # the build config is never changed
+
+
+def test_serving_state_is_neither_saved_nor_shared():
+    source = make(n_codes=64, top_k=4)
+    x = torch.randn(2, 10, 16)
+    source.set_masked(source(x).codes[:, 1:, 0].unique())
+    one, other = make(n_codes=64, top_k=4), make(n_codes=64, top_k=4)
+    for bottleneck in (one, other):
+        bottleneck.load_state_dict(source.state_dict())
+    assert set(source.state_dict()) == {"codes", "mask"}  # weights and mask only
+    one.serve(replace(one.policy, mask_policy="zero"))
+    one.set_detectors([(torch.ones(16), 0.0)])
+    assert other.policy == ServingPolicy.of(other.config) and other.policy.mask_policy == "next_best"
+    assert torch.equal(other(x).codes, source(x).codes)  # next_best: refilled, as before `one` served
+    assert not torch.equal(one(x).codes, other(x).codes)  # zero: emptied
+    with pytest.raises(ConfigError, match="mask_gate=9"):
+        one.serve(replace(one.policy, mask_gate=9))
+    assert one.policy.mask_gate == 1  # a refused policy changes nothing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -81,26 +83,26 @@ def test_the_bottleneck_regroups_when_codes_change_but_not_while_holding_groups(
     bottleneck = grouped()
     h = torch.randn(50, 16)
     bottleneck.select(h)
-    first = bottleneck._groups
+    first = bottleneck._search.groups
     bottleneck.select(h)
-    assert bottleneck._groups is first  # unchanged codes: no rebuild
+    assert bottleneck._search.groups is first  # unchanged codes: no rebuild
     with bottleneck.holding_groups():
         bottleneck(h.view(5, 10, 16))  # a training forward (grad enabled): index rebuilt, groups held
-        assert bottleneck._groups is first
+        assert bottleneck._search.groups is first
         with torch.no_grad():
             bottleneck.codes.mul_(-1.0)
         negated = bottleneck.select(h)
-        assert bottleneck._groups is first
+        assert bottleneck._search.groups is first
         assert torch.equal(negated, grouped().select(-h))  # the index follows the codes' new values
         bottleneck.reset_codes(torch.arange(4), torch.randn(4, 16))  # re-seeding regroups
         bottleneck.select(h)
-        assert bottleneck._groups is not first
+        assert bottleneck._search.groups is not first
     bottleneck.select(h)
-    trained = bottleneck._groups
+    trained = bottleneck._search.groups
     fresh = grouped()
     fresh.load_state_dict(bottleneck.state_dict())
     fresh.select(h)
-    assert torch.equal(trained, fresh._groups)  # after training, grouped as a loaded copy is
+    assert torch.equal(trained, fresh._search.groups)  # after training, grouped as a loaded copy is
 
 
 def test_a_fused_optimizer_step_is_seen_by_the_next_selection():
@@ -141,7 +143,7 @@ def test_save_load_round_trips_logits_with_grouped_search(tokenizer, tmp_path):
         before = codebook_model.model(input_ids=ids).logits
     save_codebook_model(codebook_model, tmp_path / "model")
     loaded = load_codebook_model(tmp_path / "model")
-    assert loaded.bottleneck.config.search == "grouped"
+    assert loaded.bottleneck.policy.search == "grouped"
     with torch.no_grad():
         assert torch.equal(loaded.model(input_ids=ids).logits, before)
 
@@ -178,18 +180,20 @@ def test_a_few_tokens_take_the_pairwise_path_with_the_same_result():
     assert not excluded[pairwise].any()
 
 
-def test_set_search_switches_a_built_bottleneck_and_refuses_bad_settings():
+def test_serving_a_search_switches_a_built_bottleneck_and_refuses_bad_settings():
     bottleneck = grouped(search="exact")
     h = torch.randn(40, 16)
     exact = bottleneck.select(h)
-    bottleneck.set_search("grouped", probes=64, groups=64)  # every group probed: same codes
+    every_group = replace(bottleneck.policy, search="grouped", search_probes=64, search_groups=64)
+    bottleneck.serve(every_group)  # every group probed: same codes
     assert torch.equal(bottleneck.select(h), exact)
-    bottleneck.set_search("grouped", probes=8)
+    bottleneck.serve(replace(bottleneck.policy, search_probes=8))
     bottleneck.select(h)
-    assert bottleneck.config.search_groups == 64 and bottleneck._groups.shape[0] == 64
+    assert bottleneck.policy.search_groups == 64 and bottleneck._search.groups.shape[0] == 64
     with pytest.raises(ConfigError, match="search_probes=4"):
-        bottleneck.set_search("grouped", probes=4)
-    assert bottleneck.config.search_probes == 8  # a refused switch changes nothing
+        bottleneck.serve(replace(bottleneck.policy, search_probes=4))
+    assert bottleneck.policy.search_probes == 8  # a refused switch changes nothing
+    assert bottleneck.config.search == "exact"  # the build config is never changed
 
 
 def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_path):
@@ -203,16 +207,16 @@ def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_pa
     overrides += ["eval.sweep=[8]"]
     grouped_search = ["bottleneck.search=grouped", "bottleneck.search_probes=4"]
     served = load_model(load_config(None, [*overrides, *grouped_search]))
-    assert (served.bottleneck.config.search, served.bottleneck.config.search_probes) == ("grouped", 4)
-    assert load_model(load_config(None, overrides)).bottleneck.config.search == "exact"
+    assert (served.bottleneck.policy.search, served.bottleneck.policy.search_probes) == ("grouped", 4)
+    assert load_model(load_config(None, overrides)).bottleneck.policy.search == "exact"
     zero = load_model(load_config(None, [*overrides, "bottleneck.mask_policy=zero"])).bottleneck
-    assert zero.config.mask_policy == "zero"
+    assert zero.policy.mask_policy == "zero"
     zero.set_masked(torch.arange(8))
     h = torch.randn(32, zero.code_dim)
     assert (zero.code_ids(h)[zero.select(h) < 8] == NO_CODE).all()  # zero: masked slots stay empty
     with pytest.raises(ConfigError, match="mask_policy='skip'"):
-        zero.set_mask_policy("skip")
-    assert zero.config.mask_policy == "zero"
+        zero.serve(replace(zero.policy, mask_policy="skip"))
+    assert zero.policy.mask_policy == "zero"
     gated_zero = ["bottleneck.mask_policy=zero", "bottleneck.mask_gate=2"]
     gated = load_model(load_config(None, [*overrides, *gated_zero]))
-    assert gated.bottleneck.config.mask_gate == 2
+    assert gated.bottleneck.policy.mask_gate == 2

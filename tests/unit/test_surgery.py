@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -124,7 +126,28 @@ def test_cached_generation_carries_the_context_gate_from_step_to_step(tokenizer)
     cached = torch.cat([step.codes for step in steps], dim=1)
     assert cached.shape == whole[0].codes.shape
     assert torch.equal(cached, whole[0].codes)
-    codebook_model.bottleneck.set_mask_policy("zero", 3)  # the same model without the context gate
+    bottleneck = codebook_model.bottleneck
+    bottleneck.serve(replace(bottleneck.policy, mask_context_gate=0))  # the same model, no context gate
     with torch.no_grad(), recording(codebook_model) as plain:
         codebook_model.model(input_ids=generated[:, :-1])
     assert not torch.equal(plain[0].codes[:, 4:], cached[:, 4:])  # the carried count changed decoding
+
+
+def test_a_policy_served_on_one_loaded_model_does_not_reach_another(tokenizer, tmp_path):
+    config = BottleneckConfig(layer=1, n_codes=32, top_k=4)
+    codebook_model = insert_bottleneck(make_tiny("llama", len(tokenizer)), tokenizer, config, "t")
+    save_codebook_model(codebook_model, tmp_path / "model")
+    one, other = load_codebook_model(tmp_path / "model"), load_codebook_model(tmp_path / "model")
+    ids, mask = inputs(len(tokenizer))
+    with torch.no_grad():
+        before = other.model(input_ids=ids, attention_mask=mask).logits
+    gated = replace(one.bottleneck.policy, mask_policy="zero", mask_gate=2, mask_context_gate=1)
+    one.bottleneck.serve(gated)
+    apply_mask(one, mask_from_codes(32, "topic", list(range(0, 32, 2))))
+    with torch.no_grad():
+        assert not torch.equal(one.model(input_ids=ids, attention_mask=mask).logits, before)
+        assert torch.equal(other.model(input_ids=ids, attention_mask=mask).logits, before)
+    assert other.bottleneck.policy.mask_policy == "next_best"
+    # Saved, a served model keeps serving as it did: its config carries the policy in force.
+    save_codebook_model(one, tmp_path / "served")
+    assert load_codebook_model(tmp_path / "served").bottleneck.policy == gated
