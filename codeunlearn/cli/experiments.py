@@ -60,6 +60,7 @@ def compare(
 
     from codeunlearn.core.config import BaselineConfig
     from codeunlearn.evaluation.probes import ProbeConfig
+    from codeunlearn.evaluation import method_scores
     from codeunlearn.pipeline import comparison
 
     def stage(run_config: Any) -> Path:
@@ -99,14 +100,14 @@ def compare(
             bits,
         )
         scores = result.scores
-        table = comparison.render(scores)
-        if quantized := comparison.render_quantized(scores):
+        table = method_scores.render(scores)
+        if quantized := method_scores.render_quantized(scores):
             table += (
                 "\n\nForget / retain drop with weights rounded (symmetric, groups of 128)\n\n" + quantized
             )
         if result.probe is not None:
             table += "\n\nKnowledge probe\n\n" + result.probe.to_markdown()
-        if relearning := comparison.render_relearning(scores):
+        if relearning := method_scores.render_relearning(scores):
             table += (
                 "\n\nRelearning attack: forget NLL after N steps (recovery toward the codebook model)\n\n"
                 + relearning
@@ -115,7 +116,7 @@ def compare(
         out = Path(run_config.run_dir) / "compare"
         out.mkdir(parents=True, exist_ok=True)
         (out / "methods.md").write_text(table + "\n")
-        (out / "methods.json").write_text(json.dumps(comparison.to_json(scores), indent=2))
+        (out / "methods.json").write_text(json.dumps(method_scores.to_json(scores), indent=2))
         if result.probe is not None:
             (out / "probe.json").write_text(json.dumps(result.probe.to_json(), indent=2))
             (out / "probe.md").write_text(result.probe.to_markdown())
