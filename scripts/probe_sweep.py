@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from codeunlearn.core.config import load_config
+from codeunlearn.core.config import ProbeConfig, load_config
 from codeunlearn.data.tables import batch_texts
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation.evaluator import Evaluator
 from codeunlearn.evaluation.knowledge import KnowledgeProbe
 from codeunlearn.evaluation.probes import (
-    ProbeConfig,
     accuracy_by_topic,
     answers,
     correct_answers,

@@ -47,9 +47,11 @@ def compare(
     rmu_lr: float | None = typer.Option(None, help="RMU learning rate (default: unlearn.baseline.rmu_lr)."),
     relearn: str = typer.Option("", help="Relearning attack: comma-separated step counts, e.g. 5,10,20."),
     quantize: str = typer.Option("", help="Quantization attack: bit widths to round weights to, e.g. 8,4."),
-    probe_questions: int = typer.Option(
-        0,
-        help="Multiple-choice probe on every method: questions per retained topic (4x on the forget topic).",
+    probe: bool = typer.Option(False, help="Multiple-choice probe on every method, as eval.probe sets it."),
+    probe_questions: int | None = typer.Option(
+        None,
+        help="Probe questions per retained topic, 4x on the forgotten topic; turns the probe on "
+        "(default: eval.probe.questions_per_topic and eval.probe.forget_questions).",
     ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
@@ -59,7 +61,6 @@ def compare(
     from dataclasses import replace
 
     from codeunlearn.core.config import BaselineConfig
-    from codeunlearn.evaluation.probes import ProbeConfig
     from codeunlearn.evaluation import method_scores
     from codeunlearn.pipeline import comparison
 
@@ -83,7 +84,13 @@ def compare(
             steps = tuple(int(n) for n in relearn.split(",") if n.strip())
         except ValueError:
             raise CodeunlearnError(f"--relearn={relearn!r}: give step counts like 5,10,20") from None
-        probe = ProbeConfig(questions_per_topic=probe_questions, forget_questions=4 * probe_questions)
+        # The probe's settings are the config's (eval.probe); --probe-questions replaces its counts.
+        probe_config = run_config.eval.probe if probe or probe_questions else None
+        if probe_config is not None and probe_questions is not None:
+            probe_config = replace(
+                probe_config, questions_per_topic=probe_questions, forget_questions=4 * probe_questions
+            )
+            probe_config.validate()
         try:
             bits = tuple(int(b) for b in quantize.split(",") if b.strip())
         except ValueError:
@@ -96,7 +103,7 @@ def compare(
             baseline,
             forget_limit or run_config.unlearn.forget_limit,
             steps,
-            probe if probe_questions else None,
+            probe_config,
             bits,
         )
         scores = result.scores
@@ -170,59 +177,88 @@ def probe(
     ctx: typer.Context,
     config: Path | None = CONFIG_OPTION,
     multiple_choice: bool = typer.Option(True, help="Multiple choice: which of four glosses is the lemma's?"),
-    questions: int = typer.Option(50, help="Questions per retained topic (one question = 100/N points)."),
-    forget_questions: int = typer.Option(200, help="Questions on the forgotten topic."),
+    questions: int | None = typer.Option(
+        None,
+        help="Questions per retained topic, one question = 100/N points "
+        "(default: eval.probe.questions_per_topic).",
+    ),
+    forget_questions: int | None = typer.Option(
+        None, help="Questions on the forgotten topic (default: eval.probe.forget_questions)."
+    ),
     definitions: bool = typer.Option(True, help="Definition generation for held-out lemmas, scored by chrF."),
-    definition_lemmas: int = typer.Option(10, help="Lemmas to define per retained topic."),
-    forget_definitions: int = typer.Option(50, help="Lemmas to define on the forgotten topic."),
-    new_tokens: int = typer.Option(
-        24, help="Most tokens generated per definition (greedy; first line kept)."
+    definition_lemmas: int | None = typer.Option(
+        None, help="Lemmas to define per retained topic (default: eval.definitions.lemmas_per_topic)."
+    ),
+    forget_definitions: int | None = typer.Option(
+        None, help="Lemmas to define on the forgotten topic (default: eval.definitions.forget_lemmas)."
+    ),
+    new_tokens: int | None = typer.Option(
+        None,
+        help="Most tokens generated per definition, greedy, first line kept "
+        "(default: eval.definitions.max_new_tokens).",
     ),
     general_text: bool = typer.Option(True, help="NLL on general text in another format than training."),
-    general_passages: int = typer.Option(100, help="General-text passages (a seeded sample)."),
-    general_length: int = typer.Option(128, help="Tokens per general-text passage, BOS included."),
-    general_source: str = typer.Option(
-        "debian-reference",
-        help="debian-reference (skipped with a warning when not installed) or a text file whose passages "
-        "are separated by blank lines.",
+    general_passages: int | None = typer.Option(
+        None, help="General-text passages, a seeded sample (default: eval.general_text.passages)."
     ),
-    seed: int = typer.Option(0, help="Seed of the question, lemma and passage samples."),
+    general_length: int | None = typer.Option(
+        None, help="Tokens per general-text passage, BOS included (default: eval.general_text.max_length)."
+    ),
+    general_source: str | None = typer.Option(
+        None,
+        help="debian-reference (skipped with a warning when not installed) or a text file whose passages "
+        "are separated by blank lines (default: eval.general_text.source).",
+    ),
+    seed: int | None = typer.Option(
+        None, help="Seed of the question, lemma and passage samples (default: each section's seed)."
+    ),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Knowledge probes for the base, codebook and masked models: multiple choice on held-out lemmas
     (which of four glosses is this lemma's?), definitions generated for held-out lemmas (chrF against the
     gloss) and NLL on general text in another format. Writes eval/probe.md and eval/probe.json."""
     import json
+    from dataclasses import replace
 
-    from codeunlearn.evaluation.definitions import DefinitionConfig
-    from codeunlearn.evaluation.general_text import GeneralTextConfig
     from codeunlearn.evaluation.knowledge import probe_run
-    from codeunlearn.evaluation.probes import ProbeConfig
 
-    choice_config = ProbeConfig(questions_per_topic=questions, forget_questions=forget_questions, seed=seed)
-    definition_config = DefinitionConfig(
-        forget_lemmas=forget_definitions,
-        lemmas_per_topic=definition_lemmas,
-        max_new_tokens=new_tokens,
-        seed=seed,
-    )
-    general_config = GeneralTextConfig(
-        source=general_source, passages=general_passages, max_length=general_length, seed=seed
-    )
+    def chosen(wanted: bool, section: Any, **given: Any) -> Any:
+        """The config's `section` with the options given here in place of its values; None when off."""
+        if not wanted:
+            return None
+        section = replace(section, **{k: v for k, v in given.items() if v is not None})
+        section.validate()
+        return section
 
     def stage(run_config: Any) -> Path:
-        for part, wanted in (
-            (choice_config, multiple_choice),
-            (definition_config, definitions),
-            (general_config, general_text),
-        ):
-            if wanted:
-                part.validate()
+        # The probes' settings are the config's (eval.probe, eval.definitions, eval.general_text); an
+        # option given here replaces one.
+        settings = run_config.eval
         result = probe_run(
             run_config,
-            choice_config if multiple_choice else None,
-            definitions=definition_config if definitions else None,
-            general_text=general_config if general_text else None,
+            chosen(
+                multiple_choice,
+                settings.probe,
+                questions_per_topic=questions,
+                forget_questions=forget_questions,
+                seed=seed,
+            ),
+            definitions=chosen(
+                definitions,
+                settings.definitions,
+                forget_lemmas=forget_definitions,
+                lemmas_per_topic=definition_lemmas,
+                max_new_tokens=new_tokens,
+                seed=seed,
+            ),
+            general_text=chosen(
+                general_text,
+                settings.general_text,
+                source=general_source,
+                passages=general_passages,
+                max_length=general_length,
+                seed=seed,
+            ),
         )
         target = Path(run_config.run_dir) / "eval"
         target.mkdir(parents=True, exist_ok=True)

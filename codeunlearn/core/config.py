@@ -11,7 +11,8 @@ from `codeunlearn.core.config` alone:
 - `data_config`: `ModelConfig`, `DataConfig`, `TopicConfig`, `CONTROL_CHOICES`, `WORD_TOPIC_KINDS`
 - `codebook_config`: `BottleneckConfig`, `TrainConfig`, `MASK_CONDITIONS`, `default_search_groups`
 - `unlearn_config`: `MiningConfig`, `BaselineConfig`, `UnlearnConfig`, `MASK_METHOD`, `GRADIENT_METHODS`
-- `evaluation_config`: `EvalConfig`, `TranslationConfig`, `GatesConfig`, `TRANSLATION_METRICS`
+- `evaluation_config`: `EvalConfig`, `ProbeConfig`, `DefinitionConfig`, `GeneralTextConfig`,
+  `TranslationConfig`, `GatesConfig`, `TRANSLATION_METRICS`, `DEBIAN_REFERENCE`
 - `tracking_config`: `TrackingConfig`
 - `run_config`: `RunConfig`
 - `config_io`: `load_config`, `with_overrides`, `config_to_dict`, `save_config`, `flatten_config`,
@@ -43,7 +44,16 @@ from codeunlearn.core.data_config import (
     TopicConfig,
 )
 from codeunlearn.core.errors import ConfigError
-from codeunlearn.core.evaluation_config import TRANSLATION_METRICS, EvalConfig, GatesConfig, TranslationConfig
+from codeunlearn.core.evaluation_config import (
+    DEBIAN_REFERENCE,
+    TRANSLATION_METRICS,
+    DefinitionConfig,
+    EvalConfig,
+    GatesConfig,
+    GeneralTextConfig,
+    ProbeConfig,
+    TranslationConfig,
+)
 from codeunlearn.core.run_config import RunConfig
 from codeunlearn.core.tracking_config import TrackingConfig
 from codeunlearn.core.unlearn_config import (
@@ -56,6 +66,7 @@ from codeunlearn.core.unlearn_config import (
 
 __all__ = [
     "CONTROL_CHOICES",
+    "DEBIAN_REFERENCE",
     "GRADIENT_METHODS",
     "MASK_CONDITIONS",
     "MASK_METHOD",
@@ -65,10 +76,13 @@ __all__ = [
     "BottleneckConfig",
     "ConfigError",
     "DataConfig",
+    "DefinitionConfig",
     "EvalConfig",
     "GatesConfig",
+    "GeneralTextConfig",
     "MiningConfig",
     "ModelConfig",
+    "ProbeConfig",
     "RunConfig",
     "TopicConfig",
     "TrackingConfig",

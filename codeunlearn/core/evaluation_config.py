@@ -1,14 +1,112 @@
-"""Config sections for judging a run: evaluation, the translation setting, and the promotion gates."""
+"""Config sections for judging a run: evaluation and its knowledge probes, the translation setting,
+and the promotion gates."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from codeunlearn.core.config_fields import setting
+from codeunlearn.core.config_fields import section, setting
 from codeunlearn.core.errors import ConfigError
 
 # The translation metrics `translation.metrics` may list.
 TRANSLATION_METRICS: tuple[str, ...] = ("bleu", "chrf", "meteor", "bertscore", "term")
+# `eval.general_text.source` for the English Debian Reference (codeunlearn.evaluation.general_text).
+DEBIAN_REFERENCE = "debian-reference"
+
+
+def _at_least(section_name: str, minimum: int, **counts: int) -> None:
+    """Raises ConfigError naming the first of `counts` below `minimum`."""
+    for name, value in counts.items():
+        if value < minimum:
+            key = f"{section_name}.{name}"
+            raise ConfigError(f"{key}={value}: set it to {minimum} or more (YAML or --{key})")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The multiple-choice knowledge probe (`codeunlearn probe`, `compare --probe`): which of the
+    options is a held-out lemma's own gloss?"""
+
+    questions_per_topic: int = setting(
+        50, "questions per retained topic; one question is 2 accuracy points at 50"
+    )
+    forget_questions: int = setting(200, "questions on the forgotten topic")
+    options: int = setting(4, "glosses per question, the lemma's own among them; chance is 1/options")
+    # So that a topic-wide rise in loss does not give the answer away
+    same_topic_distractors: int = setting(1, "wrong options drawn from the question's own topic")
+    seed: int = setting(0, "seed of the questions and their options")
+    max_length: int = setting(64, "tokens per scored '<lemma>: <gloss>' sequence, BOS included")
+    batch_size: int = setting(32, "sequences per scoring batch")
+
+    def validate(self, section_name: str = "eval.probe") -> None:
+        """Raises ConfigError for a count below 1, fewer than 2 options, or as many same-topic
+        distractors as options."""
+        if self.options < 2:
+            raise ConfigError(
+                f"{section_name}.options={self.options}: use 2 or more (the lemma's gloss and a distractor)"
+            )
+        if not 0 <= self.same_topic_distractors < self.options:
+            raise ConfigError(
+                f"{section_name}.same_topic_distractors={self.same_topic_distractors}: use 0 to "
+                f"{self.options - 1}, fewer than {section_name}.options={self.options}"
+            )
+        _at_least(
+            section_name,
+            1,
+            questions_per_topic=self.questions_per_topic,
+            forget_questions=self.forget_questions,
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class DefinitionConfig:
+    """The definition probe (`codeunlearn probe`): each model defines held-out lemmas, scored by chrF."""
+
+    forget_lemmas: int = setting(50, "lemmas to define on the forgotten topic")
+    lemmas_per_topic: int = setting(10, "lemmas to define per retained topic")
+    # WordNet noun glosses are ~12 tokens; longer costs time, not score
+    max_new_tokens: int = setting(24, "most tokens generated per definition (greedy; first line kept)")
+    batch_size: int = setting(32, "prompts per generation batch")
+    seed: int = setting(0, "seed of the lemma sample")
+
+    def validate(self, section_name: str = "eval.definitions") -> None:
+        """Raises ConfigError when a count is below 1 (to skip the probe, turn it off instead)."""
+        _at_least(
+            section_name,
+            1,
+            forget_lemmas=self.forget_lemmas,
+            lemmas_per_topic=self.lemmas_per_topic,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class GeneralTextConfig:
+    """The general-text probe (`codeunlearn probe`): NLL on prose in another format than training."""
+
+    source: str = setting(
+        DEBIAN_REFERENCE, "debian-reference, or a text file whose passages are separated by blank lines"
+    )
+    passages: int = setting(100, "passages scored, a seeded sample")
+    max_length: int = setting(128, "tokens per passage, BOS included")
+    # Shorter paragraphs (headings, one-liners, captions) are not prose
+    min_chars: int = setting(200, "characters a paragraph needs to be sampled")
+    seed: int = setting(0, "seed of the passage sample")
+    batch_size: int = setting(16, "passages per batch")
+
+    def validate(self, section_name: str = "eval.general_text") -> None:
+        """Raises ConfigError for a count below its minimum or a source file that does not exist."""
+        _at_least(section_name, 1, passages=self.passages, batch_size=self.batch_size)
+        _at_least(section_name, 2, max_length=self.max_length)  # BOS and one scored token
+        _at_least(section_name, 0, min_chars=self.min_chars)
+        if self.source != DEBIAN_REFERENCE and not Path(self.source).is_file():
+            raise ConfigError(
+                f"{section_name}.source={self.source!r} is neither {DEBIAN_REFERENCE!r} nor a file: give a "
+                "text file (passages separated by blank lines) or the default"
+            )
 
 
 @dataclass(frozen=True)
@@ -23,6 +121,17 @@ class EvalConfig:
     reference_cache: str = setting(
         "", "file caching the reference's NLL; '' is <run_dir>/eval/reference_nll.json"
     )
+    probe: ProbeConfig = section(ProbeConfig, "the multiple-choice knowledge probe")
+    definitions: DefinitionConfig = section(DefinitionConfig, "the definition probe, scored by chrF")
+    general_text: GeneralTextConfig = section(
+        GeneralTextConfig, "the probe's NLL on general text in another format"
+    )
+
+    def validate(self) -> None:
+        """Check the probes' settings (the sweep is checked against the codebook by RunConfig)."""
+        self.probe.validate()
+        self.definitions.validate()
+        self.general_text.validate()
 
 
 @dataclass(frozen=True)

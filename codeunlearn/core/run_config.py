@@ -29,7 +29,9 @@ class RunConfig:
     unlearn: UnlearnConfig = section(
         UnlearnConfig, "how the unlearn stage answers: a mask or a gradient baseline"
     )
-    eval: EvalConfig = section(EvalConfig, "evaluation of base, codebook, masked and random-mask models")
+    eval: EvalConfig = section(
+        EvalConfig, "evaluation of base, codebook, masked and random-mask models, and the knowledge probes"
+    )
     translation: TranslationConfig = section(TranslationConfig, "the translation setting (translate-eval)")
     tracking: TrackingConfig = section(
         TrackingConfig, "where MLflow runs, registered models and requests live"
@@ -60,6 +62,7 @@ class RunConfig:
         self.train.validate()
         self.mining.validate(self.bottleneck.n_codes)
         self.unlearn.validate()
+        self.eval.validate()
         self.translation.validate()
         for n_select in self.eval.sweep:
             MiningConfig(n_select=n_select).validate(self.bottleneck.n_codes)

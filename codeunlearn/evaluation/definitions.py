@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from codeunlearn.core.config import DefinitionConfig
 from codeunlearn.core.errors import CodeunlearnError, MissingAssetError
 from codeunlearn.core.progress import progress
 from codeunlearn.core.serialization import without_nan
@@ -34,28 +35,6 @@ log = logging.getLogger(__name__)
 
 CHRF_INSTALL = "pip install sacrebleu (or pip install -e '.[translation]')"
 FLOOR = "other gloss"  # the floor's column: another same-topic lemma's gloss as the definition
-
-
-@dataclass(frozen=True)
-class DefinitionConfig:
-    forget_lemmas: int = 50  # on the forgotten topic
-    lemmas_per_topic: int = 10  # per retained topic
-    max_new_tokens: int = 24  # WordNet noun glosses are ~12 tokens; longer costs time, not score
-    batch_size: int = 32
-    seed: int = 0
-
-    def validate(self) -> None:
-        """Raises CodeunlearnError when a count is below 1."""
-        counts = {
-            "forget_lemmas": self.forget_lemmas,
-            "lemmas_per_topic": self.lemmas_per_topic,
-            "max_new_tokens": self.max_new_tokens,
-            "batch_size": self.batch_size,
-        }
-        if bad := {name: value for name, value in counts.items() if value < 1}:
-            raise CodeunlearnError(
-                f"definition probe {bad}: every count must be at least 1 (to skip the probe, turn it off)"
-            )
 
 
 @dataclass(frozen=True)

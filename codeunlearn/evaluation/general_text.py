@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.core.config import DEBIAN_REFERENCE, GeneralTextConfig
+from codeunlearn.core.errors import CodeunlearnError, MissingAssetError
 from codeunlearn.data.batching import encode_texts, make_batches
 from codeunlearn.data.debian_manuals import read_blocks
 from codeunlearn.data.parallel_corpus import DEBIAN_HANDBOOK_DIR, DEBIAN_REFERENCE_DIR
@@ -34,36 +35,11 @@ from codeunlearn.evaluation.evaluator import EvalSet, perplexity
 
 log = logging.getLogger(__name__)
 
-DEBIAN_REFERENCE = "debian-reference"
 DEBIAN_REFERENCE_INSTALL = "apt-get install debian-reference-en"
 DEBIAN_HANDBOOK = "debian-handbook"  # training mixtures only: the probe reads the Reference
 DEBIAN_HANDBOOK_INSTALL = "apt-get install debian-handbook"
 _SPACES = re.compile(r"\s+")
 _BLANK_LINES = re.compile(r"\n\s*\n")
-
-
-@dataclass(frozen=True)
-class GeneralTextConfig:
-    source: str = DEBIAN_REFERENCE  # or a text file, passages separated by blank lines
-    passages: int = 100
-    max_length: int = 128  # tokens per passage, BOS included
-    min_chars: int = 200  # shorter paragraphs (headings, one-liners, captions) are not prose
-    seed: int = 0
-    batch_size: int = 16
-
-    def validate(self) -> None:
-        """Raises ConfigError for a count below its minimum or a source file that does not exist."""
-        if self.passages < 1 or self.max_length < 2 or self.batch_size < 1 or self.min_chars < 0:
-            raise ConfigError(
-                f"general text passages={self.passages}, max_length={self.max_length}, batch_size="
-                f"{self.batch_size}, min_chars={self.min_chars}: need at least 1 passage, 2 tokens (BOS "
-                "and one scored), a batch of 1 and min_chars >= 0"
-            )
-        if self.source != DEBIAN_REFERENCE and not Path(self.source).is_file():
-            raise ConfigError(
-                f"general text source {self.source!r} is neither {DEBIAN_REFERENCE!r} nor a file: give a "
-                "text file (passages separated by blank lines) or the default"
-            )
 
 
 def reference_paragraphs(reference_dir: Path = DEBIAN_REFERENCE_DIR) -> list[str]:

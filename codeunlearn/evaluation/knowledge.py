@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from codeunlearn.core.config import RunConfig
+from codeunlearn.core.config import DefinitionConfig, GeneralTextConfig, ProbeConfig, RunConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.paths import open_run
 from codeunlearn.data.tables import read_table
 from codeunlearn.evaluation.definitions import (
     Definition,
-    DefinitionConfig,
     DefinitionResult,
     chrf_by_topic,
     definition_items,
@@ -34,13 +33,11 @@ from codeunlearn.evaluation.definitions import (
 )
 from codeunlearn.evaluation.evaluator import Evaluator
 from codeunlearn.evaluation.general_text import (
-    GeneralTextConfig,
     GeneralTextResult,
     general_passages_or_skip,
     general_text_set,
 )
 from codeunlearn.evaluation.probes import (
-    ProbeConfig,
     ProbeVerdict,
     Question,
     accuracy_by_topic,

@@ -18,29 +18,10 @@ from math import comb
 import numpy as np
 import pyarrow as pa
 
+from codeunlearn.core.config import ProbeConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.data.batching import bos_id, make_batches
 from codeunlearn.evaluation.evaluator import EvalSet
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    questions_per_topic: int = 50  # per retained topic; 1 question = 2 accuracy points at 50
-    forget_questions: int = 200  # on the forgotten topic
-    options: int = 4
-    same_topic_distractors: int = 1
-    seed: int = 0
-    max_length: int = 64
-    batch_size: int = 32
-
-    def validate(self) -> None:
-        if self.options < 2 or not 0 <= self.same_topic_distractors < self.options:
-            raise CodeunlearnError(
-                f"probe options={self.options}, same_topic_distractors={self.same_topic_distractors}: "
-                "need at least 2 options and fewer same-topic distractors than options"
-            )
-        if self.questions_per_topic < 1 or self.forget_questions < 1:
-            raise CodeunlearnError("probe question counts must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -128,7 +109,7 @@ def question_set(questions: Sequence[Question], tokenizer, config: ProbeConfig) 
         add(":", gloss, "unconditional")
     if any(len(ids) <= s for ids, s in zip(sequences, score_from, strict=True)):
         raise CodeunlearnError(
-            f"probe.max_length={config.max_length} cuts some glosses off entirely: raise it"
+            f"eval.probe.max_length={config.max_length} cuts some glosses off entirely: raise it"
         )
     return EvalSet(
         "probe",

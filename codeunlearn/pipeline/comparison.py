@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from codeunlearn.baselines.registry import unlearn_with_gradients
-from codeunlearn.core.config import BaselineConfig, RunConfig
+from codeunlearn.core.config import BaselineConfig, ProbeConfig, RunConfig
 from codeunlearn.core.paths import open_run
 from codeunlearn.data.tables import batch_texts, other_train_texts
 from codeunlearn.data.topics import Splits, read_splits
@@ -22,7 +22,6 @@ from codeunlearn.evaluation.evaluator import EvalSet, Evaluator, normalized_drop
 from codeunlearn.evaluation.knowledge import KnowledgeProbe, ProbeResult
 from codeunlearn.evaluation.method_scores import MethodScore
 from codeunlearn.evaluation.privacy import mia_auc, per_token_logprobs
-from codeunlearn.evaluation.probes import ProbeConfig
 from codeunlearn.evaluation.quantization import weights_quantized
 from codeunlearn.evaluation.sets import eval_sets_of
 from codeunlearn.model import assets

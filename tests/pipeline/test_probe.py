@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from codeunlearn.core.config import ProbeConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.evaluation import knowledge, report
-from codeunlearn.evaluation.probes import ProbeConfig
 from codeunlearn.pipeline.chain import run_all
 
 from .conftest import Setup
@@ -80,9 +80,14 @@ def test_probe_scores_base_codebook_and_masked_models_and_judges_the_mask(make_s
     assert shown.results["probe"]["definitions_chrf"] == probe["definitions"]["chrf"]
     assert shown.results["probe"]["general_text_nll"] == probe["general_text"]["nll"]
 
-    # Each probe can be turned off; turning off all three is refused before any model loads.
+    # Each probe can be turned off; turning off all three is refused before any model loads. The
+    # settings given as eval.general_text in the config, not as options, give the same sample.
+    general_settings = ("passages=6", "max_length=24", "seed=3", f"source={general}")
     only_general = setup.cli(
-        "probe", "--no-multiple-choice", "--no-definitions", "--seed", "3", *SMALL_NEW_PROBES, general
+        "probe",
+        "--no-multiple-choice",
+        "--no-definitions",
+        *(f"eval.general_text.{setting}" for setting in general_settings),
     )
     assert only_general.returncode == 0, only_general.stderr[-3000:]
     alone = json.loads((setup.run_dir / "eval" / "probe.json").read_text())
@@ -128,3 +133,7 @@ def test_probe_without_a_trained_model_says_what_to_run(make_setup):
     assert result.returncode != 0
     assert "run `codeunlearn train` first" in result.stderr and "Traceback" not in result.stderr
     assert not (setup.run_dir / "eval" / "probe.json").exists()
+    # An option replaces the config's value, and is checked as the config's own would be.
+    refused = setup.cli("probe", "--questions", "0")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "eval.probe.questions_per_topic=0: set it to 1 or more" in refused.stderr

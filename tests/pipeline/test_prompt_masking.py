@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
+from codeunlearn.core.config import ProbeConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.paths import open_run
 from codeunlearn.data.topics import read_splits
 from codeunlearn.evaluation import certificate, knowledge
-from codeunlearn.evaluation.probes import ProbeConfig
 from codeunlearn.model.loading import load_model
 from codeunlearn.pipeline import comparison
 from codeunlearn.pipeline import stages as pipeline

@@ -12,6 +12,9 @@ import yaml
 from codeunlearn.core import config_fields
 from codeunlearn.core.config import (
     BottleneckConfig,
+    DefinitionConfig,
+    GeneralTextConfig,
+    ProbeConfig,
     RunConfig,
     commented_yaml,
     config_to_dict,
@@ -213,7 +216,7 @@ def _sections(cls: type, prefix: str = "") -> list[tuple[str, type]]:
 
 def test_every_field_of_every_section_has_a_one_line_doc():
     sections = _sections(RunConfig)
-    assert len(sections) == 13  # RunConfig, its 11 sections and unlearn.baseline
+    assert len(sections) == 16  # RunConfig, its 11 sections, unlearn.baseline and eval's three probes
     missing = [
         f"{prefix}{field.name}"
         for prefix, cls in sections
@@ -221,6 +224,56 @@ def test_every_field_of_every_section_has_a_one_line_doc():
         if not field_doc(field).strip() or "\n" in field_doc(field)
     ]
     assert missing == [], f"declare these with setting(default, doc) or section(cls, doc): {missing}"
+
+
+def test_the_knowledge_probes_are_eval_sections_with_the_commands_defaults():
+    config = load_config(None, [])
+    assert dict(nested_sections(type(config.eval))) == {
+        "probe": ProbeConfig,
+        "definitions": DefinitionConfig,
+        "general_text": GeneralTextConfig,
+    }
+    probe, definitions, general = config.eval.probe, config.eval.definitions, config.eval.general_text
+    assert (probe.questions_per_topic, probe.forget_questions, probe.options, probe.seed) == (50, 200, 4, 0)
+    assert (definitions.forget_lemmas, definitions.lemmas_per_topic, definitions.max_new_tokens) == (
+        50,
+        10,
+        24,
+    )
+    assert (general.source, general.passages, general.max_length) == ("debian-reference", 100, 128)
+    for section in (ProbeConfig, DefinitionConfig, GeneralTextConfig):
+        assert all(doc.strip() for doc in field_docs(section).values()), section
+    text = commented_yaml(config)
+    assert (
+        "  probe:" in text
+        and "questions_per_topic: 50" in text
+        and "# questions on the forgotten topic" in text
+    )
+    changed = load_config(None, ["eval.probe.questions_per_topic=7", "eval.definitions.seed=3"])
+    assert changed.eval.probe.questions_per_topic == 7 and changed.eval.definitions.seed == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.probe.questions_per_topic=-1", "eval.probe.questions_per_topic=-1: set it to 1 or more"),
+        ("eval.probe.forget_questions=0", "eval.probe.forget_questions=0: set it to 1 or more"),
+        ("eval.probe.options=1", "eval.probe.options=1: use 2 or more"),
+        (
+            "eval.probe.same_topic_distractors=4",
+            "eval.probe.same_topic_distractors=4: use 0 to 3, fewer than eval.probe.options=4",
+        ),
+        ("eval.definitions.max_new_tokens=0", "eval.definitions.max_new_tokens=0: set it to 1 or more"),
+        ("eval.definitions.lemmas_per_topic=0", "eval.definitions.lemmas_per_topic=0: set it to 1 or more"),
+        ("eval.general_text.max_length=1", "eval.general_text.max_length=1: set it to 2 or more"),
+        ("eval.general_text.min_chars=-1", "eval.general_text.min_chars=-1: set it to 0 or more"),
+        ("eval.general_text.source=nowhere.txt", "eval.general_text.source='nowhere.txt' is neither"),
+        ("eval.probe.question_per_topic=5", "did you mean eval.probe.questions_per_topic"),
+    ],
+)
+def test_a_probe_setting_out_of_range_is_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
 
 
 def test_a_field_declared_without_a_doc_has_none():
@@ -267,6 +320,9 @@ def test_every_name_callers_used_is_still_importable_from_core_config():
         "TranslationConfig",
         "TrackingConfig",
         "GatesConfig",
+        "ProbeConfig",
+        "DefinitionConfig",
+        "GeneralTextConfig",
         "load_config",
         "with_overrides",
         "config_to_dict",

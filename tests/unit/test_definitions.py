@@ -10,11 +10,10 @@ import pytest
 import sacrebleu
 import torch
 
-from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.core.config import BottleneckConfig, DefinitionConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.evaluation.definitions import (
     Definition,
-    DefinitionConfig,
     DefinitionResult,
     chrf_by_topic,
     definition_items,

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
+from codeunlearn.core.config import GeneralTextConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.data.parallel_corpus import DEBIAN_REFERENCE_DIR
 from codeunlearn.evaluation.general_text import (
     DEBIAN_REFERENCE_INSTALL,
-    GeneralTextConfig,
     GeneralTextResult,
     file_paragraphs,
     general_passages_or_skip,

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from codeunlearn.core.config import ProbeConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.evaluation.probes import (
-    ProbeConfig,
     Question,
     accuracy_by_topic,
     answers,
