@@ -4,9 +4,10 @@ Each change of a request appends one Parquet file holding its whole new state; t
 picks each request's latest event. Nothing is ever rewritten, so a crash loses at most the event
 being written, and the history of every request stays queryable (`request_events`).
 
-Processing is serialised by an exclusive `flock` on `<store>/requests.lock`: the kernel releases it
-when its holder dies, even by SIGKILL, so a killed run never blocks the next one, and whatever the
-killed run left in `processing` is taken up again by the next holder.
+Processing is serialised by an exclusive `flock` on `<store>/requests.lock` (codeunlearn.core.file_lock;
+every writer of the active mask takes the same lock): the kernel releases it when its holder dies, even
+by SIGKILL, so a killed run never blocks the next one, and whatever the killed run left in `processing`
+is taken up again by the next holder (its `attempts` count that).
 """
 
 from __future__ import annotations
