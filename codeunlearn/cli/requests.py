@@ -1,4 +1,4 @@
-"""Deletion requests: add, list, show, process, revert.
+"""Deletion requests: add, list, show, process, revert, retry; `doctor` checks the active mask.
 
 Library modules are imported inside each command: importing torch costs seconds, and `--help`
 should not pay for it.
@@ -24,7 +24,9 @@ from codeunlearn.cli.common import (
 )
 from codeunlearn.core.errors import CodeunlearnError
 
-request_app = typer.Typer(help="Deletion requests: add, list, show, process, revert.", no_args_is_help=True)
+request_app = typer.Typer(
+    help="Deletion requests: add, list, show, process, revert, retry.", no_args_is_help=True
+)
 app.add_typer(request_app, name="request")
 
 
@@ -164,6 +166,39 @@ def request_revert(
 
     request = run_stage(ctx, config, verbose, lambda c: revert_request(c, _tracker(c), request_id))
     typer.echo(f"{request.request_id} reverted: mask version {request.mask_version} is production")
+
+
+@request_app.command("retry", context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def request_retry(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., help="The failed request to process again."),
+    config: Path | None = CONFIG_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Put a failed request back to pending, its attempts counted from zero again."""
+    request = run_stage(ctx, config, verbose, lambda c: _request_store(c).retry(request_id))
+    typer.echo(f"{request.request_id} pending again (the next `codeunlearn request process` takes it)")
+
+
+@app.command(context_settings=EXTRA, epilog=OVERRIDES_HELP)
+def doctor(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    registry: bool = typer.Option(True, help="Also check that `production` holds the active mask."),
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Check the active mask is exactly the done requests' codes plus the topics the pipeline activated
+    (and the `production` version's mask): prints what is wrong (exit 1) or ok."""
+    from codeunlearn.requests.invariant import check_active_mask
+
+    problems = run_stage(
+        ctx, config, verbose, lambda c: check_active_mask(c, _tracker(c) if registry else None)
+    )
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo("ok")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,11 @@ class RunPaths:
         return self.root / "store"
 
     @property
+    def lock_file(self) -> Path:
+        """The run's processing lock: whoever writes the active mask or answers requests holds it."""
+        return self.store_dir / "requests.lock"
+
+    @property
     def selection_file(self) -> Path:
         return self.root / "mining" / "selected.json"
 

@@ -19,7 +19,9 @@ class TrackingConfig:
     tracking_uri: str = setting("", "MLflow tracking URI; '' is sqlite:///<state_dir>/mlflow.db")
     artifact_root: str = setting("", "MLflow artifact root; '' is <state_dir>/mlartifacts")
     experiment: str = setting("", "MLflow experiment; '' is codeunlearn-<model>, one per base model")
-    model_name: str = setting("", "registered-model prefix; '' is the model name made registry-safe")
+    model_name: str = setting(
+        "", "registered-model prefix; '' is the model name made registry-safe and the run_dir's id"
+    )
     enabled: bool = setting(True, "false runs the flows without MLflow (no registry, no promotion)")
 
     def resolved_tracking_uri(self) -> str:

@@ -19,19 +19,22 @@ from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.pipeline import baseline_stage
 from codeunlearn.pipeline.training_texts import training_texts
-from codeunlearn.unlearning.masks import load_mask, mask_from_codes
+from codeunlearn.unlearning.active_mask import read_active
+from codeunlearn.unlearning.masks import Mask, mask_from_codes
 from codeunlearn.unlearning.selection import random_codes
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(config: RunConfig, codebook_model: CodebookModel | None = None) -> EvalReport:
-    """NLL on held-out forget and retain splits for base, codebook, masked, random-mask models, every
-    model a gradient baseline edited (`unlearned/<method>/`), and the S' sweep; writes eval/report.json
-    and eval/report.md."""
+def evaluate(
+    config: RunConfig, codebook_model: CodebookModel | None = None, mask: Mask | None = None
+) -> EvalReport:
+    """NLL on held-out forget and retain splits for base, codebook, masked (`mask`, by default the
+    active mask), random-mask models, every model a gradient baseline edited (`unlearned/<method>/`),
+    and the S' sweep; writes eval/report.json and eval/report.md."""
     paths = open_run(config)
     codebook_model = codebook_model or load_model(config)
-    mask = load_mask(paths.active_mask) if paths.active_mask.is_file() else None
+    mask = mask or read_active(paths)
     splits = read_splits(paths.splits_dir)
     evaluator = Evaluator(codebook_model, eval_sets_of(splits, config, codebook_model.tokenizer))
     report = EvalReport()

@@ -33,8 +33,9 @@ from codeunlearn.store.code_store import CodeStore
 from codeunlearn.training import distributed
 from codeunlearn.training.stamp import STAMP_FILE, same_training, training_stamp
 from codeunlearn.training.trainer import TrainResult, train
-from codeunlearn.unlearning.masks import Mask, check_detectors, load_mask, mask_from_codes, save_mask
-from codeunlearn.unlearning.recipe import detector_data, mine_mask, topic_batches, with_source
+from codeunlearn.unlearning.active_mask import Candidate, activate, propose, update_active
+from codeunlearn.unlearning.masks import Mask, check_detectors, mask_from_codes
+from codeunlearn.unlearning.recipe import detector_data, mine_mask, topic_batches
 from codeunlearn.unlearning.selection import SelectedCodes
 from codeunlearn.unlearning.topic_detector import TopicDetector
 
@@ -180,14 +181,26 @@ def _check_prepared_control(config: RunConfig, splits: Splits, paths: RunPaths) 
 
 
 def unlearn(config: RunConfig, n_codes: int | None = None) -> Mask:
-    """Turn the selected codes into a mask, union it with the active mask, and save it. No gradients."""
+    """Turn the selected codes into a mask, union it with the active mask, and activate it at once (no
+    gates: the untracked path). No gradients."""
+    paths = open_run(config)
+    candidate = propose_mask(config, n_codes)
+    mask = activate(paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest)
+    log.info(
+        "mask %s now disables %d codes (%d sources)", mask.digest[:12], len(mask.code_ids), len(mask.sources)
+    )
+    return mask
+
+
+def propose_mask(config: RunConfig, n_codes: int | None = None) -> Candidate:
+    """Turn the selected codes into a mask and write its union with the active mask as the run's
+    candidate (masks/candidate.json); the active mask is untouched until the candidate is activated."""
     paths = open_run(config)
     if not paths.selection_file.is_file():
         raise CodeunlearnError(f"no selected codes at {paths.selection_file}: run `codeunlearn mine` first")
     selection = json.loads(paths.selection_file.read_text())
-    n_codes = n_codes or config.bottleneck.n_codes
     new = mask_from_codes(
-        n_codes,
+        n_codes or config.bottleneck.n_codes,
         selection["topic"],
         selection["code_ids"],
         rule=selection["rule"],
@@ -200,22 +213,19 @@ def unlearn(config: RunConfig, n_codes: int | None = None) -> Mask:
             f"bottleneck.mask_condition=prompt, but {paths.selection_file} holds no prompt detector: run "
             "`codeunlearn mine` with mining.detector_recall > 0 first"
         )
-    active = load_mask(paths.active_mask) if paths.active_mask.is_file() else Mask(n_codes)
-    mask = with_source(active, new)  # re-unlearning a topic replaces its earlier codes
+    candidate = propose(paths, new)  # re-unlearning a topic replaces its earlier codes
     if config.bottleneck.mask_condition == "prompt":
-        check_detectors(mask)
-    save_mask(mask, paths.masks_dir / f"mask-{mask.digest[:12]}.json")
-    save_mask(mask, paths.active_mask)
-    log.info(
-        "mask %s now disables %d codes (%d sources)", mask.digest[:12], len(mask.code_ids), len(mask.sources)
-    )
-    return mask
+        check_detectors(candidate.mask)  # a candidate that fails here is never activated
+    return candidate
 
 
 def forget_source(config: RunConfig, name: str) -> Mask:
     """Remove one source (topic or request) from the active mask: the deletion is undone."""
     paths = open_run(config)
-    mask = load_mask(paths.active_mask).without(name)
-    save_mask(mask, paths.masks_dir / f"mask-{mask.digest[:12]}.json")
-    save_mask(mask, paths.active_mask)
-    return mask
+
+    def remove(current: Mask | None) -> Mask:
+        if current is None:
+            raise CodeunlearnError(f"no active mask at {paths.active_mask}: nothing to remove")
+        return current.without(name)
+
+    return update_active(paths, remove, f"remove:{name}")

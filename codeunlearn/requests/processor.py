@@ -26,17 +26,14 @@ from codeunlearn.evaluation.sets import eval_sets_of
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
-from codeunlearn.requests.queue import DeletionRequest, RequestStore, topic_hash
-from codeunlearn.unlearning.masks import (
-    Mask,
-    check_detectors,
-    load_mask,
-    mask_rows,
-    save_mask,
-)
+from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
+from codeunlearn.unlearning.active_mask import activate, read_active
+from codeunlearn.unlearning.masks import Mask, check_detectors, mask_rows
 from codeunlearn.unlearning.recipe import detector_data, mine_mask, topic_batches, with_source
 
 log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # a request whose processing fails (or is killed) this often is marked failed
 
 
 class Registry(Protocol):
@@ -120,32 +117,42 @@ class Processor:
     # ------------------------------------------------------------ processing
 
     def process(self, request_id: str) -> DeletionRequest:
-        """Answer one open request; the caller holds `self.requests.exclusive()`."""
+        """Answer one open request; the caller holds `self.requests.exclusive()`.
+
+        Any error ends this attempt only, never the queue: the request's MLflow run ends FAILED and
+        the error is recorded on it. A CodeunlearnError (bad input: a topic that matches nothing, an
+        edited examples file) fails the request; any other error (I/O, the registry, out of memory)
+        leaves it pending for the next run, until MAX_ATTEMPTS attempts have failed.
+        """
         request = self.requests.get(request_id)
-        if request.status not in ("pending", "processing"):
+        if request.status not in OPEN_STATUSES:
             log.info("request %s is already %s", request_id, request.status)
             return request
-        request = self.requests.mark(request, "processing")
-        failpoint("after-claim")
-        run_id = self.registry.start_request_run(request, "unlearn", self.parent_run_id)
-        try:
-            outcome, mask, version = self._answer(request, run_id)
-        except CodeunlearnError as error:
-            self.registry.finish_run(run_id, {}, "FAILED")
-            log.warning(
-                "request %s failed (%s); see `codeunlearn request show %s`",
-                request_id,
-                type(error).__name__,
-                request_id,
+        if request.attempts >= MAX_ATTEMPTS:  # every run that took it was killed, or gave up on it
+            reason = request.error or "each run that took it ended while processing it"
+            return self.requests.mark(
+                request, "failed", error=f"gave up after {request.attempts} attempts: {reason}"
             )
-            return self.requests.mark(request, "failed", error=str(error))
+        request = self.requests.mark(request, "processing", attempts=request.attempts + 1)
+        failpoint("after-claim")
+        run_id = None
+        try:
+            run_id = self.registry.start_request_run(request, "unlearn", self.parent_run_id)
+            return self._complete(request, run_id)
+        except Exception as error:  # one request's failure, whatever it is, must not stop the others
+            return self._end_attempt(request, run_id, error)
+
+    def _complete(self, request: DeletionRequest, run_id: str) -> DeletionRequest:
+        outcome, mask, version = self._answer(request, run_id)
         reasons = self.config.gates.check(outcome.forget_drop, outcome.retain_drop)
         self._record_evaluation(request, mask, version, outcome, passed=not reasons)
         self.registry.finish_run(
             run_id, {**outcome.metrics(), "gates_passed": float(not reasons)}, "FINISHED"
         )
         if reasons:
-            log.info("request %s: version %s not promoted: %s", request_id, version, "; ".join(reasons))
+            log.info(
+                "request %s: version %s not promoted: %s", request.request_id, version, "; ".join(reasons)
+            )
             return self.requests.mark(
                 request,
                 "rejected",
@@ -153,15 +160,41 @@ class Processor:
                 mask_version=version,
                 mask_digest=mask.digest,
             )
-        self._activate(mask, version)
+        self._activate(mask, version, f"request:{request.request_id}")
         failpoint("after-promote")
         log.info(
             "request %s done: mask version %s (%d codes) is production",
-            request_id,
+            request.request_id,
             version,
             len(mask.code_ids),
         )
         return self.requests.mark(request, "done", error="", mask_version=version, mask_digest=mask.digest)
+
+    def _end_attempt(self, request: DeletionRequest, run_id: str | None, error: Exception) -> DeletionRequest:
+        """Record why this attempt ended: the request fails (bad input, or the last attempt) or waits
+        for the next run."""
+        if run_id is not None:
+            try:
+                self.registry.finish_run(run_id, {}, "FAILED")
+            except Exception as closing:  # the registry may be what failed; the request is recorded anyway
+                log.warning("could not close MLflow run %s: %s", run_id, closing)
+        permanent = isinstance(error, CodeunlearnError)
+        reason = str(error) if permanent else f"{type(error).__name__}: {error}"
+        retry = not permanent and request.attempts < MAX_ATTEMPTS
+        log.warning(
+            "request %s attempt %d failed (%s)%s; see `codeunlearn request show %s`",
+            request.request_id,
+            request.attempts,
+            type(error).__name__,
+            ", it stays pending for the next run" if retry else "",
+            request.request_id,
+            exc_info=not permanent,
+        )
+        if retry:
+            return self.requests.mark(request, "pending", error=f"attempt {request.attempts}: {reason}")
+        if not permanent:
+            reason = f"gave up after {request.attempts} attempts: {reason}"
+        return self.requests.mark(request, "failed", error=reason)
 
     def revert(self, request_id: str) -> DeletionRequest:
         """Take one done request's codes out of the active mask and register that as a new version."""
@@ -183,14 +216,12 @@ class Processor:
             mask, request.model_version, key, {"reverted_request": request_id}, run_id
         )
         self._record_mask(mask, version, request.model_version)
-        self._activate(mask, version)
+        self._activate(mask, version, f"revert:{request_id}")
         self.registry.finish_run(run_id, {"n_codes": float(len(mask.code_ids))}, "FINISHED")
         return self.requests.mark(request, "reverted", mask_version=version, mask_digest=mask.digest)
 
     def active_mask(self) -> Mask:
-        if self.paths.active_mask.is_file():
-            return load_mask(self.paths.active_mask)
-        return Mask(self.codebook_model.bottleneck.n_codes)
+        return read_active(self.paths) or Mask(self.codebook_model.bottleneck.n_codes)
 
     # ------------------------------------------------------------ steps
 
@@ -283,10 +314,11 @@ class Processor:
             retain={variant: s["retain"] for variant, s in scores.items()},
         )
 
-    def _activate(self, mask: Mask, version: str) -> None:
+    def _activate(self, mask: Mask, version: str, action: str) -> None:
+        # active first: a crash between leaves production behind the active mask, and the request
+        # still open, so the next run promotes the same version
+        activate(self.paths, mask, action)
         self.registry.promote(version)
-        save_mask(mask, self.paths.root / "masks" / f"mask-{mask.digest[:12]}.json")
-        save_mask(mask, self.paths.active_mask)
 
     def _record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
         self.requests.store.append(

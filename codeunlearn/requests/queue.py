@@ -4,22 +4,21 @@ Each change of a request appends one Parquet file holding its whole new state; t
 picks each request's latest event. Nothing is ever rewritten, so a crash loses at most the event
 being written, and the history of every request stays queryable (`request_events`).
 
-Processing is serialised by an exclusive `flock` on `<store>/requests.lock`: the kernel releases it
-when its holder dies, even by SIGKILL, so a killed run never blocks the next one, and whatever the
-killed run left in `processing` is taken up again by the next holder.
+Processing is serialised by an exclusive `flock` on `<store>/requests.lock` (codeunlearn.core.file_lock;
+every writer of the active mask takes the same lock): the kernel releases it when its holder dies, even
+by SIGKILL, so a killed run never blocks the next one, and whatever the killed run left in `processing`
+is taken up again by the next holder (its `attempts` count that).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow as pa
 
 from codeunlearn.core.config import TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.file_lock import exclusive_lock
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
 
@@ -52,6 +52,7 @@ class DeletionRequest:
     mask_digest: str = ""
     updated_at: datetime | None = None
     worker: str = ""
+    attempts: int = 0  # times processing was started (a killed run's attempt counts)
 
     def topic(self, caps: TopicConfig) -> TopicConfig:
         """The request's topic with the size caps of `caps`."""
@@ -133,7 +134,7 @@ class RequestStore:
     def open_requests(self) -> list[DeletionRequest]:
         return self.list(OPEN_STATUSES)
 
-    def mark(self, request: DeletionRequest, status: str, **changes: str) -> DeletionRequest:
+    def mark(self, request: DeletionRequest, status: str, **changes: str | int) -> DeletionRequest:
         """Append the request's new state."""
         if status not in STATUSES:
             raise CodeunlearnError(f"status {status!r}: use one of {', '.join(STATUSES)}")
@@ -141,27 +142,19 @@ class RequestStore:
         self._write(updated)
         return updated
 
-    @contextmanager
-    def exclusive(self, wait_s: float = 600.0) -> Iterator[None]:
+    def retry(self, request_id: str) -> DeletionRequest:
+        """Put a failed request back to pending, with its attempts counted from zero again."""
+        request = self.get(request_id)
+        if request.status != "failed":
+            raise CodeunlearnError(
+                f"request {request_id} is {request.status}; only failed requests can be retried"
+                + (" (submit a new request to try other gates)" if request.status == "rejected" else "")
+            )
+        return self.mark(request, "pending", attempts=0, error="")
+
+    def exclusive(self, wait_s: float = 600.0) -> AbstractContextManager[None]:
         """Hold the processing lock; wait up to `wait_s` for another processor to finish."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_path.open("a+") as handle:
-            deadline = time.monotonic() + wait_s
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise CodeunlearnError(
-                            f"another process has held {self.lock_path} for over {wait_s:.0f} s; "
-                            "wait for it to finish (a dead holder releases it automatically)"
-                        ) from None
-                    time.sleep(0.2)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.lock_path, wait_s)
 
     def _write(self, request: DeletionRequest) -> None:
         stamped = replace(request, updated_at=_now(), worker=_worker())
@@ -172,9 +165,10 @@ class RequestStore:
     def _query(self, sql: str, params: dict | None) -> list[DeletionRequest]:
         table = self.store.sql(sql, params)
         fields = set(DeletionRequest.__dataclass_fields__)
+        missing = {"updated_at": None, "attempts": 0}  # absent from events written before they existed
         return [
             DeletionRequest(
-                **{k: ("" if v is None and k != "updated_at" else v) for k, v in row.items() if k in fields}
+                **{k: (missing.get(k, "") if v is None else v) for k, v in row.items() if k in fields}
             )
             for row in table.to_pylist()
         ]

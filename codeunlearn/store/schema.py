@@ -48,6 +48,7 @@ REQUEST_EVENTS_SCHEMA = pa.schema(
         ("mask_version", pa.string()),  # registered masked-model version that answers it
         ("mask_digest", pa.string()),
         ("worker", pa.string()),  # host:pid of the process that wrote the event
+        ("attempts", pa.int64()),  # times processing was started; NULL (read as 0) in older events
     ]
 )
 

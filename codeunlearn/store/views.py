@@ -21,10 +21,12 @@ def views_sql(root: Path) -> str:
         if any(directory.glob("**/*.parquet")):
             glob = _sql_literal(str(directory.resolve() / "**" / "*.parquet"))
             columns = ", ".join(spec.schema.names)
+            # by name over an empty select of the whole schema: a column added later reads as NULL
+            # in files written before it existed
             source = (
-                f"SELECT {columns}, filename "
-                f"FROM read_parquet({glob}, filename = true, hive_partitioning = false, "
-                "union_by_name = true)"
+                f"SELECT {columns}, filename FROM ({empty_select(spec.schema)} UNION ALL BY NAME "
+                f"SELECT * FROM read_parquet({glob}, filename = true, hive_partitioning = false, "
+                "union_by_name = true))"
             )
         else:
             source = empty_select(spec.schema)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from codeunlearn.core.config import RunConfig
-from codeunlearn.core.errors import ConfigError
+from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.core.paths import RunPaths
 from codeunlearn.evaluation import plots
 from codeunlearn.evaluation import report as reporting
@@ -28,7 +28,8 @@ from codeunlearn.pipeline.evaluate import evaluate as evaluate_stage
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking.tracker import Tracker
 from codeunlearn.training.stamp import trained_model_matches
-from codeunlearn.unlearning.masks import load_mask, mask_rows
+from codeunlearn.unlearning.active_mask import activate, candidate_path, read_candidate
+from codeunlearn.unlearning.masks import mask_rows
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,12 @@ def mine(config: RunConfig, parent_run_id: str) -> dict:
 
 
 def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str:
-    """Build the mask from the mined codes and register it as a masked-model version."""
+    """Build the candidate mask (the mined codes with the active mask) and register it as a masked-model
+    version; it becomes active only once `evaluate` finds that it clears the gates."""
     tracker = Tracker(config)
     paths = RunPaths(Path(config.run_dir))
     with tracker.run("unlearn", parent_run_id) as run_id:
-        mask = pipeline.unlearn(config)
+        mask = pipeline.propose_mask(config).mask
         key = f"pipeline:{config.topic.key}"
         version = tracker.find_mask_version(mask.digest, key) or tracker.register_mask(
             mask,
@@ -220,18 +222,26 @@ def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str
         CodeStore(paths.store_dir).append(
             "mask_codes", mask_rows(mask, version, codebook_version), prefix=f"v{version}"
         )
-        tracker.log_file(run_id, paths.active_mask, "mask")
+        tracker.log_file(run_id, candidate_path(paths), "mask")
         tracker.log_metrics(run_id, {"n_masked_codes": len(mask.code_ids)})
         tracker.log_params(run_id, {"mask_version": version, "mask_digest": mask.digest})
     return version
 
 
 def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_version: str) -> dict:
-    """Evaluate; log metrics, the report and plots; promote the mask version if it clears the gates."""
+    """Evaluate the candidate mask; log metrics, the report and plots; if it clears the gates, make it
+    the active mask and promote its version, else leave both as they were."""
     tracker = Tracker(config)
     paths = RunPaths(Path(config.run_dir))
+    candidate = read_candidate(paths)
+    registered = tracker.mask_version_tags(mask_version).get("mask_digest")
+    if registered != candidate.mask.digest:  # before any run exists
+        raise CodeunlearnError(
+            f"mask version {mask_version} holds mask {str(registered)[:12]}, but the candidate in "
+            f"{candidate_path(paths)} is {candidate.mask.digest[:12]}: run the unlearn stage again"
+        )
     with tracker.run("evaluate", parent_run_id) as run_id:
-        report = evaluate_stage(config)
+        report = evaluate_stage(config, mask=candidate.mask)
         metrics = {
             f"nll_{variant}_{key}": value
             for variant, scores in report.nll.items()
@@ -268,11 +278,12 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
         tracker.client.set_model_version_tag(
             tracker.masked_name, mask_version, "gates", "passed" if not reasons else "; ".join(reasons)
         )
-        if not reasons:
+        if not reasons:  # active first: a crash between leaves production behind the active mask, not ahead
+            activate(paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest)
             tracker.promote(mask_version)
         rows = evaluation_rows(
             f"pipeline-v{mask_version}-{uuid.uuid4().hex[:8]}",
-            load_mask(paths.active_mask),
+            candidate.mask,
             mask_version,
             codebook_version,
             {v: report.nll[v] for v in ("base", "codebook", "masked")},

@@ -1,8 +1,9 @@
 """MLflow tracking and registry: the only module that imports MLflow.
 
 One experiment per base model; each stage a run nested under its pipeline run; every trained codebook
-a version of `<name>-codebook`; every mask a version of `<name>-masked` that carries only the mask and
-points at its codebook version, so a deletion adds kilobytes to the registry, not a model copy.
+a version of `<name>-<run>-codebook`; every mask a version of `<name>-<run>-masked` (`<run>`: the run
+directory's id) that carries only the mask and points at its codebook version, so a deletion adds
+kilobytes to the registry, not a model copy.
 
 Privacy: parameters, tags and artifacts carry topic kinds, hashes and counts, never the text of a
 forget set or the words of a keyword topic (see `public_params`).
@@ -57,6 +58,18 @@ def registry_name(model_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model_name).name or model_name).strip("-") or "model"
 
 
+def run_dir_id(run_dir: str | Path) -> str:
+    """A short stable id of the resolved run directory: each run directory has its own active mask,
+    so its registered models (and their `production` alias) are its own too."""
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def registered_prefix(config: RunConfig) -> str:
+    """The prefix of the run's registered model names: tracking.model_name, or the base model's name
+    and the run directory's id (two run directories over one base model never share `production`)."""
+    return config.tracking.model_name or f"{registry_name(config.model.name)}-{run_dir_id(config.run_dir)}"
+
+
 class Tracker:
     """Runs, artifacts and registered versions for one config's tracking settings.
 
@@ -69,10 +82,10 @@ class Tracker:
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
         self.uri = settings.resolved_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
-        base = settings.model_name or registry_name(config.model.name)
-        self.codebook_name = f"{base}-codebook"
-        self.masked_name = f"{base}-masked"
-        self.experiment_name = settings.experiment or f"codeunlearn-{base}"
+        prefix = registered_prefix(config)
+        self.codebook_name = f"{prefix}-codebook"
+        self.masked_name = f"{prefix}-masked"
+        self.experiment_name = settings.experiment or f"codeunlearn-{registry_name(config.model.name)}"
         self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
@@ -264,6 +277,11 @@ class Tracker:
             return str(self.client.get_model_version_by_alias(self.masked_name, PRODUCTION).version)
         except MlflowException:
             return None
+
+    def production_digest(self) -> str | None:
+        """The mask digest of the `production` version (None: no version is production)."""
+        version = self.production_version()
+        return self.mask_version_tags(version).get("mask_digest") if version else None
 
     def start_request_run(
         self, request: DeletionRequest, action: str, parent_run_id: str | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.file_lock import write_durably
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.unlearning.topic_detector import TopicDetector
 
@@ -121,8 +121,9 @@ def check_detectors(mask: Mask) -> None:
         )
 
 
-def save_mask(mask: Mask, path: Path) -> None:
-    """Write the mask as JSON (atomically)."""
+def save_mask(mask: Mask, path: Path, notes: dict[str, str] | None = None) -> None:
+    """Write the mask as JSON, atomically and durably (see `write_durably`); `notes` are kept beside it
+    (read them with `mask_notes`)."""
     payload = {
         "n_codes": mask.n_codes,
         "digest": mask.digest,
@@ -138,11 +139,9 @@ def save_mask(mask: Mask, path: Path) -> None:
             }
             for s in mask.sources
         ],
+        **({"notes": notes} if notes else {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2))
-    os.replace(partial, path)
+    write_durably(Path(path), json.dumps(payload, indent=2))
 
 
 def load_mask(path: Path) -> Mask:
@@ -167,6 +166,11 @@ def load_mask(path: Path) -> Mask:
             f"mask {path} does not match its recorded digest: the file was edited or corrupted"
         )
     return mask
+
+
+def mask_notes(path: Path) -> dict[str, str]:
+    """The notes `save_mask` kept beside a mask (none: empty)."""
+    return dict(json.loads(Path(path).read_text()).get("notes", {}))
 
 
 def mask_rows(mask: Mask, version: str, codebook_version: str) -> pa.Table:

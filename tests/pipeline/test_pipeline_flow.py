@@ -87,7 +87,7 @@ def test_pipeline_flow_tracks_registers_and_promotes(prefect_api, make_setup):
         client.download_artifacts(runs["evaluate"].info.run_id, "plots/sweep_frontier.png")
     ).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert artifact_paths(client, runs["unlearn"].info.run_id) == {"mask/active.json"}
+    assert artifact_paths(client, runs["unlearn"].info.run_id) == {"mask/candidate.json"}
 
     # Registered versions, their tags and the production alias.
     codebook = client.get_model_version(tracker.codebook_name, result["codebook_version"])

@@ -10,11 +10,13 @@ from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.requests.invariant import check_active_mask
 from codeunlearn.requests.processor import Processor, process_open_requests, revert_request
 from codeunlearn.requests.queue import RequestStore
 from codeunlearn.store.code_store import CodeStore
+from codeunlearn.tracking import stages as tracked
 from codeunlearn.tracking.tracker import PRODUCTION, Tracker
-from codeunlearn.unlearning.masks import load_mask
+from codeunlearn.unlearning.masks import load_mask, save_mask
 
 from .conftest import Setup
 
@@ -56,6 +58,7 @@ def test_add_two_requests_then_revert_the_first_leaves_the_second_alone(trained:
     assert rows.to_pylist() == [{"sources": b.request_id, "n_codes": len(b_codes)}]
     with pytest.raises(CodeunlearnError, match="only done requests can be reverted"):
         revert_request(config, tracker, a.request_id)
+    assert check_active_mask(config, tracker) == []
 
 
 def test_topic_that_matches_nothing_is_refused_and_nothing_recorded(trained: Setup):
@@ -89,8 +92,6 @@ def test_corrupted_parquet_file_in_the_store_is_named_and_nothing_processed(trai
 
 
 def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
-    from codeunlearn.tracking import stages as tracked
-
     setup = make_setup(gates={"min_forget_drop": -1e9, "max_retain_drop": 1e9})
     config = setup.config
     outcome = tracked.run_pipeline(config)  # open gates: version 1 becomes production
@@ -116,6 +117,37 @@ def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
         "SELECT DISTINCT gates_passed FROM evaluations WHERE mask_version = $v", {"v": processed.mask_version}
     )
     assert gates.column("gates_passed").to_pylist() == [False]
+    assert check_active_mask(strict, tracker) == []
+
+
+def test_a_pipeline_topic_that_fails_its_gates_never_becomes_active(trained: Setup):
+    config = trained.config
+    tracker = Tracker(config)
+    first = Processor(config, tracker).submit(TopicConfig(label="noun.animal"))
+    (answered,) = process_open_requests(config, tracker)
+    active_file = trained.run_dir / "masks" / "active.json"
+    before = active_file.read_bytes()
+
+    outcome = tracked.run_pipeline(make_gates(trained, min_forget_drop=0.99))  # topic noun.food
+
+    assert not outcome["promoted"] and outcome["gate_failures"]
+    assert masked_versions(tracker)[outcome["mask_version"]]["sources"] == "noun.food"  # registered ...
+    assert active_file.read_bytes() == before  # ... but neither active ...
+    assert production(tracker) == answered.mask_version  # ... nor production
+    second = Processor(config, tracker).submit(TopicConfig(label="noun.plant"))
+    (next_one,) = process_open_requests(config, tracker)
+    assert next_one.status == "done"
+    tags = masked_versions(tracker)[next_one.mask_version]
+    assert tags["request_ids"] == f"{first.request_id},{second.request_id}" and tags["sources"] == ""
+    assert check_active_mask(config, tracker) == []
+    assert trained.cli("doctor").stdout.strip() == "ok"
+
+    leaked = load_mask(active_file).union(load_mask(trained.run_dir / "masks" / "candidate.json"))
+    save_mask(leaked, active_file)  # what the union of a failed candidate used to do
+    result = trained.cli("doctor")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "topic noun.food is in the active mask, but the pipeline never activated it" in result.stdout
+    assert "production holds mask" in result.stdout
 
 
 def make_gates(setup: Setup, **gates: float):

@@ -72,6 +72,8 @@ def test_run_end_to_end_then_undo(tmp_path, tiny_model_dir):
     assert {"forget", "retain"} <= report["nll"]["masked"].keys()
     mask = json.loads((run_dir / "masks" / "active.json").read_text())
     assert len(mask["code_ids"]) == 8 and mask["sources"][0]["name"] == "noun.food"
+    doctor = cli("doctor", "--no-registry", f"run_dir={run_dir}", f"model.name={tiny_model_dir}", *SMALL)
+    assert doctor.returncode == 0 and doctor.stdout.strip() == "ok", doctor.stdout + doctor.stderr
 
     undone = cli(
         "unlearn", "--remove", "noun.food", f"run_dir={run_dir}", f"model.name={tiny_model_dir}", *SMALL
@@ -156,6 +158,8 @@ def test_layer_out_of_range_is_refused(tmp_path, tiny_model_dir):
         ("request", "show", "req-x"),
         ("request", "process"),
         ("request", "revert", "req-x"),
+        ("request", "retry", "req-x"),
+        ("doctor",),
     ],
 )
 def test_request_commands_refuse_a_missing_config_cleanly(tmp_path, args):

@@ -96,3 +96,54 @@ def test_processing_lock_excludes_others_and_is_freed_when_its_holder_is_killed(
             pass
     finally:
         holder.kill()
+
+
+def test_events_written_before_attempts_existed_read_as_zero_attempts(store: RequestStore):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
+
+    request = store.add(TopicConfig(label="noun.food"), "m", "1")
+    event = store.store.root / "requests" / f"{request.request_id}-old.parquet"
+    old_schema = pa.schema([field for field in REQUEST_EVENTS_SCHEMA if field.name != "attempts"])
+    row = {name: [getattr(request, name, None)] for name in old_schema.names if name != "seq"}
+    for path in (store.store.root / "requests").glob("*.parquet"):
+        path.unlink()
+    pq.write_table(pa.table({**row, "seq": [1]}).select(old_schema.names).cast(old_schema), event)
+
+    (old,) = store.list()
+    assert (old.request_id, old.status, old.attempts) == (request.request_id, "pending", 0)
+    store.mark(old, "processing", attempts=1)
+    assert store.get(request.request_id).attempts == 1
+
+
+def test_only_failed_requests_can_be_retried_and_start_again_from_zero(store: RequestStore):
+    request = store.add(TopicConfig(label="noun.food"), "m", "1")
+    with pytest.raises(CodeunlearnError, match="only failed requests can be retried"):
+        store.retry(request.request_id)
+    store.mark(request, "failed", attempts=3, error="gave up after 3 attempts: OSError")
+    retried = store.retry(request.request_id)
+    assert (retried.status, retried.attempts, retried.error) == ("pending", 0, "")
+    assert [r.request_id for r in store.open_requests()] == [request.request_id]
+
+
+def test_registered_names_are_scoped_to_the_run_directory(tmp_path: Path):
+    from dataclasses import replace
+
+    from codeunlearn.core.config import RunConfig
+    from codeunlearn.tracking.tracker import Tracker, registered_prefix
+
+    base = RunConfig()
+    base = replace(base, tracking=replace(base.tracking, state_dir=str(tmp_path / "state")))
+    first = replace(base, run_dir=str(tmp_path / "a"))
+    second = replace(base, run_dir=str(tmp_path / "b"))
+    assert registered_prefix(first) != registered_prefix(second)
+    assert registered_prefix(first) == registered_prefix(
+        replace(first, run_dir=str(tmp_path / "x" / ".." / "a"))
+    )
+    a, b = Tracker(first), Tracker(second)
+    assert a.masked_name != b.masked_name and a.codebook_name != b.codebook_name
+    assert a.masked_name.startswith("smollm2") and a.experiment_id == b.experiment_id  # one experiment
+    named = replace(first, tracking=replace(first.tracking, model_name="shared"))
+    assert Tracker(named).masked_name == "shared-masked"  # an explicit prefix is kept as given
