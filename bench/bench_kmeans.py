@@ -4,20 +4,20 @@ Clusters N vectors of width e into C codes with `iters` Lloyd iterations (the de
 = train.init_vectors, C = 4,096 = bottleneck.n_codes, iters = 5 = train.kmeans_iters, e = 576) by:
   torch-sequential the torch k-means of before: k-means++ with one matrix-vector product per seed,
                    then torch Lloyd iterations;
-  torch            `kmeans_plus_plus` (blocked k-means++), then torch Lloyd (`torch_spherical_kmeans`);
+  torch            `kmeans_plus_plus` (k-means++ drawn in blocks), then torch Lloyd (`spherical_kmeans`);
   faiss            faiss.Kmeans(spherical=True) from random seeds (faiss's own init);
   faiss-x4         the same with 4x the iterations (faiss stops early once converged);
-  faiss-pp         `kmeans_plus_plus`, then faiss Lloyd (`faiss_spherical_kmeans`);
-  kmeans_codes     the package's `kmeans_codes` as the trainer calls it.
+  faiss-pp         `kmeans_plus_plus`, then faiss.Kmeans(spherical=True) from those seeds;
+  kmeans_codes     the package's `kmeans_codes` as the trainer calls it (= torch).
+Needs faiss (`pip install faiss-cpu`), which the package itself does not use.
 `seconds` is wall-clock, `cpu_s` the process's CPU seconds over all threads (on a shared machine the
 steadier of the two); `seeding_s` and `lloyd_s` split the wall-clock into seeding and Lloyd iterations.
 Quality: the mean cosine of each vector to its nearest centroid (`fit`, on the clustered vectors;
 `held_out`, on --held-out vectors not clustered), and the codes no clustered vector is nearest to (`empty`).
 
-Vectors are layer-20 activations of SmolLM2-135M-Instruct on WordNet noun glosses (`--source real`,
-minutes to compute on a shared 2-core CPU,
-so --cache keeps them) or directions drawn around Zipf-sized random clusters
-(`--source synthetic`).
+Vectors are layer-20 activations of SmolLM2-135M-Instruct on WordNet noun glosses (`--source real`:
+minutes to compute on a shared 2-core CPU, so --cache keeps them) or noisy copies of random directions
+with Zipf-sized clusters (`--source synthetic`).
 
     python bench/bench_kmeans.py --source real --cache bench/results/kmeans-real-vectors.pt
     python bench/bench_kmeans.py --source synthetic --methods torch faiss
@@ -40,12 +40,7 @@ from codeunlearn.core.config import BottleneckConfig
 from codeunlearn.data.batching import encode_texts, make_batches
 from codeunlearn.data.wordnet import read_wordnet
 from codeunlearn.model.assets import load_pretrained
-from codeunlearn.model.code_init import (
-    faiss_spherical_kmeans,
-    kmeans_codes,
-    kmeans_plus_plus,
-    torch_spherical_kmeans,
-)
+from codeunlearn.model.code_init import kmeans_codes, kmeans_plus_plus, spherical_kmeans
 from codeunlearn.model.surgery import bypassed, forward_to_site, insert_bottleneck
 
 
@@ -114,6 +109,22 @@ def sequential_kmeans_plus_plus(
     return units[picks].clone()
 
 
+def faiss_lloyd(
+    units: torch.Tensor, n_codes: int, iters: int, generator: torch.Generator, seeds: torch.Tensor
+) -> torch.Tensor:
+    """faiss.Kmeans(spherical=True) from `seeds`, every vector used, on torch's thread count."""
+    kmeans = faiss.Kmeans(
+        units.shape[1],
+        n_codes,
+        niter=iters,
+        spherical=True,
+        min_points_per_centroid=1,  # fewer than faiss's 39 per centroid is the case here
+        max_points_per_centroid=units.shape[0],  # no subsampling
+    )
+    kmeans.train(units.contiguous().numpy(), init_centroids=seeds.contiguous().numpy())
+    return torch.from_numpy(kmeans.centroids)
+
+
 def faiss_random_seeds(
     units: torch.Tensor, n_codes: int, iters: int, generator: torch.Generator, seeds: None = None
 ) -> torch.Tensor:
@@ -140,11 +151,11 @@ def package_kmeans(
 def methods(iters: int) -> dict[str, tuple[Callable | None, Callable, int]]:
     """name -> (seeding or None, Lloyd iterations from its seeds, iterations)."""
     return {
-        "torch-sequential": (sequential_kmeans_plus_plus, torch_spherical_kmeans, iters),
-        "torch": (kmeans_plus_plus, torch_spherical_kmeans, iters),
+        "torch-sequential": (sequential_kmeans_plus_plus, spherical_kmeans, iters),
+        "torch": (kmeans_plus_plus, spherical_kmeans, iters),
         "faiss": (None, faiss_random_seeds, iters),
         "faiss-x4": (None, faiss_random_seeds, 4 * iters),
-        "faiss-pp": (kmeans_plus_plus, faiss_spherical_kmeans, iters),
+        "faiss-pp": (kmeans_plus_plus, faiss_lloyd, iters),
         "kmeans_codes": (None, package_kmeans, iters),
     }
 
@@ -187,6 +198,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    faiss.omp_set_num_threads(torch.get_num_threads())
     args.shape = f"{args.source}-n{args.vectors}-c{args.codes}-i{args.iters}"
 
     started, total = time.perf_counter(), args.vectors + args.held_out

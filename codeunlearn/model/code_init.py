@@ -1,21 +1,19 @@
 """Initial codes for a codebook, drawn from real activations so training starts near the identity:
 spherical k-means (the default) or a random sample of the activations.
 
-The k-means starts from k-means++ seeds, then runs its Lloyd iterations in faiss when it is installed
-(1.4x faster than torch on a 2-core CPU, and it refills empty clusters; docs/results/faiss.md) and in
-torch otherwise: the GPU image has no faiss.
+The k-means runs in torch. Its time went to the k-means++ seeding, now drawn in blocks; against that,
+faiss's Lloyd iterations saved about a second at the default job's sizes on a 2-core CPU: not worth a
+dependency, nor codes that differ with whether it is installed (docs/results/faiss.md).
 
 Shapes: N samples, e code width, C codes.
 """
 
 from __future__ import annotations
 
-import logging
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
 _SEED_BLOCK = 256  # k-means++ seeds drawn between two refreshes of the distances
 
 
@@ -36,55 +34,13 @@ def kmeans_codes(samples: torch.Tensor, n_codes: int, iters: int, generator: tor
 
 
 def spherical_kmeans(
-    units: torch.Tensor, n_centroids: int, iters: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Unit centroids (C, e) of unit vectors (N, e), N >= C: k-means++ seeds, then Lloyd iterations
-    by faiss when installed, else by torch."""
-    seeds = kmeans_plus_plus(units, n_centroids, generator)
-    try:
-        import faiss  # noqa: F401  deferred and optional: the GPU image has no faiss
-    except ImportError:
-        log.info("k-means of %d vectors into %d codes: torch (no faiss)", len(units), n_centroids)
-        return torch_spherical_kmeans(units, n_centroids, iters, generator, seeds=seeds)
-    log.info("k-means of %d vectors into %d codes: faiss", len(units), n_centroids)
-    return faiss_spherical_kmeans(units, n_centroids, iters, generator, seeds=seeds)
-
-
-def faiss_spherical_kmeans(
     units: torch.Tensor,
     n_centroids: int,
     iters: int,
     generator: torch.Generator,
     seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """faiss's Lloyd iterations on unit vectors (N, e) from `seeds` (C, e) or k-means++ seeds: (C, e) unit.
-
-    faiss refills a cluster left empty by splitting a large one. It runs on torch's thread count.
-    """
-    import faiss  # deferred: an optional dependency, absent from the GPU image
-
-    faiss.omp_set_num_threads(torch.get_num_threads())
-    kmeans = faiss.Kmeans(
-        units.shape[1],
-        n_centroids,
-        niter=iters,
-        spherical=True,
-        min_points_per_centroid=1,  # fewer than faiss's 39 per centroid is the usual case here
-        max_points_per_centroid=units.shape[0],  # cluster every vector: no subsampling
-    )
-    seeds = kmeans_plus_plus(units, n_centroids, generator) if seeds is None else seeds
-    kmeans.train(units.float().contiguous().numpy(), init_centroids=seeds.float().contiguous().numpy())
-    return F.normalize(torch.from_numpy(kmeans.centroids).clone(), dim=-1)
-
-
-def torch_spherical_kmeans(
-    units: torch.Tensor,
-    n_centroids: int,
-    iters: int,
-    generator: torch.Generator,
-    seeds: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Lloyd iterations on unit vectors (N, e) from `seeds` (C, e) or k-means++ seeds: (C, e) unit.
+    """Lloyd iterations on unit vectors (N, e), N >= C, from `seeds` (C, e) or k-means++ seeds: (C, e) unit.
 
     A centroid no vector is nearest to stays where it was.
     """
@@ -106,7 +62,7 @@ def kmeans_plus_plus(units: torch.Tensor, n_centroids: int, generator: torch.Gen
     drawn from the block's stale distances is kept with probability new distance / stale distance,
     which draws exactly from the current ones (rejection sampling; distances only shrink). One
     matrix-vector product per seed instead reads all N vectors C times: at N = 12,288, C = 4,096
-    that took 25 s on 2 cores, the blocks 1.6 s.
+    that took 14-30 s on a shared 2-core CPU, the blocks 0.3-1.7 s.
     """
     picks = torch.randint(units.shape[0], (1,), generator=generator).tolist()
     nearest = units @ units[picks[0]]  # (N,) cosine to the nearest seed so far
@@ -130,18 +86,19 @@ def _draw_seed_block(
     draws = 2 * block_size
     candidates = torch.searchsorted(distance.cumsum(0), torch.rand(draws, generator=generator) * total)
     candidates = candidates.clamp_max(units.shape[0] - 1)
-    thresholds = torch.rand(draws, generator=generator)
+    thresholds = torch.rand(draws, generator=generator).tolist()
+    stale = distance[candidates].tolist()
+    # the candidates' similarities, in one product: the loop below then runs no threaded kernel, which
+    # on a busy CPU waits for a second core at every call
+    similarity = (units[candidates] @ units[candidates].T).cpu().numpy()  # (draws, draws)
+    nearest = np.full(draws, -np.inf, dtype=similarity.dtype)  # cosine to the block's seeds so far
     block: list[int] = []
-    chosen = units.new_empty(block_size, units.shape[1])  # the block's seeds, rows 0..len(block)
-    for candidate, threshold, stale in zip(
-        candidates.tolist(), thresholds.tolist(), distance[candidates].tolist(), strict=True
-    ):
-        fresh = min(stale, 1 - float((chosen[: len(block)] @ units[candidate]).max())) if block else stale
-        if threshold * stale < fresh:
-            chosen[len(block)] = units[candidate]
+    for row, candidate in enumerate(candidates.tolist()):
+        if thresholds[row] * stale[row] < min(stale[row], 1 - nearest[row]):
             block.append(candidate)
             if len(block) == block_size:
                 break
+            np.maximum(nearest, similarity[row], out=nearest)
     return block
 
 

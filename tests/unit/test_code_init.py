@@ -1,31 +1,11 @@
-"""The codebook's initial codes: spherical k-means (faiss or torch) and sampled activations."""
+"""The codebook's initial codes: spherical k-means (k-means++ seeds, then Lloyd) and sampled activations."""
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-
-import pytest
 import torch
 import torch.nn.functional as F
 
-from codeunlearn.model.code_init import (
-    faiss_spherical_kmeans,
-    kmeans_codes,
-    kmeans_plus_plus,
-    sample_codes,
-    torch_spherical_kmeans,
-)
-
-BACKENDS = [
-    pytest.param(torch_spherical_kmeans, id="torch"),
-    pytest.param(
-        faiss_spherical_kmeans,
-        id="faiss",
-        marks=pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed"),
-    ),
-]
+from codeunlearn.model.code_init import kmeans_codes, kmeans_plus_plus, sample_codes, spherical_kmeans
 
 
 def separated_clusters(n_per_cluster: int = 50, width: int = 16, scale: float = 10.0) -> torch.Tensor:
@@ -45,22 +25,20 @@ def test_kmeans_codes_find_separated_clusters():
     assert pointing_at_each_center(codes)  # every cluster has a code pointing at it
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_each_backend_finds_separated_clusters(backend):
+def test_spherical_kmeans_finds_separated_clusters_whatever_the_seed():
     units = F.normalize(separated_clusters(), dim=-1)
-    for seed in range(5):  # k-means++ seeds land one per cluster whatever the seed
-        centroids = backend(units, 4, 10, torch.Generator().manual_seed(seed))
+    for seed in range(20):  # k-means++ seeds land one per cluster (faiss's random seeds: 1 in 5 fail)
+        centroids = spherical_kmeans(units, 4, 10, torch.Generator().manual_seed(seed))
         assert centroids.shape == (4, 16)
         assert torch.allclose(centroids.norm(dim=-1), torch.ones(4), atol=1e-5)
         assert pointing_at_each_center(centroids)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_each_backend_is_reproducible_from_the_generator(backend):
+def test_kmeans_codes_are_reproducible_from_the_generator():
     units = F.normalize(torch.randn(600, 24, generator=torch.Generator().manual_seed(1)), dim=-1)
-    first = backend(units, 32, 5, torch.Generator().manual_seed(3))
-    again = backend(units, 32, 5, torch.Generator().manual_seed(3))
-    other = backend(units, 32, 5, torch.Generator().manual_seed(4))
+    first = kmeans_codes(units, 32, 5, torch.Generator().manual_seed(3))
+    again = kmeans_codes(units, 32, 5, torch.Generator().manual_seed(3))
+    other = kmeans_codes(units, 32, 5, torch.Generator().manual_seed(4))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
 
@@ -86,21 +64,6 @@ def test_sample_codes_are_rows_of_the_samples():
     samples = torch.randn(50, 8)
     codes = sample_codes(samples, 10, torch.Generator().manual_seed(0))
     assert all((samples == code).all(-1).any() for code in codes)
-
-
-def test_the_module_imports_without_loading_faiss():
-    code = "import sys, codeunlearn.model.code_init; print('faiss' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
-
-
-def test_without_faiss_the_torch_kmeans_runs(monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
-    with caplog.at_level("INFO", logger="codeunlearn.model.code_init"):
-        codes = kmeans_codes(separated_clusters(), 4, iters=10, generator=torch.Generator().manual_seed(0))
-    assert pointing_at_each_center(codes)
-    assert "torch (no faiss)" in caplog.text
 
 
 def exact_seed_set_probabilities(units: torch.Tensor, n_seeds: int) -> dict[frozenset, float]:
