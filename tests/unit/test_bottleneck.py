@@ -10,7 +10,6 @@ import torch
 from codeunlearn.core.config import BottleneckConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.model.bottleneck import NO_CODE, CodebookBottleneck
-from codeunlearn.model.code_init import kmeans_codes
 from codeunlearn.model.serving import ServingPolicy
 
 
@@ -92,17 +91,6 @@ def test_mask_validation():
 def test_top_k_larger_than_codebook_is_refused():
     with pytest.raises(ConfigError, match="top_k=9, but bottleneck.n_codes=8"):
         make(n_codes=8, top_k=9)
-
-
-def test_kmeans_codes_find_separated_clusters():
-    generator = torch.Generator().manual_seed(0)
-    centers = torch.eye(4) * 10
-    samples = torch.cat([c + torch.randn(50, 4, generator=generator) * 0.1 for c in centers])
-    codes = kmeans_codes(samples, 4, iters=10, generator=generator)
-    similarity = (
-        torch.nn.functional.normalize(codes, dim=-1) @ torch.nn.functional.normalize(centers, dim=-1).T
-    )
-    assert similarity.max(0).values.min() > 0.99  # every cluster has a code pointing at it
 
 
 def test_projection_is_least_squares_onto_the_chosen_codes():
