@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from tqdm import tqdm
+
 log = logging.getLogger("codeunlearn.progress")
 
 LOG_INTERVAL_S = 60.0  # a log line at least this often while a loop runs (and at its start and end)
@@ -40,13 +42,20 @@ def progress_mode() -> str:
     return "bar" if sys.stderr.isatty() else "log"
 
 
+class _TimedLines(tqdm):
+    """tqdm writing one log line per refresh; a new postfix waits for the next timed line."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **values):
+        super().set_postfix(ordered_dict, refresh=False, **values)
+
+
 def progress(iterable: Iterable | None = None, **kwargs: Any) -> Any:
     """A tqdm progress reporter over `iterable` (or with `total=`), in the form `progress_mode` picks."""
-    from tqdm.auto import tqdm
-
     mode = progress_mode()
     if mode == "bar":
         return tqdm(iterable, file=sys.stderr, mininterval=2.0, **kwargs)
     if mode == "log":
-        return tqdm(iterable, file=_LogLines(), mininterval=LOG_INTERVAL_S, ascii=True, ncols=100, **kwargs)
+        return _TimedLines(
+            iterable, file=_LogLines(), mininterval=LOG_INTERVAL_S, ascii=True, ncols=100, **kwargs
+        )
     return tqdm(iterable, disable=True, **kwargs)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from codeunlearn.core.errors import MissingAssetError
+from codeunlearn.core.progress import progress_mode
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,10 @@ def load_pretrained(name: str, device: str = "cpu") -> tuple[Any, Any]:
             reachable now (or cached, when offline).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    if progress_mode() != "bar":  # its weight-loading bar would print as control characters in a log file
+        transformers_logging.disable_progress_bar()
     location = resolve_model_dir(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)

@@ -47,3 +47,16 @@ def test_texts_cut_by_max_length_are_counted(caplog):
         ids = encode_texts(_Tokenizer(), texts, max_length=4)
     assert [len(i) for i in ids] == [4, 4, 2]
     assert any("1 of 3 texts" in r.getMessage() for r in caplog.records)
+
+
+def test_a_new_postfix_waits_for_the_next_timed_line(monkeypatch, caplog):
+    monkeypatch.setenv("CODEUNLEARN_PROGRESS", "log")
+    with caplog.at_level(logging.INFO, logger="codeunlearn.progress"):
+        bar = progress(total=100, desc="training")
+        for step in range(100):
+            bar.update(1)
+            bar.set_postfix(loss=f"{step:.3f}")
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "codeunlearn.progress"]
+    assert len(lines) <= 3  # start and end (the minute never passes here), not one per postfix
+    assert "100/100" in lines[-1] and "loss=99.000" in lines[-1]
