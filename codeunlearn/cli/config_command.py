@@ -17,12 +17,16 @@ def show(ctx: typer.Context, config: Path | None = CONFIG_OPTION) -> None:
     """Print the resolved config as YAML, each field's one-line doc as a comment beside it.
 
     The file's values replace the defaults and the overrides replace both; a bad file, key or value
-    prints the error and exits 2.
+    prints the error and exits 2. Credentials in the tracking URIs are shown as `***`.
     """
-    from codeunlearn.core.config import commented_yaml, load_config  # deferred: --help loads no config
+    import dataclasses
+
+    # deferred: --help loads no config
+    from codeunlearn.core.config import commented_yaml, load_config
 
     try:
         run_config = load_config(config, ctx.args)
     except CodeunlearnError as error:
         fail(error)
-    typer.echo(commented_yaml(run_config), nl=False)
+    shown = dataclasses.replace(run_config, tracking=run_config.tracking.redacted())
+    typer.echo(commented_yaml(shown), nl=False)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.redaction import redact_uri
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.corpus import content_hash
 from codeunlearn.evaluation.evaluator import normalized_drop
@@ -95,7 +96,7 @@ def build(
             },
             "results": dict(results or {}),
             "artifacts": {name: file_sha256(path) for name, path in sorted(artifacts.items())},
-            "registry": dict(registry or {}),
+            "registry": _public_registry(registry or {}),
         }
     )
 
@@ -172,6 +173,12 @@ def _data_block(splits_dir: Path) -> dict[str, dict[str, Any]]:
             texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()
             block[split] = {"count": len(texts), "content_hash": content_hash(texts)}
     return block
+
+
+def _public_registry(registry: Mapping[str, str]) -> dict[str, str]:
+    """The registry block with the credentials of its tracking URI replaced by `***`: a certificate is
+    meant to be handed out."""
+    return {key: redact_uri(value) if key == "tracking_uri" else value for key, value in registry.items()}
 
 
 def _drop(nll: Mapping[str, Mapping[str, float]], key: str) -> float:

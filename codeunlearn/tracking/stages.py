@@ -18,6 +18,7 @@ import numpy as np
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.core.paths import RunPaths
+from codeunlearn.core.redaction import redact_uri
 from codeunlearn.evaluation import plots
 from codeunlearn.evaluation import report as reporting
 from codeunlearn.evaluation.evaluator import evaluation_rows
@@ -58,7 +59,7 @@ def run_pipeline(config: RunConfig) -> dict:
         results = run_chain(stages)
     return {
         "mlflow_run_id": parent,
-        "tracking_uri": config.tracking.resolved_tracking_uri(),
+        "tracking_uri": redact_uri(config.tracking.resolved_tracking_uri()),
         "codebook_version": stages.codebook_version,
         **results["evaluate"],
     }

@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import RunConfig, flatten_config
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.redaction import redact_uri
 from codeunlearn.model.surgery import load_codebook_model
 from codeunlearn.requests.queue import DeletionRequest
 from codeunlearn.unlearning.masks import Mask, apply_mask, load_mask, save_mask
@@ -38,18 +39,19 @@ log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
 SECRET_TOPIC_KEYS = ("topic.keywords", "topic.regex", "topic.examples_file")
+URI_KEYS = ("tracking.tracking_uri", "tracking.artifact_root")  # may carry credentials
 PIP_REQUIREMENTS = ["codeunlearn", "torch", "transformers", "safetensors"]
 # Prompts in, generated continuations out; `max_new_tokens` may be set per call.
 _SIGNATURE = mlflow.models.infer_signature(["a prompt"], ["a continuation"], params={"max_new_tokens": 32})
 
 
 def public_params(config: RunConfig) -> dict[str, str]:
-    """The config as flat parameters, with the topic's words, pattern and file replaced by a hash."""
+    """The config as flat parameters: the topic's words, pattern and file hashed, URI credentials `***`."""
     params = {}
     for key, value in flatten_config(config).items():
         if key in SECRET_TOPIC_KEYS and value:
             value = "sha256:" + hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]
-        params[key] = str(value)[:500]
+        params[key] = (redact_uri(str(value)) if key in URI_KEYS else str(value))[:500]
     return params
 
 
@@ -182,7 +184,7 @@ class Tracker:
         versions = self._versions(self.codebook_name)
         if not versions:
             raise CodeunlearnError(
-                f"no registered codebook model {self.codebook_name!r} in {self.uri}: "
+                f"no registered codebook model {self.codebook_name!r} in {redact_uri(self.uri)}: "
                 "run the pipeline once (`codeunlearn pipeline` or the pipeline deployment)"
             )
         return str(max(int(v.version) for v in versions))
