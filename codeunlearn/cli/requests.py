@@ -164,7 +164,11 @@ def request_revert(
     """Undo one request: remove its codes from the active mask and register that as a new version."""
     from codeunlearn.requests.processor import revert_request
 
-    request = run_stage(ctx, config, verbose, lambda c: revert_request(c, _tracker(c), request_id))
+    def stage(run_config: Any) -> Any:
+        _request_store(run_config).get(request_id)  # an unknown id is refused before the registry opens
+        return revert_request(run_config, _tracker(run_config), request_id)
+
+    request = run_stage(ctx, config, verbose, stage)
     typer.echo(f"{request.request_id} reverted: mask version {request.mask_version} is production")
 
 

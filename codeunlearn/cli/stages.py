@@ -167,6 +167,12 @@ def sql(
     """Query the code store (DuckDB over Parquet) of a run directory."""
     from codeunlearn.store.code_store import CodeStore
 
+    if not run_dir.is_dir():
+        fail(
+            CodeunlearnError(
+                f"run directory {run_dir} does not exist: pass --run-dir of a run (e.g. runs/default)"
+            )
+        )
     try:
         table = CodeStore(run_dir / "store").sql(query)
     except CodeunlearnError as error:

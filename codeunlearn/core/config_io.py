@@ -163,7 +163,13 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(text) if text != "" else ""
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            f"override {override!r}: the value is not valid YAML ({_yaml_problem(error)}): close its "
+            "brackets and quotes, e.g. 'topic.keywords=[love, hate]'"
+        ) from None
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,16 @@ class DataConfig:
     include_examples: bool = setting(False, "WordNet glosses keep their quoted usage examples")
     test_fraction: float = setting(0.1, "share of the corpus held out as the global test split")
     max_length: int = setting(48, "tokens per example, BOS included")
+
+    def validate(self) -> None:
+        """Raises ConfigError for a test fraction outside (0, 1) or fewer than 2 tokens per example."""
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(
+                f"data.test_fraction={self.test_fraction}: set a share strictly between 0 and 1, e.g. 0.1 "
+                "(YAML or --data.test_fraction)"
+            )
+        if self.max_length < 2:
+            raise ConfigError(f"data.max_length={self.max_length}: set it to 2 or more (BOS and one token)")
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,10 @@ class TopicConfig:
                 "words to swap: use topic.control=length_matched or random (auto picks length_matched), "
                 "or give the topic as topic.keywords or topic.regex"
             )
+        if kind == "keywords" and not any(word.strip() for word in self.keywords):
+            raise ConfigError("topic.keywords holds no words: list one or more, e.g. 'topic.keywords=[love]'")
+        if kind == "regex":
+            _check_regex(str(self.regex))
         for name in ("keyword_free_words", "keyword_free_min_count"):
             value = getattr(self, name)
             if value < 1:
@@ -136,3 +151,13 @@ class TopicConfig:
         if kind == "regex":
             return f"regex:{self.regex}"
         return f"examples:{Path(str(self.examples_file)).name}"
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(
+            f"topic.regex={pattern!r} is not a valid regular expression ({error}): fix it (Python `re` "
+            "syntax; escape a literal bracket as \\( )"
+        ) from None

@@ -203,6 +203,21 @@ class GatesConfig:
     )
     max_retain_drop: float = setting(0.1, "normalised retain drop a version may have (same scale)")
 
+    def validate(self) -> None:
+        """Raises ConfigError for a gate no version can clear: a forget drop above 1 (more than back to the
+        base model) or a retain drop below 0 (retained topics better than the codebook model). A gate
+        set far the other way (min_forget_drop=-1e9) lets every version through."""
+        if self.min_forget_drop > 1:
+            raise ConfigError(
+                f"gates.min_forget_drop={self.min_forget_drop}: set it to 1 or less (1 = as far as the base "
+                "model, 0 = the codebook model), e.g. 0.5 (YAML or --gates.min_forget_drop)"
+            )
+        if self.max_retain_drop < 0:
+            raise ConfigError(
+                f"gates.max_retain_drop={self.max_retain_drop}: set it to 0 or more (0 = no damage to the "
+                "retained topics), e.g. 0.1 (YAML or --gates.max_retain_drop)"
+            )
+
     def check(self, forget_drop: float, retain_drop: float) -> list[str]:
         """The reasons the gates fail; empty when the version may be promoted."""
         reasons = []

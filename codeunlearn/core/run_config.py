@@ -41,6 +41,7 @@ class RunConfig:
     def validate(self) -> None:
         """Checks that need no model; layer range is checked once the model is known."""
         kind = self.topic.kind
+        self.data.validate()
         self.topic.validate()
         if self.mining.positions == "topic_words" and kind not in WORD_TOPIC_KINDS:
             raise ConfigError(
@@ -64,5 +65,7 @@ class RunConfig:
         self.unlearn.validate()
         self.eval.validate()
         self.translation.validate()
+        self.tracking.validate()
+        self.gates.validate()
         for n_select in self.eval.sweep:
             MiningConfig(n_select=n_select).validate(self.bottleneck.n_codes)

@@ -24,6 +24,7 @@ from codeunlearn.data.topic_words import keyword_pattern
 logger = logging.getLogger(__name__)
 
 EXAMPLES_TEST_FRACTION = 0.2  # share of an examples file held out as the test side
+TEXT_SUFFIXES = ("", ".txt", ".text")  # an examples file read as UTF-8 text, one example per line
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,26 @@ def _read_examples(path: Path) -> pa.Table:
                 f"{path} has no column 'text'; its columns are: {', '.join(table.column_names)}. "
                 "Rename the column holding the examples to 'text'"
             )
-    else:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    elif path.suffix.lower() in TEXT_SUFFIXES:
+        lines = [line.strip() for line in _read_utf8(path).splitlines()]
         table = pa.table({"text": pa.array([line for line in lines if line], type=pa.string())})
+    else:
+        raise ConfigError(
+            f"topic.examples_file={str(path)!r} has the extension {path.suffix!r}, which is not an examples "
+            f"format: give a text file ({', '.join(s for s in TEXT_SUFFIXES if s)}, one example per line) "
+            f"or a table ({', '.join(TABLE_SUFFIXES)}) with a 'text' column"
+        )
     return _normalise_examples(table, path)
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"topic.examples_file={str(path)!r} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+            f"offset {error.start}): save it as UTF-8, one example per line"
+        ) from None
 
 
 def _normalise_examples(table: pa.Table, path: Path) -> pa.Table:
