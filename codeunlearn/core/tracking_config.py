@@ -26,7 +26,6 @@ class TrackingConfig:
     model_name: str = setting(
         "", "registered-model prefix; '' is the model name made registry-safe and the run_dir's id"
     )
-    enabled: bool = setting(True, "false runs the flows without MLflow (no registry, no promotion)")
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{(Path(self.state_dir) / 'mlflow.db').resolve()}"
