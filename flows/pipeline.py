@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 
 from codeunlearn.core.config import RunConfig, load_config
+from codeunlearn.core.fingerprint import stage_fingerprint
 from tasks import stages
 from tasks.stages import results_in_run_dir
 
@@ -25,17 +26,22 @@ class PrefectStages:
         self.parent_run_id = parent_run_id
         self.codebook_version = ""
         self.mask_version = ""
+        self.fingerprint = stage_fingerprint(config.data)  # part of the cached tasks' keys
 
     def prepare(self) -> dict:
-        return results_in_run_dir(stages.prepare_data, self.config)(self.config, self.parent_run_id)
+        return results_in_run_dir(stages.prepare_data, self.config)(
+            self.config, self.parent_run_id, self.fingerprint
+        )
 
     def train(self) -> str:
         train = results_in_run_dir(stages.train_codebook, self.config)
-        self.codebook_version = train(self.config, self.parent_run_id)
+        self.codebook_version = train(self.config, self.parent_run_id, self.fingerprint)
         return self.codebook_version
 
     def mine(self) -> dict:
-        return results_in_run_dir(stages.mine_codes, self.config)(self.config, self.parent_run_id)
+        return results_in_run_dir(stages.mine_codes, self.config)(
+            self.config, self.parent_run_id, self.fingerprint
+        )
 
     def unlearn(self) -> str:
         self.mask_version = stages.unlearn(self.config, self.parent_run_id, self.codebook_version)

@@ -1,10 +1,11 @@
 """Thin Prefect tasks over the tracked stages (codeunlearn.tracking.stages) and request processing.
 
-Expensive stages cache on their inputs (the config) and on this file's source, not on the MLflow parent
-run, so a rerun after a failure skips what finished. Their results live in the run directory
-(`results_in_run_dir`), so deleting a run directory also forgets its cache. Stages that use the
-accelerator hold one slot of the `gpu` global concurrency limit (create it with
-`prefect gcl create gpu --limit 1`; without it they run unthrottled).
+Expensive stages cache on their inputs (the config and `fingerprint`: the corpus's and the library
+code's fingerprint, codeunlearn.core.fingerprint) and on this file's source, not on the MLflow parent
+run, so a rerun after a failure skips what finished, and an edited corpus or new code runs again. Their
+results live in the run directory (`results_in_run_dir`), so deleting a run directory also forgets its
+cache. Stages that use the accelerator hold one slot of the `gpu` global concurrency limit (create it
+with `prefect gcl create gpu --limit 1`; without it they run unthrottled).
 
 The library is imported inside each task: `prefect deploy` imports this module to read the flows'
 parameters, and should not pay for (or race on) importing torch.
@@ -36,7 +37,7 @@ def results_in_run_dir(stage: Task, config: RunConfig) -> Task:
 
 
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True)
-def prepare_data(config: RunConfig, parent_run_id: str) -> dict:
+def prepare_data(config: RunConfig, parent_run_id: str, fingerprint: str = "") -> dict:
     """Corpus partition and topic splits; returns the public manifest (counts and hashes, no text)."""
     from codeunlearn.tracking import stages as tracked
 
@@ -44,7 +45,7 @@ def prepare_data(config: RunConfig, parent_run_id: str) -> dict:
 
 
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
-def train_codebook(config: RunConfig, parent_run_id: str) -> str:
+def train_codebook(config: RunConfig, parent_run_id: str, fingerprint: str = "") -> str:
     """Train (or reuse) and register the codebook model; returns its registered version."""
     from codeunlearn.tracking import stages as tracked
 
@@ -53,7 +54,7 @@ def train_codebook(config: RunConfig, parent_run_id: str) -> str:
 
 
 @task(cache_policy=CACHE_ON_CONFIG, persist_result=True, tags=["gpu"])
-def mine_codes(config: RunConfig, parent_run_id: str) -> dict:
+def mine_codes(config: RunConfig, parent_run_id: str, fingerprint: str = "") -> dict:
     """Code counts into the store and the selected codes; returns the code-statistics summary."""
     from codeunlearn.tracking import stages as tracked
 
