@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.file_lock import write_durably
 from codeunlearn.core.paths import RunPaths, run_paths
 from codeunlearn.data.batching import Batch, encode_texts, make_batches
 from codeunlearn.data.positions import Span, token_flags
@@ -38,11 +39,8 @@ def read_table(path: Path) -> pa.Table:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write `payload` as JSON at `path` atomically (a partial file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(partial, path)
+    """Write `payload` as JSON at `path`, atomically and durably (`write_durably`)."""
+    write_durably(path, json.dumps(payload, indent=2, default=float))
 
 
 def corpus_sides(paths: RunPaths) -> tuple[pa.Table, pa.Table]:
@@ -50,19 +48,18 @@ def corpus_sides(paths: RunPaths) -> tuple[pa.Table, pa.Table]:
     return read_table(paths.corpus_dir / "train.parquet"), read_table(paths.corpus_dir / "test.parquet")
 
 
-def topic_train_texts(config: RunConfig) -> list[str]:
-    """Every training text of the config's topic (the corpus's train side)."""
-    topic, _ = train_side(*corpus_sides(run_paths(config)), config.topic)
-    return topic.column("text").to_pylist()
+def train_side_texts(config: RunConfig, other_limit: int) -> tuple[list[str], list[str]]:
+    """Every training text of the config's topic, and up to `other_limit` training texts outside it
+    drawn with the run's seed (the held-out evaluation never sees either): one read of the corpus."""
+    topic, other = train_side(*corpus_sides(run_paths(config)), config.topic)
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(other.num_rows, min(other_limit, other.num_rows), replace=False))
+    return topic.column("text").to_pylist(), other.take(rows).column("text").to_pylist()
 
 
 def other_train_texts(config: RunConfig, limit: int) -> list[str]:
-    """Up to `limit` training texts outside the topic, drawn with the run's seed from the corpus's train
-    side (the held-out evaluation never sees them)."""
-    _, other = train_side(*corpus_sides(run_paths(config)), config.topic)
-    rng = np.random.default_rng(config.seed)
-    rows = np.sort(rng.choice(other.num_rows, min(limit, other.num_rows), replace=False))
-    return other.take(rows).column("text").to_pylist()
+    """Up to `limit` training texts outside the topic, as `train_side_texts` draws them."""
+    return train_side_texts(config, limit)[1]
 
 
 def batch_texts(

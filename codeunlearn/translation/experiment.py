@@ -24,7 +24,7 @@ from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.corpus import split_train_test
 from codeunlearn.data.parallel_corpus import load_parallel_corpus
-from codeunlearn.data.tables import write_json as _write_json
+from codeunlearn.data.tables import write_json
 from codeunlearn.data.topics import Splits, build_splits, write_splits
 from codeunlearn.evaluation.evaluator import normalized_drop
 from codeunlearn.model import assets
@@ -155,7 +155,7 @@ def prepare_translation(config: RunConfig) -> Splits:
     write_splits(splits, paths.splits_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     save_config(config, paths.root / "config.yaml")
-    _write_json(paths.root / "data" / "train_pairs.json", _training_pairs(train_rows, config))
+    write_json(paths.root / "data" / "train_pairs.json", _training_pairs(train_rows, config))
     return splits
 
 
@@ -210,8 +210,8 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
     result = train_translation(codebook_model, batches, config.train)
     log.info("trained %d steps in %.0f s, loss %.3f", result.steps, result.elapsed_s, result.final_loss)
     save_codebook_model(codebook_model, paths.model_dir)
-    _write_json(stamp_file, stamp)
-    _write_json(
+    write_json(stamp_file, stamp)
+    write_json(
         paths.root / "train" / "result.json", {k: v for k, v in asdict(result).items() if k != "history"}
     )
     return codebook_model
@@ -315,7 +315,7 @@ def _base_translations(config: RunConfig, sets: dict, compute) -> dict[str, list
         log.info("reusing the base model's translations from %s", path)
         return cached["translations"]
     translations = compute()
-    _write_json(path, {"key": key, "translations": translations})
+    write_json(path, {"key": key, "translations": translations})
     return translations
 
 
@@ -351,7 +351,7 @@ def run_translation(config: RunConfig) -> TranslationReport:
     codebook_model = train_translation_codebook(config)
     ranked = mine_topic_codes(config, codebook_model, splits)
     report = evaluate_translation(config, codebook_model, splits, ranked)
-    _write_json(paths.eval_dir / "translation.json", without_nan(asdict(report) | {"ranked_codes": ranked}))
+    write_json(paths.eval_dir / "translation.json", without_nan(asdict(report) | {"ranked_codes": ranked}))
     (paths.eval_dir / "translation.md").write_text(report.to_markdown())
     return report
 

@@ -15,7 +15,7 @@ import numpy as np
 from codeunlearn.core.config import MiningConfig, RunConfig
 from codeunlearn.data.batching import Batch
 from codeunlearn.data.positions import Span, split_spans
-from codeunlearn.data.tables import batch_texts, other_train_texts, topic_train_texts
+from codeunlearn.data.tables import batch_texts, train_side_texts
 from codeunlearn.data.topics import Splits, topic_pattern
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.unlearning.masks import Mask, mask_from_codes
@@ -70,12 +70,11 @@ def detector_data(
     training texts outside the topic, drawn with the run's seed)."""
     if not config.mining.detector_recall:
         return None
-    return DetectorData(
-        topic_train_texts(config) if topic_texts is None else topic_texts,
-        other_train_texts(config, config.mining.detector_negatives) if others is None else others,
-        config.data.max_length,
-        config.seed,
-    )
+    if topic_texts is None or others is None:
+        topic_side, other_side = train_side_texts(config, config.mining.detector_negatives)
+        topic_texts = topic_side if topic_texts is None else topic_texts
+        others = other_side if others is None else others
+    return DetectorData(topic_texts, others, config.data.max_length, config.seed)
 
 
 def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:
