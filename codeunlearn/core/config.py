@@ -13,6 +13,7 @@ from `codeunlearn.core.config` alone:
 - `unlearn_config`: `MiningConfig`, `BaselineConfig`, `UnlearnConfig`, `MASK_METHOD`, `GRADIENT_METHODS`
 - `evaluation_config`: `EvalConfig`, `ProbeConfig`, `DefinitionConfig`, `GeneralTextConfig`,
   `TranslationConfig`, `GatesConfig`, `TRANSLATION_METRICS`, `DEBIAN_REFERENCE`
+- `calibration_config`: `CalibrationConfig`, `SweepConfig`, `CALIBRATION_SEARCHES`
 - `tracking_config`: `TrackingConfig`
 - `run_config`: `RunConfig`
 - `config_io`: `load_config`, `with_overrides`, `config_to_dict`, `save_config`, `flatten_config`,
@@ -21,6 +22,7 @@ from `codeunlearn.core.config` alone:
 
 from __future__ import annotations
 
+from codeunlearn.core.calibration_config import CALIBRATION_SEARCHES, CalibrationConfig, SweepConfig
 from codeunlearn.core.codebook_config import (
     MASK_CONDITIONS,
     BottleneckConfig,
@@ -65,6 +67,9 @@ from codeunlearn.core.unlearn_config import (
 )
 
 __all__ = [
+    "CALIBRATION_SEARCHES",
+    "CalibrationConfig",
+    "SweepConfig",
     "CONTROL_CHOICES",
     "DEBIAN_REFERENCE",
     "GRADIENT_METHODS",

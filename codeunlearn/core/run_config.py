@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from codeunlearn.core.calibration_config import CalibrationConfig, SweepConfig
 from codeunlearn.core.codebook_config import BottleneckConfig, TrainConfig
 from codeunlearn.core.config_fields import section, setting
 from codeunlearn.core.data_config import WORD_TOPIC_KINDS, DataConfig, ModelConfig, TopicConfig
@@ -26,6 +27,9 @@ class RunConfig:
     bottleneck: BottleneckConfig = section(BottleneckConfig, "the codebook bottleneck and where it sits")
     train: TrainConfig = section(TrainConfig, "codebook training")
     mining: MiningConfig = section(MiningConfig, "how the topic's codes are scored and selected")
+    calibration: CalibrationConfig = section(
+        CalibrationConfig, "how many codes each request's mask takes, chosen on its validation split"
+    )
     unlearn: UnlearnConfig = section(
         UnlearnConfig, "how the unlearn stage answers: a mask or a gradient baseline"
     )
@@ -37,6 +41,7 @@ class RunConfig:
         TrackingConfig, "where MLflow runs, registered models and requests live"
     )
     gates: GatesConfig = section(GatesConfig, "what a mask version must clear to become production")
+    sweep: SweepConfig = section(SweepConfig, "codeunlearn sweep: every label topic as its own request")
 
     def validate(self) -> None:
         """Checks that need no model; layer range is checked once the model is known."""
@@ -67,5 +72,7 @@ class RunConfig:
         self.translation.validate()
         self.tracking.validate()
         self.gates.validate()
+        self.calibration.validate()
+        self.sweep.validate()
         for n_select in self.eval.sweep:
             MiningConfig(n_select=n_select).validate(self.bottleneck.n_codes)

@@ -80,6 +80,24 @@ EVALUATIONS_SCHEMA = pa.schema(
     ]
 )
 
+TEXT_CODES_SCHEMA = pa.schema(
+    [
+        ("codebook", pa.string()),  # weights digest and token cut of the codebook that chose the codes
+        ("text_id", pa.string()),
+        ("code_id", pa.int32()),
+        ("token_count", pa.int64()),  # content tokens of the text where the code was among the top-k
+    ]
+)
+"""Code firings per text, counted once per codebook so a topic's counts are a query, not a forward pass."""
+
+TEXT_TOKENS_SCHEMA = pa.schema(
+    [
+        ("codebook", pa.string()),
+        ("text_id", pa.string()),
+        ("n_tokens", pa.int64()),  # content tokens counted in the text
+    ]
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.view: spec
     for spec in (
@@ -87,6 +105,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("request_events", "requests", REQUEST_EVENTS_SCHEMA),
         TableSpec("mask_codes", "masks", MASK_CODES_SCHEMA),
         TableSpec("evaluations", "evaluations", EVALUATIONS_SCHEMA),
+        TableSpec("text_codes", "text_codes", TEXT_CODES_SCHEMA),
+        TableSpec("text_tokens", "text_tokens", TEXT_TOKENS_SCHEMA),
     )
 }
 

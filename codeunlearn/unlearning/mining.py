@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -89,3 +90,41 @@ def site_codes(codebook_model: CodebookModel, batch: Batch) -> torch.Tensor:
         hidden, _ = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)  # (B, T, d)
         codes[content] = bottleneck.select(bottleneck.encode(hidden[content]))  # (N, k), N content tokens
     return bottleneck.without_dropped(codes)  # over whole sequences, for the context gate
+
+
+@dataclass(frozen=True)
+class TextFirings:
+    """Code firings per text: one row per (text, code) that fired, and the content tokens of each text."""
+
+    text_rows: np.ndarray  # (F,) index into the texts counted
+    code_ids: np.ndarray  # (F,)
+    token_counts: np.ndarray  # (F,) content tokens of the text where the code was among the top-k
+    n_tokens: np.ndarray  # (N,) content tokens counted per text
+
+
+@torch.no_grad()
+def text_firings(
+    codebook_model: CodebookModel, batches: list[Batch], desc: str = "counting codes"
+) -> TextFirings:
+    """Count code firings per text (every content token; `count_mask` is not supported here)."""
+    n_texts = sum(len(b.rows) for b in batches)
+    rows, codes, tokens = [], [], []
+    n_tokens = np.zeros(n_texts, dtype=np.int64)
+    for batch in progress(batches, desc=desc):
+        if batch.count_mask is not None:
+            raise ValueError("text_firings counts every content token; use count_codes for a count mask")
+        chosen = site_codes(codebook_model, batch.to(codebook_model.device)).cpu()  # (B, T, k)
+        for slot, row in enumerate(batch.rows.tolist()):
+            fired = chosen[slot][chosen[slot] != NO_CODE].numpy()
+            ids, counts = np.unique(fired, return_counts=True)
+            rows.append(np.full(len(ids), row, dtype=np.int64))
+            codes.append(ids.astype(np.int64))
+            tokens.append(counts.astype(np.int64))
+            n_tokens[row] = max(int(batch.attention_mask[slot].sum()) - 1, 0)  # BOS carries no content
+    empty = np.empty(0, dtype=np.int64)
+    return TextFirings(
+        np.concatenate(rows) if rows else empty,
+        np.concatenate(codes) if codes else empty,
+        np.concatenate(tokens) if tokens else empty,
+        n_tokens,
+    )

@@ -1,0 +1,302 @@
+"""`codeunlearn sweep`: every label topic of a corpus answered as its own calibrated request.
+
+One trained codebook, loaded once. Code firings are counted once per text and codebook into the code
+store (`text_codes`), so a topic's forget and control counts are one DuckDB query; each validation and
+test text is run through the lower layers once (`TextPool`). A topic's own cost is then its calibration
+and its test scoring. Each topic's result is written as it finishes, keyed by the codebook and the
+settings, so a stopped sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codeunlearn.core.config import RunConfig
+from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.paths import RunPaths, open_run
+from codeunlearn.data.tables import batch_texts, corpus_sides, write_json
+from codeunlearn.data.topics import Splits, build_splits
+from codeunlearn.evaluation.calibrated import (
+    calibrate_size,
+    random_control,
+    score_held_out,
+    test_of,
+    texts_of,
+    top_mask,
+    validation_of,
+)
+from codeunlearn.evaluation.evaluator import KEYWORD_FREE, normalized_drop
+from codeunlearn.evaluation.text_pool import TextPool
+from codeunlearn.model import assets
+from codeunlearn.model.loading import load_model
+from codeunlearn.model.surgery import CodebookModel, weights_hash
+from codeunlearn.store.code_store import CodeStore
+from codeunlearn.store.text_codes import add_firings, codebook_key, counted_texts, summed_counts
+from codeunlearn.unlearning.mining import text_firings
+from codeunlearn.unlearning.recipe import rank_eligible
+
+log = logging.getLogger(__name__)
+
+COUNT_CHUNK = 2048  # texts counted per stored file: a stopped count keeps every finished chunk
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where one sweep (one codebook, one set of settings) keeps its per-topic results."""
+
+    root: Path
+    key: str
+
+    @property
+    def topics_dir(self) -> Path:
+        return self.root / "topics"
+
+    def topic_file(self, topic: str) -> Path:
+        return self.topics_dir / f"{topic}.json"
+
+
+def sweep_topics(train: pa.Table, test: pa.Table, min_examples: int, only: tuple[str, ...] = ()) -> list[str]:
+    """Labels with at least `min_examples` rows over both sides (or `only`, checked), sorted."""
+    labels = pa.concat_arrays([train.column("label").combine_chunks(), test.column("label").combine_chunks()])
+    counts = {row["values"]: row["counts"] for row in pc.value_counts(labels).to_pylist()}
+    if only:
+        unknown = [t for t in only if t not in counts]
+        if unknown:
+            raise CodeunlearnError(
+                f"sweep.topics names labels the corpus does not have: {unknown}; labels are e.g. "
+                f"{sorted(k for k in counts if k)[:5]}"
+            )
+        return sorted(only)
+    return sorted(label for label, n in counts.items() if label and n >= min_examples)
+
+
+def settings_key(config: RunConfig, codebook: str) -> str:
+    """A digest of everything a topic's result depends on besides the topic."""
+    topic = {k: v for k, v in asdict(config.topic).items() if k.startswith("max_") or k.startswith("keyword")}
+    payload = {
+        "codebook": codebook,
+        "seed": config.seed,
+        "topic": topic,
+        "control": config.topic.control,
+        "mining": asdict(config.mining),
+        "calibration": asdict(config.calibration),
+        "gates": asdict(config.gates),
+        "random_seed": config.eval.random_seed,
+        "serving": asdict(config.bottleneck),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Sweep:
+    """One codebook's sweep over a corpus's label topics."""
+
+    def __init__(self, config: RunConfig) -> None:
+        if config.mining.positions != "all":
+            raise CodeunlearnError(
+                "codeunlearn sweep counts every content token of each text once (mining.positions=all); "
+                f"this config has mining.positions={config.mining.positions}"
+            )
+        self.config = config
+        self.paths: RunPaths = open_run(config)
+        self.train, self.test = corpus_sides(self.paths)
+        self.store = CodeStore(self.paths.store_dir)
+        self._model: CodebookModel | None = None
+        self._pool: TextPool | None = None
+
+    @property
+    def codebook_model(self) -> CodebookModel:
+        if self._model is None:
+            self._model = load_model(self.config)
+        return self._model
+
+    @property
+    def codebook(self) -> str:
+        return codebook_key(weights_hash(self.paths.model_dir), self.config.data.max_length)
+
+    def where(self) -> SweepPaths:
+        key = settings_key(self.config, self.codebook)
+        return SweepPaths(self.paths.root / "sweep" / f"{self.config.data.corpus}-{key}", key)
+
+    def topics(self) -> list[str]:
+        return sweep_topics(self.train, self.test, self.config.sweep.min_examples, self.config.sweep.topics)
+
+    def splits(self, topic: str) -> Splits:
+        topic_config = replace(self.config.topic, label=topic, keywords=(), regex=None, examples_file=None)
+        return build_splits(self.train, self.test, topic_config, self.config.seed)
+
+    # ------------------------------------------------------------ shared work, once
+
+    def count_texts(self, splits: list[Splits]) -> int:
+        """Count the firings of every forget and control training text not counted yet; returns how many."""
+        wanted: dict[str, str] = {}
+        for s in splits:
+            for table in (s.forget_train, s.control_train):
+                ids = map(str, table.column("id").to_pylist())
+                wanted.update(zip(ids, table.column("text").to_pylist(), strict=True))
+        missing = sorted(set(wanted) - counted_texts(self.store, self.codebook))
+        log.info("code firings: %d of %d training texts still to count", len(missing), len(wanted))
+        cm = self.codebook_model
+        for start in range(0, len(missing), COUNT_CHUNK):
+            ids = missing[start : start + COUNT_CHUNK]
+            batches = batch_texts(
+                [wanted[i] for i in ids], cm.tokenizer, self.config, self.config.mining.batch_size
+            )
+            firings = text_firings(cm, batches, desc=f"counting codes {start + len(ids)}/{len(missing)}")
+            add_firings(self.store, self.codebook, ids, firings)
+        return len(missing)
+
+    def pool(self) -> TextPool:
+        if self._pool is None:
+            cm = self.codebook_model
+            base, _ = assets.load_pretrained(self.config.model.name, cm.device.type)
+            self._pool = TextPool(cm, base, self.config.data.max_length, self.config.eval.batch_size)
+        return self._pool
+
+    # ------------------------------------------------------------ one topic
+
+    def answer(self, topic: str, splits: Splits) -> dict:
+        """Mine, calibrate on validation, score the chosen size on test: the topic's result row."""
+        started = time.perf_counter()
+        config, cm, pool = self.config, self.codebook_model, self.pool()
+        n_codes = cm.bottleneck.n_codes
+        forget_ids = [str(i) for i in splits.forget_train.column("id").to_pylist()]
+        control_ids = [str(i) for i in splits.control_train.column("id").to_pylist()]
+        forget = summed_counts(self.store, self.codebook, forget_ids, n_codes)
+        control = summed_counts(self.store, self.codebook, control_ids, n_codes)
+        ranked = rank_eligible(forget, control, config.mining)
+        validation, test = validation_of(splits), test_of(splits)
+        pool.add(*zip(*texts_of(splits).items(), strict=True), desc=f"scoring {topic} held-out texts")
+        calibration = calibrate_size(
+            pool,
+            validation,
+            ranked,
+            n_codes,
+            config.calibration,
+            config.gates.min_forget_drop,
+            config.gates.max_retain_drop,
+            describe=f"the topic has {len(forget_ids)} forget examples to mine and {len(validation.forget)} "
+            f"to validate on, {len(ranked)} eligible codes",
+        )
+        row = {
+            "topic": topic,
+            "n_forget_train": len(forget_ids),
+            "n_forget_val": len(validation.forget),
+            "n_forget_test": len(test.forget),
+            "n_keyword_free_test": len(test.keyword_free),
+            "n_eligible": len(ranked),
+            **calibration.summary(),
+        }
+        size = calibration.best.n_select if calibration.best else 0
+        if size:  # a rejected topic's test figures are those of its nearest miss
+            mask = top_mask(ranked, size, n_codes, topic, rule=config.mining.rule)
+            nll = score_held_out(pool, test, mask, random_control(mask, config.eval.random_seed))
+            row |= test_figures(nll)
+            row["test_n_select"] = size
+        failures = test_failures(row, config)
+        row["val_test_agree"] = None if "forget_drop" not in row else calibration.passed == (not failures)
+        if not calibration.passed:
+            failures.insert(0, f"calibration: {calibration.reason}")
+        row["status"] = _status(row, calibration.passed, failures, config)
+        row["reasons"] = "; ".join(failures)
+        row["seconds"] = round(time.perf_counter() - started, 2)
+        return row
+
+    def run(self, on_topic: Callable[[dict], None] | None = None) -> list[dict]:
+        """Every topic's row, answering the topics without a result for this codebook and settings."""
+        where = self.where()
+        topics = self.topics()
+        done = {t for t in topics if where.topic_file(t).exists()}
+        pending = [t for t in topics if t not in done]
+        log.info(
+            "sweep %s: %d topics, %d already done, %d to answer",
+            where.root,
+            len(topics),
+            len(done),
+            len(pending),
+        )
+        if pending:
+            splits = {t: self.splits(t) for t in pending}
+            started = time.perf_counter()
+            self.count_texts(list(splits.values()))
+            log.info("counting took %.0f s", time.perf_counter() - started)
+            for index, topic in enumerate(pending, 1):
+                row = self.answer(topic, splits[topic])
+                write_json(where.topic_file(topic), row)
+                log.info(
+                    "[%d/%d] %s: %s, S'=%s, forget drop %s, retain drop %s (%.0f s)",
+                    index,
+                    len(pending),
+                    topic,
+                    row["status"],
+                    row.get("chosen_n_select"),
+                    _fmt(row.get("forget_drop")),
+                    _fmt(row.get("retain_drop")),
+                    row["seconds"],
+                )
+                if on_topic is not None:
+                    on_topic(row)
+        return [json.loads(where.topic_file(t).read_text()) for t in topics]
+
+
+def test_figures(nll: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The held-out figures of one mask: normalised drops, raw nats, gain and the random control."""
+
+    def drop(variant: str, split: str) -> float:
+        return normalized_drop(nll["base"][split], nll["codebook"][split], nll[variant][split])
+
+    masked_rise = nll["masked"]["forget"] - nll["codebook"]["forget"]
+    random_rise = nll["random"]["forget"] - nll["codebook"]["forget"]
+    figures = {
+        "forget_drop": drop("masked", "forget"),
+        "retain_drop": drop("masked", "retain"),
+        "random_forget_drop": drop("random", "forget"),
+        "random_retain_drop": drop("random", "retain"),
+        "forget_nats": masked_rise,
+        "retain_nats": nll["masked"]["retain"] - nll["codebook"]["retain"],
+        "random_forget_nats": random_rise,
+        "gain_nats": nll["base"]["forget"] - nll["codebook"]["forget"],
+        "random_share": random_rise / masked_rise if masked_rise > 0 else math.nan,
+        "keyword_free_drop": drop("masked", KEYWORD_FREE) if KEYWORD_FREE in nll["masked"] else math.nan,
+    }
+    return {k: float(v) for k, v in figures.items()}
+
+
+def test_failures(row: dict, config: RunConfig) -> list[str]:
+    """Why a topic's test figures fail the gates (see GatesConfig)."""
+    if "forget_drop" not in row:
+        return []
+    gates = config.gates
+    min_gain = getattr(gates, "min_gain", 0.1)
+    max_random_share = getattr(gates, "max_random_share", 0.2)
+    reasons = []
+    if not row["gain_nats"] >= min_gain:
+        reasons.append(f"not learned: gain {row['gain_nats']:.3f} nats < {min_gain}")
+    if not row["forget_drop"] >= gates.min_forget_drop:
+        reasons.append(f"test forget drop {row['forget_drop']:.3f} < {gates.min_forget_drop}")
+    if not row["retain_drop"] <= gates.max_retain_drop:
+        reasons.append(f"test retain drop {row['retain_drop']:.3f} > {gates.max_retain_drop}")
+    if not row["random_share"] <= max_random_share:
+        reasons.append(f"random control {row['random_share']:.2f} of the mined rise > {max_random_share}")
+    return reasons
+
+
+def _status(row: dict, calibrated: bool, failures: list[str], config: RunConfig) -> str:
+    if "gain_nats" in row and not row["gain_nats"] >= getattr(config.gates, "min_gain", 0.1):
+        return "not_learned"
+    if not calibrated:
+        return "rejected"
+    return "failed" if failures else "passed"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
