@@ -54,7 +54,7 @@ def test_a_topic_no_size_forgets_enough_is_rejected_at_its_largest_safe_size():
 
     score, scored = curve(forget_at={s: 0.3 for s in GRID})  # and 1024 breaks the retain gate
     result = calibrate(GRID, score, 0.8, 0.05)
-    assert result.best.n_select == 768 and len(scored) <= 5
+    assert result.best.retain_drop <= 0.05 and scored[0] == 1024 and 768 in scored and len(scored) <= 5
 
 
 def test_nan_drops_never_pass():
