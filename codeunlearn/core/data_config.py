@@ -73,6 +73,16 @@ class TopicConfig:
     max_eval_retain_per_topic: int = setting(
         20, "held-out retain examples per other label used for evaluation"
     )
+    # Validation splits, cut from the train side apart from mining's sets, so a calibration step can
+    # pick settings without reading the held-out test split.
+    max_val_forget: int = setting(
+        100,
+        "held-out-from-mining forget examples (train side) that calibration scores settings on; "
+        "0: no validation split",
+    )
+    max_val_retain: int = setting(
+        200, "train-side retain examples that calibration scores settings on; 0: none"
+    )
     # The control set D~_T (codeunlearn.data.controls): "swap" the topic's words for neutral ones (a word
     # topic only), a "length_matched" or "random" sample of non-topic examples
     control: str = setting(
@@ -111,7 +121,7 @@ class TopicConfig:
 
         Raises:
             ConfigError: not exactly one topic kind, an unknown control, a swap control for a topic
-                without words, or a keyword-free setting below 1.
+                without words, a keyword-free setting below 1, or a negative validation cap.
         """
         kind = self.kind
         if self.control not in CONTROL_CHOICES:
@@ -130,6 +140,7 @@ class TopicConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"topic.{name}={value}: set it to a whole number of 1 or more")
+        check_val_caps(self)
 
     @property
     def key(self) -> str:
@@ -151,6 +162,16 @@ class TopicConfig:
         if kind == "regex":
             return f"regex:{self.regex}"
         return f"examples:{Path(str(self.examples_file)).name}"
+
+
+def check_val_caps(topic: TopicConfig) -> None:
+    """Raises ConfigError for a validation cap below 0 (0 turns that validation split off)."""
+    for name in ("max_val_forget", "max_val_retain"):
+        value = getattr(topic, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"topic.{name}={value!r}: set it to a whole number of 0 or more (0: no validation split)"
+            )
 
 
 def _check_regex(pattern: str) -> None:

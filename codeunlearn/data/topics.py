@@ -1,7 +1,8 @@
 """Deletion-topic splits: forget (the topic), control (topic-free look-alikes) and retain (the rest).
 
 Each side of the global train/test partition gives its own forget, control and retain sets, so no
-evaluation example was seen while mining codes.
+evaluation example was seen while mining codes. The train side also gives validation forget and retain
+sets, disjoint from mining's, so settings can be calibrated without reading the test side.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from codeunlearn.core.config import WORD_TOPIC_KINDS, TopicConfig
+from codeunlearn.core.data_config import check_val_caps
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.data.controls import ControlMethod, control_method
 from codeunlearn.data.corpus import content_hash
@@ -37,19 +39,29 @@ SPLIT_NAMES: tuple[str, ...] = (
     "control_test",
     "retain_train",
     "retain_test",
+    "forget_val",
+    "retain_val",
 )
+# Validation splits and the split whose columns each has: directories prepared before validation
+# splits existed lack their files and read them as empty tables.
+VAL_SPLITS: dict[str, str] = {"forget_val": "forget_train", "retain_val": "retain_train"}
 MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
 class Splits:
-    """The six split tables of one topic and a manifest of counts and content hashes (no raw text).
+    """The split tables of one topic and a manifest of counts and content hashes (no raw text).
 
     Every table starts with `id`, `text`, `label`. Control tables add `source_id`, the forget example
     each control row stands for; word-swap controls hold only those four columns, since the corpus's
     other columns (e.g. WordNet's `gloss`) would still carry the topic words. Retain tables add
     `topic`, the row's label. `forget_test` adds `keyword_free`: the row contains none of the topic's
     words (codeunlearn.data.topic_words; absent from splits prepared before it existed).
+
+    `forget_val` and `retain_val` are train-side rows outside every mining set (forget, control
+    sources, control, retain), with the columns of `forget_train` and `retain_train`; they are empty
+    when their cap is 0 or the splits were prepared before they existed (then the manifest has no
+    entry for them).
     """
 
     forget_train: pa.Table
@@ -58,6 +70,8 @@ class Splits:
     control_test: pa.Table
     retain_train: pa.Table
     retain_test: pa.Table
+    forget_val: pa.Table
+    retain_val: pa.Table
     manifest: dict[str, Any]
 
     def tables(self) -> dict[str, pa.Table]:
@@ -79,8 +93,8 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
 
     Raises:
         ConfigError: A bad topic (two kinds, invalid regex, label topic on an unlabelled corpus,
-            non-positive size cap, unknown control or a swap control without words), a negative
-            seed, or a corpus without `id`/`text`.
+            non-positive size cap, negative validation cap, unknown control or a swap control
+            without words), a negative seed, or a corpus without `id`/`text`.
         MissingAssetError: The examples file does not exist.
         CodeunlearnError: The topic matches nothing on one side of the corpus.
     """
@@ -90,7 +104,11 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     train_side, test_side = topic_sides(
         _normalised(train, "train"), _normalised(test, "test"), topic, pattern
     )
-    forget_train = _sample(train_side.topic, topic.max_forget, _rng(seed, "forget_train"))
+    # Validation rows come out first, so mining keeps up to max_forget rows of a big topic; a fifth at
+    # most, so a small topic keeps most of its rows for mining.
+    n_val_forget = min(topic.max_val_forget, train_side.topic.num_rows // 5)
+    forget_val, forget_pool = _carve(train_side.topic, n_val_forget, _rng(seed, "forget_val"))
+    forget_train = _sample(forget_pool, topic.max_forget, _rng(seed, "forget_train"))
     forget_test = _sample(test_side.topic, topic.max_eval_forget, _rng(seed, "forget_test"))
     control_source = _sample(forget_train, topic.max_control, _rng(seed, "control_source"))
     control_train, words_train = control.build(
@@ -99,9 +117,11 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     control_test, words_test = control.build(
         forget_test, test_side.other, pattern, _rng(seed, "control_test")
     )
-    retain_train = _sample(
-        _without(train_side.other, control_train), topic.max_retain, _rng(seed, "retain_train")
-    )
+    retain_pool = _without(train_side.other, control_train)
+    retain_train = _sample(retain_pool, topic.max_retain, _rng(seed, "retain_train"))
+    # After retain_train, which so stays the set it was before validation splits existed: the rest of
+    # the corpus is rarely short of rows.
+    retain_val = _sample(_without(retain_pool, retain_train), topic.max_val_retain, _rng(seed, "retain_val"))
     retain_test = _stratified(_without(test_side.other, control_test), topic, _rng(seed, "retain_test"))
     keyword_free, keyword_free_entry = keyword_free_split(
         forget_train, retain_train, forget_test, topic, pattern
@@ -113,6 +133,8 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
         "control_test": control_test,
         "retain_train": _with_topic_column(retain_train),
         "retain_test": _with_topic_column(retain_test),
+        "forget_val": forget_val,
+        "retain_val": _with_topic_column(retain_val),
     }
     _check_controls(tables, topic)
     words = {"control_train": words_train, "control_test": words_test} if control.name == "swap" else {}
@@ -132,7 +154,7 @@ def train_side(train: pa.Table, test: pa.Table, topic: TopicConfig) -> tuple[pa.
 
 
 def write_splits(splits: Splits, directory: Path) -> None:
-    """Write `<split>.parquet` for the six splits and `manifest.json`, replacing `directory` whole.
+    """Write `<split>.parquet` for every split and `manifest.json`, replacing `directory` whole.
 
     Files go into a temporary sibling directory that is renamed onto the target only when every file
     is written and synced, so a crash leaves either the old directory or the new one, never a mix.
@@ -165,25 +187,36 @@ def read_splits(directory: Path) -> Splits:
         directory: The directory `write_splits` wrote.
 
     Returns:
-        The splits with their manifest.
+        The splits with their manifest. A directory prepared before validation splits existed (no
+        val files, no manifest entry for them) reads with empty validation tables and its manifest
+        as written.
 
     Raises:
         CodeunlearnError: The directory, a split file or the manifest is missing or unreadable.
     """
     directory = Path(directory)
-    names = [f"{name}.parquet" for name in SPLIT_NAMES] + [MANIFEST_FILE]
-    missing = [name for name in names if not (directory / name).is_file()]
-    if missing:
-        what = "it does not exist" if not directory.is_dir() else f"missing {', '.join(missing)}"
-        raise CodeunlearnError(f"no prepared splits at {directory} ({what}): run `codeunlearn prepare` first")
+    mining_names = [name for name in SPLIT_NAMES if name not in VAL_SPLITS]
+    _require(directory, [f"{name}.parquet" for name in mining_names] + [MANIFEST_FILE])
     try:
         manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-        tables = {name: pq.read_table(directory / f"{name}.parquet") for name in SPLIT_NAMES}
+        listed = [name for name in VAL_SPLITS if name in manifest.get("splits", {})]
+        _require(directory, [f"{name}.parquet" for name in listed])
+        tables = {name: pq.read_table(directory / f"{name}.parquet") for name in mining_names + listed}
     except (OSError, ValueError) as error:
         raise CodeunlearnError(
             f"the splits at {directory} are unreadable ({error}): run `codeunlearn prepare` again"
         ) from error
+    for name, columns_of in VAL_SPLITS.items():
+        if name not in tables:
+            tables[name] = tables[columns_of].schema.empty_table()
     return Splits(**tables, manifest=manifest)
+
+
+def _require(directory: Path, names: list[str]) -> None:
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        what = "it does not exist" if not directory.is_dir() else f"missing {', '.join(missing)}"
+        raise CodeunlearnError(f"no prepared splits at {directory} ({what}): run `codeunlearn prepare` first")
 
 
 def _check_sizes(topic: TopicConfig, seed: int) -> None:
@@ -193,6 +226,7 @@ def _check_sizes(topic: TopicConfig, seed: int) -> None:
         value = getattr(topic, name)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"topic.{name}={value!r}: set it to a whole number of 1 or more")
+    check_val_caps(topic)  # a TopicConfig built in code has not been through validate()
 
 
 def _normalised(table: pa.Table, side: str) -> pa.Table:
@@ -225,11 +259,18 @@ def _sample(table: pa.Table, limit: int, rng: np.random.Generator) -> pa.Table:
     return table.take(np.sort(rng.choice(table.num_rows, size=limit, replace=False)))
 
 
-def _without(table: pa.Table, control: pa.Table) -> pa.Table:
-    # Length-matched controls are real corpus rows; keep them out of retain so the sets stay disjoint.
-    mask = pc.is_in(
-        table.column("id"), value_set=pa.array(control.column("id").to_pylist(), type=pa.string())
-    )
+def _carve(table: pa.Table, size: int, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
+    """`size` sampled rows and the rows left, both in the corpus's order."""
+    taken = np.zeros(table.num_rows, dtype=bool)
+    if size > 0:
+        taken[rng.choice(table.num_rows, size=size, replace=False)] = True
+    return table.filter(pa.array(taken)), table.filter(pa.array(~taken))
+
+
+def _without(table: pa.Table, rows: pa.Table) -> pa.Table:
+    # Length-matched controls are real corpus rows: taking them (and retain_train) out of the rows retain
+    # sets are drawn from keeps the sets disjoint.
+    mask = pc.is_in(table.column("id"), value_set=pa.array(rows.column("id").to_pylist(), type=pa.string()))
     return table.filter(pc.invert(mask))
 
 

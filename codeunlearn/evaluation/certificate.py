@@ -21,12 +21,12 @@ from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.redaction import redact_uri
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.corpus import content_hash
+from codeunlearn.data.topics import SPLIT_NAMES
 from codeunlearn.evaluation.evaluator import normalized_drop
 from codeunlearn.model.surgery import weights_hash
 from codeunlearn.unlearning.masks import Mask, load_mask
 
 FORMAT = "codeunlearn-deletion-certificate/1"
-SPLITS = ("forget_train", "forget_test", "control_train", "control_test", "retain_train", "retain_test")
 
 
 def file_sha256(path: Path) -> str:
@@ -167,7 +167,7 @@ def _mask_block(mask: Mask, mask_file: Path) -> dict[str, Any]:
 def _data_block(splits_dir: Path) -> dict[str, dict[str, Any]]:
     """Count and content hash (of the texts, in order) of every split file present."""
     block = {}
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         path = splits_dir / f"{split}.parquet"
         if path.is_file():
             texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()

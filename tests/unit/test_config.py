@@ -58,6 +58,9 @@ def test_wrong_type_and_ranges():
         load_config(None, ["mining.n_select=5000"])
     with pytest.raises(ConfigError, match="exactly one of label, keywords"):
         load_config(None, ["topic.keywords=[love]", "topic.label=noun.food"])
+    with pytest.raises(ConfigError, match=r"topic.max_val_retain=-3: set it to a whole number of 0 or more"):
+        load_config(None, ["topic.max_val_retain=-3"])
+    assert load_config(None, ["topic.max_val_forget=0"]).topic.max_val_forget == 0  # 0: no validation split
 
 
 def test_word_topic_replaces_the_default_label(tmp_path):

@@ -151,7 +151,7 @@ def _splits_with(control: str, control_hash: str) -> Splits:
         "splits": {"forget_train": {"content_hash": "f"}, "control_train": {"content_hash": control_hash}},
         **({"control": control} if control else {}),
     }
-    return Splits(*[empty] * 6, manifest=manifest)
+    return Splits(*[empty] * 8, manifest=manifest)
 
 
 def test_a_changed_control_never_shares_a_counts_run(tmp_path) -> None:

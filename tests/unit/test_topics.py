@@ -76,8 +76,31 @@ def _assert_shared_invariants(splits: Splits, topic: TopicConfig) -> None:
     assert splits.control_train.num_rows <= topic.max_control
     assert splits.retain_train.num_rows <= topic.max_retain
     assert splits.forget_test.num_rows <= topic.max_eval_forget
-    for retain in (splits.retain_train, splits.retain_test):
+    for retain in (splits.retain_train, splits.retain_test, splits.retain_val):
         assert retain.column("topic").to_pylist() == retain.column("label").to_pylist()
+    _assert_val_apart(splits)
+
+
+def _assert_val_apart(splits: Splits) -> None:
+    """The validation splits share no row with any other split, nor with the control's sources."""
+    forget_val, retain_val = _ids(splits.forget_val), _ids(splits.retain_val)
+    sources = {
+        source
+        for table in (splits.control_train, splits.control_test)
+        for source in table.column("source_id").to_pylist()
+    }
+    others = {
+        name: _ids(table)
+        for name, table in splits.tables().items()
+        if name not in ("forget_val", "retain_val")
+    }
+    assert not forget_val & retain_val
+    assert not forget_val & sources
+    for name, ids in others.items():
+        assert not forget_val & ids, name
+        assert not retain_val & ids, name
+    assert splits.forget_val.column_names == splits.forget_train.column_names
+    assert splits.retain_val.column_names == splits.retain_train.column_names
 
 
 def test_label_topic_with_length_matched_control(sides: tuple[pa.Table, pa.Table]) -> None:
@@ -165,11 +188,15 @@ def test_examples_file_topic(tmp_path: Path, sides: tuple[pa.Table, pa.Table]) -
     path.write_text("\n".join(own + corpus_texts + ["", own[0]]) + "\n")  # a blank and a repeat
     splits = build_splits(train, test, _topic(examples_file=str(path)), seed=0)
     forget_texts = (
-        splits.forget_train.column("text").to_pylist() + splits.forget_test.column("text").to_pylist()
+        splits.forget_train.column("text").to_pylist()
+        + splits.forget_val.column("text").to_pylist()
+        + splits.forget_test.column("text").to_pylist()
     )
     assert sorted(forget_texts) == sorted(own + corpus_texts)
+    assert splits.forget_val.num_rows == splits.manifest["topic_rows"]["train"] // 5
     assert splits.forget_test.num_rows == 3  # 20% of 15, never zero
-    others = [splits.retain_train, splits.retain_test, splits.control_train, splits.control_test]
+    others = [splits.retain_train, splits.retain_test, splits.retain_val, splits.control_train]
+    others.append(splits.control_test)
     assert not set(corpus_texts) & {t for table in others for t in table.column("text").to_pylist()}
     assert splits.manifest["control_method"] == "length_matched_sample"
     assert splits.manifest["topic"] == "examples:forget.txt"
@@ -234,7 +261,7 @@ def test_same_seed_same_splits_other_seed_other_samples(sides: tuple[pa.Table, p
         assert getattr(first, name).equals(getattr(again, name)), name
     assert first.manifest == again.manifest
     other = build_splits(*sides, topic, seed=8)
-    for name in ("forget_train", "retain_train"):
+    for name in ("forget_train", "retain_train", "forget_val", "retain_val"):
         assert (
             other.manifest["splits"][name]["content_hash"] != first.manifest["splits"][name]["content_hash"]
         )
@@ -247,6 +274,7 @@ def test_write_read_round_trip_without_raw_text(tmp_path: Path, sides: tuple[pa.
     assert sorted(p.name for p in target.iterdir()) == sorted(
         [f"{n}.parquet" for n in SPLIT_NAMES] + ["manifest.json"]
     )
+    assert min(splits.forget_val.num_rows, splits.retain_val.num_rows) > 0
     loaded = read_splits(target)
     for name in SPLIT_NAMES:
         assert getattr(loaded, name).equals(getattr(splits, name)), name
@@ -286,3 +314,96 @@ def test_manifest_is_plain_json(sides: tuple[pa.Table, pa.Table]) -> None:
     assert splits.manifest["topic_rows"]["train"] == sum(
         "horse" in t.lower() for t in sides[0].column("text").to_pylist()
     )
+
+
+def test_val_splits_come_from_the_train_side_apart_from_mining(sides: tuple[pa.Table, pa.Table]) -> None:
+    train, test = sides
+    topic = _topic(label="food", max_val_forget=10, max_val_retain=30)
+    splits = build_splits(train, test, topic, seed=0)
+    _assert_val_apart(splits)
+    test_ids = _ids(test)
+    assert _ids(splits.forget_val) <= _ids(train) and _ids(splits.retain_val) <= _ids(train)
+    assert not (_ids(splits.forget_val) | _ids(splits.retain_val)) & test_ids
+    assert set(splits.forget_val.column("label").to_pylist()) == {"food"}
+    assert "food" not in set(splits.retain_val.column("label").to_pylist())
+    assert (splits.forget_val.num_rows, splits.retain_val.num_rows) == (10, 30)
+    # Carved before mining's sample: a topic big enough for both keeps max_forget rows for mining.
+    assert splits.manifest["topic_rows"]["train"] - 10 > topic.max_forget
+    assert splits.forget_train.num_rows == topic.max_forget
+    for name in ("forget_val", "retain_val"):
+        assert splits.manifest["splits"][name]["count"] == getattr(splits, name).num_rows
+
+
+def test_val_sizes_follow_the_caps_and_a_fifth_of_a_small_topic(sides: tuple[pa.Table, pa.Table]) -> None:
+    small = build_splits(
+        *sides, _topic(keywords=("bread",), max_val_forget=100, max_val_retain=10**6), seed=0
+    )
+    topic_rows = small.manifest["topic_rows"]["train"]
+    assert topic_rows < 100  # so the fifth, not the cap, limits forget_val
+    assert small.forget_val.num_rows == topic_rows // 5 > 0
+    assert small.forget_train.num_rows == topic_rows - topic_rows // 5  # the rest all go to mining
+    # An unreachable retain cap takes every train-side row that no other split holds.
+    other_rows = sides[0].num_rows - topic_rows
+    # (a swap control's rows are rewritten copies, not corpus rows)
+    mining = _ids(small.retain_train) | (_ids(small.control_train) & _ids(sides[0]))
+    assert small.retain_val.num_rows == other_rows - len(mining) > 0
+    capped = build_splits(*sides, _topic(keywords=("bread",), max_val_forget=2, max_val_retain=7), seed=0)
+    assert (capped.forget_val.num_rows, capped.retain_val.num_rows) == (2, 7)
+
+
+def test_val_caps_of_zero_give_empty_val_tables(sides: tuple[pa.Table, pa.Table]) -> None:
+    topic = _topic(label="food", max_val_forget=0, max_val_retain=0)
+    splits = build_splits(*sides, topic, seed=0)
+    assert splits.forget_val.num_rows == splits.retain_val.num_rows == 0
+    assert splits.forget_val.schema == splits.forget_train.schema
+    assert splits.retain_val.schema == splits.retain_train.schema
+    assert splits.forget_train.num_rows == topic.max_forget < splits.manifest["topic_rows"]["train"]
+    assert splits.manifest["splits"]["forget_val"]["count"] == 0
+    # With no validation rows, mining's sets are the ones drawn before validation splits existed.
+    with_val = build_splits(*sides, _topic(label="food", max_val_forget=0), seed=0)
+    assert with_val.forget_train.equals(splits.forget_train)
+    assert with_val.retain_val.num_rows > 0
+    assert with_val.retain_train.equals(splits.retain_train)  # retain_val is drawn after retain_train
+
+
+def test_same_seed_same_val_ids(sides: tuple[pa.Table, pa.Table]) -> None:
+    topic = _topic(keywords=("horse", "otter"), max_val_forget=8, max_val_retain=25)
+    first, again = build_splits(*sides, topic, seed=5), build_splits(*sides, topic, seed=5)
+    for name in ("forget_val", "retain_val"):
+        assert getattr(first, name).column("id").to_pylist() == getattr(again, name).column("id").to_pylist()
+    other = build_splits(*sides, topic, seed=6)
+    assert _ids(other.forget_val) != _ids(first.forget_val)
+    assert _ids(other.retain_val) != _ids(first.retain_val)
+
+
+def test_negative_val_caps_are_config_errors(sides: tuple[pa.Table, pa.Table]) -> None:
+    for name in ("max_val_forget", "max_val_retain"):
+        topic = _topic(label="food", **{name: -1})
+        with pytest.raises(ConfigError, match=f"topic.{name}=-1: set it to a whole number of 0 or more"):
+            topic.validate()
+        with pytest.raises(ConfigError, match=f"topic.{name}=-1"):
+            build_splits(*sides, topic, seed=0)
+
+
+def test_splits_prepared_before_val_splits_still_read(
+    tmp_path: Path, sides: tuple[pa.Table, pa.Table]
+) -> None:
+    splits = build_splits(*sides, _topic(label="food"), seed=0)
+    target = tmp_path / "splits"
+    write_splits(splits, target)
+    # What `write_splits` wrote before validation splits existed: no val files, no manifest entries.
+    manifest = json.loads((target / "manifest.json").read_text())
+    for name in ("forget_val", "retain_val"):
+        (target / f"{name}.parquet").unlink()
+        del manifest["splits"][name]
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    old = read_splits(target)
+    assert old.forget_val.num_rows == old.retain_val.num_rows == 0
+    assert old.forget_val.schema == splits.forget_train.schema
+    assert old.retain_val.schema == splits.retain_train.schema
+    assert old.forget_train.equals(splits.forget_train) and old.manifest == manifest
+    # A directory whose manifest lists a val split but lacks its file is broken, not old.
+    write_splits(splits, target)
+    (target / "retain_val.parquet").unlink()
+    with pytest.raises(CodeunlearnError, match="missing retain_val.parquet.*codeunlearn prepare"):
+        read_splits(target)
