@@ -5,7 +5,7 @@ Every command takes `--config FILE` and any number of `section.key=value` overri
 """
 
 # Importing a command module registers its commands, in this order in `--help`.
-from codeunlearn.cli import stages, experiments, audit, requests  # noqa: F401, I001
+from codeunlearn.cli import stages, experiments, audit, requests, sweep  # noqa: F401, I001
 from codeunlearn.cli.common import app
 from codeunlearn.cli.config_command import config_app
 

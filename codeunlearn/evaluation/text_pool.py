@@ -18,7 +18,14 @@ from torch import nn
 
 from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch, encode_texts, make_batches, token_nll
-from codeunlearn.model.surgery import CodebookModel, bypassed, forward_from_site, forward_to_site
+from codeunlearn.model.bottleneck import NO_CODE
+from codeunlearn.model.surgery import (
+    CodebookModel,
+    bypassed,
+    forward_from_site,
+    forward_to_site,
+    upper_logits,
+)
 from codeunlearn.unlearning.masks import Mask, apply_mask
 
 
@@ -39,10 +46,19 @@ class TextPool:
     """Texts by id with their cached scores under one codebook model and one base model."""
 
     def __init__(
-        self, codebook_model: CodebookModel, base_model: nn.Module, max_length: int, batch_size: int = 32
+        self,
+        codebook_model: CodebookModel,
+        base_model: nn.Module,
+        max_length: int,
+        batch_size: int = 32,
+        shared_lower: bool = False,
     ) -> None:
+        """`shared_lower`: the codebook model's layers below the bottleneck are the base model's (they
+        were frozen in training: train.mode frozen or above), so the base model runs from the cached
+        site residual up instead of from the tokens."""
         self.codebook_model = codebook_model
         self.base_model = base_model
+        self.shared_lower = shared_lower
         self.max_length = max_length
         self.batch_size = batch_size
         self._row: dict[str, int] = {}
@@ -124,18 +140,20 @@ class TextPool:
         input_ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
         with bypassed(cm):
             hidden, _ = forward_to_site(cm, input_ids, attention)
-            base_logits = self.base_model(input_ids=input_ids, attention_mask=attention).logits
+            if self.shared_lower:
+                base_logits = upper_logits(self.base_model, cm.layer, hidden, attention)
+            else:
+                base_logits = self.base_model(input_ids=input_ids, attention_mask=attention).logits
         base_sums, base_counts = _summed(token_nll(base_logits.float(), batch.to(device)), batch)
-        bottleneck = cm.bottleneck
-        real = attention.bool()
-        chosen = bottleneck.select(bottleneck.encode(hidden[real]))  # (N, k): every real position
-        per_text = torch.split(chosen, real.sum(1).tolist())
-        logits = forward_from_site(cm, bottleneck(hidden).hidden, attention)
+        out = cm.bottleneck(hidden)
+        logits = forward_from_site(cm, out.hidden, attention)
         sums, counts = _summed(token_nll(logits.float(), batch.to(device)), batch)
+        real = attention.bool()
         for slot, row in enumerate(batch.pool_rows):
             length = int(real[slot].sum())
             self._hidden[row] = hidden[slot, :length].cpu()
-            self._codes[row] = np.unique(per_text[slot].cpu().numpy())
+            codes = out.codes[slot, :length]
+            self._codes[row] = np.unique(codes[codes != NO_CODE].cpu().numpy())
             self._base[row] = (float(base_sums[slot]), float(base_counts[slot]))
             self._codebook[row] = (float(sums[slot]), float(counts[slot]))
 

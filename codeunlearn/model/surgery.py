@@ -262,7 +262,14 @@ def forward_from_site(
 
     `hidden` must already be the bottleneck's output (or the raw residual, for the base model).
     """
-    model, layer = codebook_model.model, codebook_model.layer
+    return upper_logits(codebook_model.model, codebook_model.layer, hidden, attention_mask)
+
+
+def upper_logits(
+    model: nn.Module, layer: int, hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Logits (B, T, V) of any causal LM of a supported architecture run from decoder layer `layer`'s
+    output `hidden` (B, T, d): the layers above it and the LM head only."""
     arch = architecture_of(model)
     if arch.is_encoder_decoder:
         raise CodeunlearnError(

@@ -12,7 +12,6 @@ from codeunlearn.evaluation.evaluator import EvalSet, Evaluator
 from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model.surgery import insert_bottleneck
 from codeunlearn.unlearning.masks import mask_from_codes
-
 from tests.conftest import make_tiny
 
 
@@ -61,3 +60,15 @@ def test_adding_known_ids_scores_nothing_and_rows_keep_their_order(pool_and_eval
     with pytest.raises(KeyError):
         pool.rows(["never-added"])
     assert torch.is_tensor(pool._hidden[0])
+
+
+def test_base_scores_from_the_shared_lower_layers_equal_full_forwards(tokenizer, texts):
+    model = make_tiny("llama", len(tokenizer), n_layers=3)
+    codebook_model = insert_bottleneck(model, tokenizer, BottleneckConfig(layer=1, n_codes=64, top_k=2), "t")
+    base = make_tiny("llama", len(tokenizer), n_layers=3)  # the same seeded weights: lower layers shared
+    ids = [f"t{i}" for i in range(len(texts))]
+    full = TextPool(codebook_model, base, max_length=32, batch_size=3)
+    shared = TextPool(codebook_model, base, max_length=32, batch_size=3, shared_lower=True)
+    full.add(ids, texts)
+    shared.add(ids, texts)
+    assert shared.base(ids).sums == pytest.approx(full.base(ids).sums, abs=1e-4)
