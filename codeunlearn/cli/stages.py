@@ -150,7 +150,8 @@ def pipeline(ctx: typer.Context, config: Path | None = CONFIG_OPTION, verbose: b
     )
     typer.echo(
         f"codebook version {outcome['codebook_version']}, mask version {outcome['mask_version']}: "
-        f"forget drop {outcome['forget_drop']:.3f}, retain drop {outcome['retain_drop']:.3f}; {verdict}"
+        f"forget drop {outcome['forget_drop']:.3f} ({outcome['forget_nats']:+.4f} nats/token), retain drop "
+        f"{outcome['retain_drop']:.3f} ({outcome['retain_nats']:+.4f} nats/token); {verdict}"
     )
     typer.echo(f"MLflow run {outcome['mlflow_run_id']} ({outcome['tracking_uri']})")
 

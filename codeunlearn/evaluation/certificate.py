@@ -22,7 +22,7 @@ from codeunlearn.core.redaction import redact_uri
 from codeunlearn.core.serialization import without_nan
 from codeunlearn.data.corpus import content_hash
 from codeunlearn.data.topics import SPLIT_NAMES
-from codeunlearn.evaluation.evaluator import normalized_drop
+from codeunlearn.evaluation.outcome import TopicOutcome
 from codeunlearn.model.surgery import weights_hash
 from codeunlearn.unlearning.masks import Mask, load_mask
 
@@ -67,6 +67,7 @@ def build(
             f"is {mask.digest[:12]}: run `codeunlearn evaluate` first"
         )
     nll = evaluation["nll"]
+    outcome = TopicOutcome.from_nll(nll)
     return without_nan(
         {
             "format": FORMAT,
@@ -86,12 +87,20 @@ def build(
             "data": _data_block(run_dir / "data" / "topic"),
             "evaluation": {
                 "nll": {v: nll[v] for v in ("base", "codebook", "masked", "random") if v in nll},
-                "forget_drop": _drop(nll, "forget"),
-                "retain_drop": _drop(nll, "retain"),
+                # the keys of the first format stay as they were; the raw figures came later
+                "forget_drop": outcome.forget_drop,
+                "retain_drop": outcome.retain_drop,
+                "forget_nats": outcome.forget_nats,
+                "retain_nats": outcome.retain_nats,
+                "gain": outcome.gain,
+                "learned": outcome.learned(config.gates.min_gain),
+                "random_share": outcome.random_share,
                 "gates": {
                     "min_forget_drop": config.gates.min_forget_drop,
                     "max_retain_drop": config.gates.max_retain_drop,
-                    "failures": config.gates.check(_drop(nll, "forget"), _drop(nll, "retain")),
+                    "max_random_share": config.gates.max_random_share,
+                    "min_gain": config.gates.min_gain,
+                    "failures": outcome.failures(config.gates),
                 },
             },
             "results": dict(results or {}),
@@ -179,7 +188,3 @@ def _public_registry(registry: Mapping[str, str]) -> dict[str, str]:
     """The registry block with the credentials of its tracking URI replaced by `***`: a certificate is
     meant to be handed out."""
     return {key: redact_uri(value) if key == "tracking_uri" else value for key, value in registry.items()}
-
-
-def _drop(nll: Mapping[str, Mapping[str, float]], key: str) -> float:
-    return normalized_drop(nll["base"][key], nll["codebook"][key], nll["masked"][key])

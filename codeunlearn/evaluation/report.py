@@ -26,6 +26,7 @@ from codeunlearn.core.serialization import nan_for_none
 from codeunlearn.evaluation import certificate, plots
 from codeunlearn.evaluation.evaluator import EvalReport
 from codeunlearn.evaluation.method_scores import MethodScore, render, render_quantized, render_relearning
+from codeunlearn.evaluation.outcome import TopicOutcome
 from codeunlearn.unlearning.masks import load_mask
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,15 @@ def write_report(config: RunConfig, directory: Path) -> Report:
 
 def _evaluation_section(config: RunConfig, report: Report) -> str:
     evaluation = EvalReport(nll=report.evaluation["nll"], sweep=report.evaluation.get("sweep", []))
-    forget, retain = evaluation.drop("masked", "forget"), evaluation.drop("masked", "retain")
-    failures = config.gates.check(forget, retain)
+    outcome, gates = TopicOutcome.from_nll(evaluation.nll), config.gates
+    failures = outcome.failures(gates)
     verdict = "passed" if not failures else "FAILED: " + "; ".join(failures)
     header = (
         f"# Deletion report: {config.topic.key}\n\n"
         f"Mask {str(report.evaluation.get('mask_digest'))[:12]} over the codebook model of "
-        f"{config.model.name}. Normalised forget drop {forget:.3f} (1 = back to the base model), retain "
-        f"drop {retain:.3f}. Gates (forget >= {config.gates.min_forget_drop}, retain <= "
-        f"{config.gates.max_retain_drop}): {verdict}.\n"
+        f"{config.model.name}. {outcome.summary(gates)} Gates (forget drop >= {gates.min_forget_drop}, "
+        f"retain drop <= {gates.max_retain_drop}, random share <= {gates.max_random_share}, gain >= "
+        f"{gates.min_gain} nats/token): {verdict}.\n"
     )
     if evaluation.sweep:
         report.files["plots/sweep_frontier.png"] = _save(

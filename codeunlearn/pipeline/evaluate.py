@@ -12,6 +12,7 @@ from codeunlearn.core.paths import open_run, run_paths
 from codeunlearn.data.tables import write_json
 from codeunlearn.data.topics import Splits, read_splits
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, EvalReport, Evaluator
+from codeunlearn.evaluation.outcome import random_control
 from codeunlearn.evaluation.reference import reference_nll
 from codeunlearn.evaluation.sets import eval_sets_of
 from codeunlearn.model import assets
@@ -46,10 +47,9 @@ def evaluate(
         report.nll["reference"] = reference_nll(config, evaluator, training_texts(config), paths.eval_dir)
     report.nll["codebook"] = evaluator.score_codebook(None)
     if mask is not None and mask.code_ids:
-        n_codes = codebook_model.bottleneck.n_codes
         report.nll["masked"] = evaluator.score_codebook(mask)
-        control = random_codes(n_codes, len(mask.code_ids), config.eval.random_seed)
-        report.nll["random"] = evaluator.score_codebook(mask_from_codes(n_codes, "random", control.tolist()))
+        control = random_control(mask, len(mask.code_ids), config.eval.random_seed)
+        report.nll["random"] = evaluator.score_codebook(control)
     unlearned = baseline_stage.score_edited_models(config, evaluator.eval_sets, report)
     report.sweep = _sweep(config, evaluator, report)
     keyword_free = keyword_free_summary(splits, report)

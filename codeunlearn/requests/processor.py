@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cached_property
 from typing import Protocol
 
@@ -21,7 +21,8 @@ from codeunlearn.core.failpoints import failpoint
 from codeunlearn.core.paths import open_run
 from codeunlearn.data.tables import read_table
 from codeunlearn.data.topics import Splits, build_splits, write_splits
-from codeunlearn.evaluation.evaluator import Evaluator, evaluation_rows, normalized_drop
+from codeunlearn.evaluation.evaluator import Evaluator, evaluation_rows
+from codeunlearn.evaluation.outcome import TopicOutcome, random_control
 from codeunlearn.evaluation.sets import eval_sets_of
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
@@ -58,30 +59,6 @@ class Registry(Protocol):
     def run(self, name: str) -> AbstractContextManager[str]: ...
 
     def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A request's evaluation: normalised drops of its forget set and of the retain set."""
-
-    forget: dict[str, float]  # base, codebook, masked NLL on the request's held-out forget set
-    retain: dict[str, float]
-
-    @property
-    def forget_drop(self) -> float:
-        return normalized_drop(self.forget["base"], self.forget["codebook"], self.forget["masked"])
-
-    @property
-    def retain_drop(self) -> float:
-        return normalized_drop(self.retain["base"], self.retain["codebook"], self.retain["masked"])
-
-    def metrics(self) -> dict[str, float]:
-        flat = {
-            f"{split}_nll_{variant}": value
-            for split in ("forget", "retain")
-            for variant, value in getattr(self, split).items()
-        }
-        return {**flat, "forget_drop": self.forget_drop, "retain_drop": self.retain_drop}
 
 
 class Processor:
@@ -144,10 +121,10 @@ class Processor:
 
     def _complete(self, request: DeletionRequest, run_id: str) -> DeletionRequest:
         outcome, mask, version = self._answer(request, run_id)
-        reasons = self.config.gates.check(outcome.forget_drop, outcome.retain_drop)
+        reasons = outcome.failures(self.config.gates)
         self._record_evaluation(request, mask, version, outcome, passed=not reasons)
         self.registry.finish_run(
-            run_id, {**outcome.metrics(), "gates_passed": float(not reasons)}, "FINISHED"
+            run_id, {**outcome.metrics(self.config.gates), "gates_passed": float(not reasons)}, "FINISHED"
         )
         if reasons:
             log.info(
@@ -225,7 +202,7 @@ class Processor:
 
     # ------------------------------------------------------------ steps
 
-    def _answer(self, request: DeletionRequest, run_id: str) -> tuple[Outcome, Mask, str]:
+    def _answer(self, request: DeletionRequest, run_id: str) -> tuple[TopicOutcome, Mask, str]:
         self._check_model(request)
         topic = request.topic(self.config.topic)
         if topic_hash(topic) != request.topic_hash:
@@ -236,7 +213,7 @@ class Processor:
         splits = self._splits(topic)
         write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
         mask = self._mask_for(request, splits, topic)
-        outcome = self._evaluate(splits, mask)
+        outcome = self._evaluate(splits, mask, _own_code_count(mask, request.request_id))
         version = self.registry.find_mask_version(mask.digest, request.request_id)
         if version is None:
             version = self.registry.register_mask(
@@ -248,10 +225,7 @@ class Processor:
                     "topic_hash": request.topic_hash,
                     "forget_data_hash": splits.manifest["splits"]["forget_train"]["content_hash"],
                     "control_data_hash": splits.manifest["splits"]["control_train"]["content_hash"],
-                    "forget_drop": f"{outcome.forget_drop:.4f}",
-                    "retain_drop": f"{outcome.retain_drop:.4f}",
-                    "gates": "; ".join(self.config.gates.check(outcome.forget_drop, outcome.retain_drop))
-                    or "passed",
+                    **outcome.tags(self.config.gates),
                 },
                 run_id,
             )
@@ -300,16 +274,20 @@ class Processor:
             check_detectors(mask)  # before anything is registered or saved
         return mask
 
-    def _evaluate(self, splits: Splits, mask: Mask) -> Outcome:
+    def _evaluate(self, splits: Splits, mask: Mask, n_random: int) -> TopicOutcome:
+        """Base, codebook and masked NLL, and the random control: `n_random` random codes (as many as
+        the request mined) outside `mask`, alone on the codebook model."""
         evaluator = Evaluator(
             self.codebook_model, eval_sets_of(splits, self.config, self.codebook_model.tokenizer)
         )
+        control = random_control(mask, n_random, self.config.eval.random_seed)
         scores = {
             "base": evaluator.score_model(self.base_model),
             "codebook": evaluator.score_codebook(None),
             "masked": evaluator.score_codebook(mask),
+            "random": evaluator.score_codebook(control),
         }
-        return Outcome(
+        return TopicOutcome(
             forget={variant: s["forget"] for variant, s in scores.items()},
             retain={variant: s["retain"] for variant, s in scores.items()},
         )
@@ -326,7 +304,7 @@ class Processor:
         )
 
     def _record_evaluation(
-        self, request: DeletionRequest, mask: Mask, version: str, outcome: Outcome, passed: bool
+        self, request: DeletionRequest, mask: Mask, version: str, outcome: TopicOutcome, passed: bool
     ) -> None:
         nll = {
             v: {"forget": outcome.forget[v], "retain": outcome.retain[v]}
@@ -347,6 +325,11 @@ class Processor:
     def base_model(self):
         model, _ = assets.load_pretrained(self.config.model.name, self.codebook_model.device.type)
         return model
+
+
+def _own_code_count(mask: Mask, request_id: str) -> int:
+    """How many codes the request itself mined (its source in `mask`), the random control's size."""
+    return next(len(s.code_ids) for s in mask.sources if s.name == request_id)
 
 
 def process_open_requests(

@@ -22,6 +22,7 @@ from codeunlearn.core.redaction import redact_uri
 from codeunlearn.evaluation import plots
 from codeunlearn.evaluation import report as reporting
 from codeunlearn.evaluation.evaluator import evaluation_rows
+from codeunlearn.evaluation.outcome import TopicOutcome
 from codeunlearn.model.surgery import weights_hash
 from codeunlearn.pipeline import stages as pipeline
 from codeunlearn.pipeline.chain import run_chain
@@ -249,12 +250,10 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
             for key, value in scores.items()
             if "@" not in variant
         }
-        forget_drop, retain_drop = report.drop("masked", "forget"), report.drop("masked", "retain")
-        reasons = config.gates.check(forget_drop, retain_drop)
+        outcome = TopicOutcome.from_nll(report.nll)
+        reasons = outcome.failures(config.gates)
         tracker.log_metrics(
-            run_id,
-            metrics
-            | {"forget_drop": forget_drop, "retain_drop": retain_drop, "gates_passed": float(not reasons)},
+            run_id, metrics | outcome.metrics(config.gates, nll=False) | {"gates_passed": float(not reasons)}
         )
         for row in report.sweep:
             tracker.log_metrics(
@@ -276,9 +275,7 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
                 plots.topic_damage(deltas, report.delta("masked", "forget")),
                 "plots/topic_damage.png",
             )
-        tracker.client.set_model_version_tag(
-            tracker.masked_name, mask_version, "gates", "passed" if not reasons else "; ".join(reasons)
-        )
+        tracker.tag_mask_version(mask_version, outcome.tags(config.gates))
         if not reasons:  # active first: a crash between leaves production behind the active mask, not ahead
             activate(paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest)
             tracker.promote(mask_version)
@@ -292,8 +289,10 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
         )
         CodeStore(paths.store_dir).append("evaluations", rows, prefix="pipeline")
     return {
-        "forget_drop": forget_drop,
-        "retain_drop": retain_drop,
+        "forget_drop": outcome.forget_drop,
+        "retain_drop": outcome.retain_drop,
+        "forget_nats": outcome.forget_nats,
+        "retain_nats": outcome.retain_nats,
         "promoted": not reasons,
         "gate_failures": reasons,
         "mask_version": mask_version,

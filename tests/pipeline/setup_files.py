@@ -84,7 +84,12 @@ def tiny_config(root: Path, model_dir: Path, corpus: Path, **sections: dict) -> 
         },
         "eval": {"sweep": [4, 8], "batch_size": 64},
         "tracking": {"state_dir": str(root / "state")},
-        "gates": {"min_forget_drop": -1.0e9, "max_retain_drop": 1.0e9},
+        "gates": {
+            "min_forget_drop": -1.0e9,
+            "max_retain_drop": 1.0e9,
+            "max_random_share": 1.0e9,
+            "min_gain": -1.0e9,
+        },
     }
     for section, values in sections.items():
         config[section] = {**config.get(section, {}), **values}

@@ -81,6 +81,10 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         _stage("gates.max_retain_drop=-0.1"),
         "gates.max_retain_drop=-0.1: set it to 0 or more",
     ),
+    "random-share gate below 0": (
+        _stage("gates.max_random_share=-0.1"),
+        "gates.max_random_share=-0.1: set it to 0 or more",
+    ),
     "top_k of 0": (_stage("bottleneck.top_k=0"), "top_k must be between 1 and n_codes"),
     "n_codes of 0": (_stage("bottleneck.n_codes=0"), "bottleneck.n_codes=0: set it to 1 or more"),
     "test fraction above 1": (_stage("data.test_fraction=1.5"), "data.test_fraction=1.5: set a share"),
@@ -179,6 +183,20 @@ def test_bad_input_is_refused_with_a_message_and_writes_nothing(name, tmp_path, 
 
 def test_gates_set_wide_open_still_load():
     from codeunlearn.core.config import load_config
+    from codeunlearn.evaluation.outcome import TopicOutcome
 
-    config = load_config(None, ["gates.min_forget_drop=-1e9", "gates.max_retain_drop=1e9"])
-    assert config.gates.check(forget_drop=-5.0, retain_drop=5.0) == []
+    config = load_config(
+        None,
+        [
+            "gates.min_forget_drop=-1e9",
+            "gates.max_retain_drop=1e9",
+            "gates.max_random_share=1e9",
+            "gates.min_gain=-1e9",
+        ],
+    )
+    # a topic barely learned, a mask no better than chance that wrecks the retained topics
+    nll = {"base": (2.01, 3.0), "codebook": (2.0, 2.0), "masked": (2.5, 7.0), "random": (2.5, 2.0)}
+    outcome = TopicOutcome(
+        forget={v: f for v, (f, _) in nll.items()}, retain={v: r for v, (_, r) in nll.items()}
+    )
+    assert outcome.failures(config.gates) == []
