@@ -8,21 +8,22 @@ shared by two requests or two topics of a sweep is run through the lower layers 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import numpy as np
 import pyarrow as pa
+from torch import nn
 
-from codeunlearn.core.config import CalibrationConfig
+from codeunlearn.core.config import CalibrationConfig, RunConfig
 from codeunlearn.data.topic_words import keyword_free_rows
 from codeunlearn.data.topics import Splits
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, normalized_drop
 from codeunlearn.evaluation.text_pool import TextPool
+from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.unlearning.calibration import Calibration, Point, calibrate, candidate_sizes
 from codeunlearn.unlearning.masks import Mask, mask_from_codes
-from codeunlearn.unlearning.selection import random_codes
+from codeunlearn.unlearning.recipe import MinedMask, with_source
 
-VARIANTS = ("base", "codebook", "masked", "random")
+LOWER_FROZEN = ("frozen", "above")  # training modes that leave the layers below the bottleneck as the base's
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,18 @@ def calibrate_size(
     min_forget_drop: float,
     max_retain_drop: float,
     describe: str = "",
+    active: Mask | None = None,
 ) -> Calibration:
-    """Choose S' for one topic from its validation rows (see codeunlearn.unlearning.calibration)."""
+    """Choose S' for one topic from its validation rows (see codeunlearn.unlearning.calibration); each
+    size is scored with the `active` mask in force beside it, as it would be served."""
+
+    def mask_of(size: int) -> Mask:
+        own = top_mask(ranked, size, n_codes, "calibration")
+        return with_source(active, own) if active is not None and active.sources else own
+
     return calibrate(
         candidate_sizes(calibration.grid, len(ranked)),
-        lambda size: validation_point(pool, validation, top_mask(ranked, size, n_codes, "calibration"), size),
+        lambda size: validation_point(pool, validation, mask_of(size), size),
         min_forget_drop,
         max_retain_drop,
         calibration.search,
@@ -124,7 +132,43 @@ def calibrate_size(
     )
 
 
-def random_control(mask: Mask, seed: int) -> Mask:
-    """Random codes, as many as `mask` holds and none of them, for the random-mask control."""
-    codes = random_codes(mask.n_codes, len(mask.code_ids), seed, np.asarray(mask.code_ids, dtype=np.int64))
-    return mask_from_codes(mask.n_codes, "random", codes.tolist())
+def sized(mined: MinedMask, size: int) -> Mask:
+    """The mined mask's source cut to its `size` best-ranked codes (detector and provenance kept)."""
+    (source,) = mined.mask.sources
+    return Mask(mined.mask.n_codes, (replace(source, code_ids=tuple(sorted(mined.ranked[:size]))),))
+
+
+def held_out_pool(codebook_model: CodebookModel, base_model: nn.Module, config: RunConfig) -> TextPool:
+    """An empty pool for the config's model: texts cut at data.max_length, base scores from the shared
+    lower layers when training left them as the base model's."""
+    return TextPool(
+        codebook_model,
+        base_model,
+        config.data.max_length,
+        config.eval.batch_size,
+        shared_lower=config.train.mode in LOWER_FROZEN,
+    )
+
+
+def calibrate_topic(
+    pool: TextPool,
+    validation: HeldOut,
+    ranked: Sequence[int],
+    n_codes: int,
+    config: RunConfig,
+    n_mined: int,
+    active: Mask | None = None,
+) -> Calibration:
+    """`calibrate_size` with the config's grid and gates, its rejection told in the topic's numbers."""
+    return calibrate_size(
+        pool,
+        validation,
+        ranked,
+        n_codes,
+        config.calibration,
+        config.gates.min_forget_drop,
+        config.gates.max_retain_drop,
+        describe=f"the topic has {n_mined} forget examples to mine and {len(validation.forget)} to "
+        f"validate on, {len(ranked)} eligible codes",
+        active=active,
+    )

@@ -27,8 +27,8 @@ from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.data.tables import batch_texts, corpus_sides, write_json
 from codeunlearn.data.topics import Splits, build_splits
 from codeunlearn.evaluation.calibrated import (
-    calibrate_size,
-    random_control,
+    calibrate_topic,
+    held_out_pool,
     score_held_out,
     test_of,
     texts_of,
@@ -36,6 +36,7 @@ from codeunlearn.evaluation.calibrated import (
     validation_of,
 )
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, normalized_drop
+from codeunlearn.evaluation.outcome import TopicOutcome, random_control
 from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
@@ -48,6 +49,7 @@ from codeunlearn.unlearning.recipe import rank_eligible
 log = logging.getLogger(__name__)
 
 COUNT_CHUNK = 2048  # texts counted per stored file: a stopped count keeps every finished chunk
+RESULT_FORMAT = 1  # raised when what a topic's row means changes, so older rows are not read back
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def settings_key(config: RunConfig, codebook: str) -> str:
     """A digest of everything a topic's result depends on besides the topic."""
     topic = {k: v for k, v in asdict(config.topic).items() if k.startswith("max_") or k.startswith("keyword")}
     payload = {
+        "format": RESULT_FORMAT,
         "codebook": codebook,
         "seed": config.seed,
         "topic": topic,
@@ -159,7 +162,7 @@ class Sweep:
         if self._pool is None:
             cm = self.codebook_model
             base, _ = assets.load_pretrained(self.config.model.name, cm.device.type)
-            self._pool = TextPool(cm, base, self.config.data.max_length, self.config.eval.batch_size)
+            self._pool = held_out_pool(cm, base, self.config)
         return self._pool
 
     # ------------------------------------------------------------ one topic
@@ -176,17 +179,7 @@ class Sweep:
         ranked = rank_eligible(forget, control, config.mining)
         validation, test = validation_of(splits), test_of(splits)
         pool.add(*zip(*texts_of(splits).items(), strict=True), desc=f"scoring {topic} held-out texts")
-        calibration = calibrate_size(
-            pool,
-            validation,
-            ranked,
-            n_codes,
-            config.calibration,
-            config.gates.min_forget_drop,
-            config.gates.max_retain_drop,
-            describe=f"the topic has {len(forget_ids)} forget examples to mine and {len(validation.forget)} "
-            f"to validate on, {len(ranked)} eligible codes",
-        )
+        calibration = calibrate_topic(pool, validation, ranked, n_codes, config, len(forget_ids))
         row = {
             "topic": topic,
             "n_forget_train": len(forget_ids),
@@ -199,14 +192,17 @@ class Sweep:
         size = calibration.best.n_select if calibration.best else 0
         if size:  # a rejected topic's test figures are those of its nearest miss
             mask = top_mask(ranked, size, n_codes, topic, rule=config.mining.rule)
-            nll = score_held_out(pool, test, mask, random_control(mask, config.eval.random_seed))
-            row |= test_figures(nll)
+            nll = score_held_out(pool, test, mask, random_control(mask, size, config.eval.random_seed))
+            outcome = TopicOutcome.from_nll(nll)
+            row |= test_figures(nll, outcome, config)
             row["test_n_select"] = size
-        failures = test_failures(row, config)
+            failures = outcome.failures(config.gates)
+        else:
+            failures = []
         row["val_test_agree"] = None if "forget_drop" not in row else calibration.passed == (not failures)
         if not calibration.passed:
             failures.insert(0, f"calibration: {calibration.reason}")
-        row["status"] = _status(row, calibration.passed, failures, config)
+        row["status"] = _status(row, calibration.passed, failures)
         row["reasons"] = "; ".join(failures)
         row["seconds"] = round(time.perf_counter() - started, 2)
         return row
@@ -248,50 +244,23 @@ class Sweep:
         return [json.loads(where.topic_file(t).read_text()) for t in topics]
 
 
-def test_figures(nll: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The held-out figures of one mask: normalised drops, raw nats, gain and the random control."""
+def test_figures(nll: dict[str, dict[str, float]], outcome: TopicOutcome, config: RunConfig) -> dict:
+    """The held-out figures of one mask: normalised drops beside raw nats, the gain and learned flag,
+    the random-mask control, and the keyword-free forget drop."""
 
     def drop(variant: str, split: str) -> float:
         return normalized_drop(nll["base"][split], nll["codebook"][split], nll[variant][split])
 
-    masked_rise = nll["masked"]["forget"] - nll["codebook"]["forget"]
-    random_rise = nll["random"]["forget"] - nll["codebook"]["forget"]
-    figures = {
-        "forget_drop": drop("masked", "forget"),
-        "retain_drop": drop("masked", "retain"),
-        "random_forget_drop": drop("random", "forget"),
-        "random_retain_drop": drop("random", "retain"),
-        "forget_nats": masked_rise,
-        "retain_nats": nll["masked"]["retain"] - nll["codebook"]["retain"],
-        "random_forget_nats": random_rise,
-        "gain_nats": nll["base"]["forget"] - nll["codebook"]["forget"],
-        "random_share": random_rise / masked_rise if masked_rise > 0 else math.nan,
-        "keyword_free_drop": drop("masked", KEYWORD_FREE) if KEYWORD_FREE in nll["masked"] else math.nan,
-    }
-    return {k: float(v) for k, v in figures.items()}
+    figures = outcome.metrics(config.gates, nll=False)
+    figures["learned"] = outcome.learned(config.gates.min_gain)
+    figures["random_forget_drop"] = drop("random", "forget")
+    figures["random_retain_drop"] = drop("random", "retain")
+    figures["keyword_free_drop"] = drop("masked", KEYWORD_FREE) if KEYWORD_FREE in nll["masked"] else math.nan
+    return figures
 
 
-def test_failures(row: dict, config: RunConfig) -> list[str]:
-    """Why a topic's test figures fail the gates (see GatesConfig)."""
-    if "forget_drop" not in row:
-        return []
-    gates = config.gates
-    min_gain = getattr(gates, "min_gain", 0.1)
-    max_random_share = getattr(gates, "max_random_share", 0.2)
-    reasons = []
-    if not row["gain_nats"] >= min_gain:
-        reasons.append(f"not learned: gain {row['gain_nats']:.3f} nats < {min_gain}")
-    if not row["forget_drop"] >= gates.min_forget_drop:
-        reasons.append(f"test forget drop {row['forget_drop']:.3f} < {gates.min_forget_drop}")
-    if not row["retain_drop"] <= gates.max_retain_drop:
-        reasons.append(f"test retain drop {row['retain_drop']:.3f} > {gates.max_retain_drop}")
-    if not row["random_share"] <= max_random_share:
-        reasons.append(f"random control {row['random_share']:.2f} of the mined rise > {max_random_share}")
-    return reasons
-
-
-def _status(row: dict, calibrated: bool, failures: list[str], config: RunConfig) -> str:
-    if "gain_nats" in row and not row["gain_nats"] >= getattr(config.gates, "min_gain", 0.1):
+def _status(row: dict, calibrated: bool, failures: list[str]) -> str:
+    if row.get("learned") is False:
         return "not_learned"
     if not calibrated:
         return "rejected"

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from functools import cached_property
-from typing import Protocol
 
 from codeunlearn.core.config import RunConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
@@ -21,44 +19,39 @@ from codeunlearn.core.failpoints import failpoint
 from codeunlearn.core.paths import open_run
 from codeunlearn.data.tables import read_table
 from codeunlearn.data.topics import Splits, build_splits, write_splits
-from codeunlearn.evaluation.evaluator import Evaluator, evaluation_rows
+from codeunlearn.evaluation.calibrated import (
+    calibrate_topic,
+    held_out_pool,
+    score_held_out,
+    sized,
+    test_of,
+    texts_of,
+    validation_of,
+)
+from codeunlearn.evaluation.evaluator import evaluation_rows
 from codeunlearn.evaluation.outcome import TopicOutcome, random_control
-from codeunlearn.evaluation.sets import eval_sets_of
+from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
 from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
+from codeunlearn.requests.registry import Registry
 from codeunlearn.unlearning.active_mask import activate, read_active
+from codeunlearn.unlearning.calibration import Calibration
 from codeunlearn.unlearning.masks import Mask, check_detectors, mask_rows
-from codeunlearn.unlearning.recipe import detector_data, mine_mask, topic_batches, with_source
+from codeunlearn.unlearning.recipe import MinedMask, detector_data, mine_mask, topic_batches, with_source
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # a request whose processing fails (or is killed) this often is marked failed
 
 
-class Registry(Protocol):
-    """What deletion needs from a model registry (codeunlearn.tracking.tracker.Tracker implements it)."""
+class NoPassingSize(Exception):
+    """Calibration found no S' that clears both gates on the request's validation split."""
 
-    codebook_name: str
-
-    def latest_codebook_version(self) -> str: ...
-
-    def codebook_tags(self, version: str) -> dict[str, str]: ...
-
-    def find_mask_version(self, digest: str, request_key: str) -> str | None: ...
-
-    def register_mask(
-        self, mask: Mask, codebook_version: str, request_key: str, tags: dict[str, str], run_id: str
-    ) -> str: ...
-
-    def promote(self, version: str) -> None: ...
-
-    def start_request_run(self, request: DeletionRequest, action: str, parent_run_id: str | None) -> str: ...
-
-    def run(self, name: str) -> AbstractContextManager[str]: ...
-
-    def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None: ...
+    def __init__(self, calibration: Calibration) -> None:
+        super().__init__(calibration.reason)
+        self.calibration = calibration
 
 
 class Processor:
@@ -120,7 +113,12 @@ class Processor:
             return self._end_attempt(request, run_id, error)
 
     def _complete(self, request: DeletionRequest, run_id: str) -> DeletionRequest:
-        outcome, mask, version = self._answer(request, run_id)
+        try:
+            outcome, mask, version = self._answer(request, run_id)
+        except NoPassingSize as rejection:  # nothing was registered, recorded or activated
+            self.registry.finish_run(run_id, {"gates_passed": 0.0, "calibrated": 0.0}, "FINISHED")
+            log.info("request %s rejected: %s", request.request_id, rejection)
+            return self.requests.mark(request, "rejected", error=f"calibration: {rejection}")
         reasons = outcome.failures(self.config.gates)
         self._record_evaluation(request, mask, version, outcome, passed=not reasons)
         self.registry.finish_run(
@@ -212,8 +210,13 @@ class Processor:
             )
         splits = self._splits(topic)
         write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
-        mask = self._mask_for(request, splits, topic)
-        outcome = self._evaluate(splits, mask, _own_code_count(mask, request.request_id))
+        mined = self._mine(request, splits, topic)
+        pool = self._pool(splits)
+        own = self._calibrated(request, splits, mined, pool, run_id)
+        mask = with_source(self.active_mask(), own)
+        if self.config.bottleneck.mask_condition == "prompt":
+            check_detectors(mask)  # before anything is registered or saved
+        outcome = self._evaluate(pool, splits, mask, len(own.code_ids))
         version = self.registry.find_mask_version(mask.digest, request.request_id)
         if version is None:
             version = self.registry.register_mask(
@@ -255,9 +258,9 @@ class Processor:
             self.config.seed,
         )
 
-    def _mask_for(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> Mask:
+    def _mine(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> MinedMask:
         config = replace(self.config, topic=topic)
-        mined = mine_mask(
+        return mine_mask(
             self.codebook_model,
             request.request_id,
             topic_batches(config, splits, self.codebook_model.tokenizer),
@@ -269,28 +272,46 @@ class Processor:
             data_hash=splits.manifest["splits"]["forget_train"]["content_hash"],
             counts_run=request.request_id,
         )
-        mask = with_source(self.active_mask(), mined.mask)
-        if self.config.bottleneck.mask_condition == "prompt":
-            check_detectors(mask)  # before anything is registered or saved
-        return mask
 
-    def _evaluate(self, splits: Splits, mask: Mask, n_random: int) -> TopicOutcome:
-        """Base, codebook and masked NLL, and the random control: `n_random` random codes (as many as
-        the request mined) outside `mask`, alone on the codebook model."""
-        evaluator = Evaluator(
-            self.codebook_model, eval_sets_of(splits, self.config, self.codebook_model.tokenizer)
+    def _pool(self, splits: Splits) -> TextPool:
+        """The request's validation and test texts, each scored once under base and codebook model."""
+        pool = held_out_pool(self.codebook_model, self.base_model, self.config)
+        texts = texts_of(splits)
+        pool.add(list(texts), list(texts.values()))
+        return pool
+
+    def _calibrated(
+        self, request: DeletionRequest, splits: Splits, mined: MinedMask, pool: TextPool, run_id: str
+    ) -> Mask:
+        """The request's own mask at the S' calibration chose on its validation split (the mined S'
+        when calibration.grid is empty); raises NoPassingSize when no S' clears both gates there."""
+        if not self.config.calibration.enabled:
+            return mined.mask
+        calibration = calibrate_topic(
+            pool,
+            validation_of(splits),
+            mined.ranked,
+            mined.mask.n_codes,
+            self.config,
+            splits.forget_train.num_rows,
+            self.active_mask(),
         )
+        self.registry.log_dict(run_id, calibration.summary(), "calibration.json")
+        if not calibration.passed:
+            raise NoPassingSize(calibration)
+        log.info(
+            "request %s: calibration chose S' = %d on validation (%d sizes scored)",
+            request.request_id,
+            calibration.chosen.n_select,
+            len(calibration.frontier),
+        )
+        return sized(mined, calibration.chosen.n_select)
+
+    def _evaluate(self, pool: TextPool, splits: Splits, mask: Mask, n_random: int) -> TopicOutcome:
+        """Base, codebook and masked NLL on the held-out test split, and the random control: `n_random`
+        random codes (as many as the request chose) outside `mask`, alone on the codebook model."""
         control = random_control(mask, n_random, self.config.eval.random_seed)
-        scores = {
-            "base": evaluator.score_model(self.base_model),
-            "codebook": evaluator.score_codebook(None),
-            "masked": evaluator.score_codebook(mask),
-            "random": evaluator.score_codebook(control),
-        }
-        return TopicOutcome(
-            forget={variant: s["forget"] for variant, s in scores.items()},
-            retain={variant: s["retain"] for variant, s in scores.items()},
-        )
+        return TopicOutcome.from_nll(score_held_out(pool, test_of(splits), mask, control))
 
     def _activate(self, mask: Mask, version: str, action: str) -> None:
         # active first: a crash between leaves production behind the active mask, and the request
@@ -325,11 +346,6 @@ class Processor:
     def base_model(self):
         model, _ = assets.load_pretrained(self.config.model.name, self.codebook_model.device.type)
         return model
-
-
-def _own_code_count(mask: Mask, request_id: str) -> int:
-    """How many codes the request itself mined (its source in `mask`), the random control's size."""
-    return next(len(s.code_ids) for s in mask.sources if s.name == request_id)
 
 
 def process_open_requests(

@@ -3,6 +3,7 @@ bad input refused with nothing half-written, gates that hold production back."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,30 @@ def test_examples_file_edited_after_submission_fails_the_request(trained: Setup,
     assert processed.request_id == request.request_id and processed.status == "failed"
     assert "changed since it was submitted" in processed.error
     assert masked_versions(tracker) == {}
+
+
+def test_a_request_no_calibrated_size_can_pass_is_rejected_with_nothing_written(trained: Setup):
+    config = replace(
+        trained.config, gates=replace(trained.config.gates, min_forget_drop=1.0, max_retain_drop=0.0)
+    )
+    tracker = Tracker(config)
+    processor = Processor(config, tracker)
+    request = processor.submit(TopicConfig(label="noun.animal"))
+    before = masked_versions(tracker)
+
+    (answered,) = process_open_requests(config, tracker)
+
+    assert answered.status == "rejected" and answered.error.startswith(
+        "calibration: best validation point S' = "
+    )
+    assert "eligible codes" in answered.error and answered.mask_version in ("", None)
+    assert masked_versions(tracker) == before  # no version registered
+    assert not (trained.run_dir / "masks" / "active.json").exists()
+    store = CodeStore(trained.run_dir / "store")
+    assert store.sql("SELECT count(*) AS n FROM mask_codes").column("n")[0].as_py() == 0
+    assert store.sql("SELECT count(*) AS n FROM evaluations").column("n")[0].as_py() == 0
+    client = MlflowClient(tracker.uri)
+    runs = client.search_runs([tracker.experiment_id], f"params.request_id = '{request.request_id}'")
+    assert runs and runs[0].info.status == "FINISHED"
+    artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id)]
+    assert "calibration.json" in artifacts
