@@ -20,8 +20,8 @@ app = typer.Typer(
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 OVERRIDES_HELP = (
     "Any number of section.key=value overrides may follow, e.g. train.lr=3e-4 topic.label=noun.animal "
-    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, unlearn, eval, "
-    "translation, tracking, gates (see configs/default.yaml)."
+    "run_dir=runs/animal; sections: model, data, topic, bottleneck, train, mining, calibration, unlearn, "
+    "eval, translation, tracking, gates, sweep (see configs/default.yaml)."
 )
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file (see configs/).")
 RUN_DIR_OPTION = typer.Option(Path("runs/default"), help="Run directory holding store/.")

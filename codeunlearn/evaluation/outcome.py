@@ -37,6 +37,8 @@ def random_control(mask: Mask, n_select: int, seed: int) -> Mask:
     unmasked (a draw that overlapped the mined codes would credit them to chance), as a mask named
     "random" over the same codebook."""
     excluded = np.asarray(mask.code_ids, dtype=np.int64)
+    # a mask holding most of a small codebook leaves fewer codes than it mined: draw what is left
+    n_select = min(n_select, mask.n_codes - len(excluded))
     codes = random_codes(mask.n_codes, n_select, seed, exclude=excluded)
     return mask_from_codes(mask.n_codes, "random", codes.tolist())
 

@@ -82,6 +82,7 @@ def tiny_config(root: Path, model_dir: Path, corpus: Path, **sections: dict) -> 
             "min_enrichment": 1.0,
             "batch_size": 64,
         },
+        "calibration": {"grid": [8]},  # one size: open gates take it, as mining.n_select did
         "eval": {"sweep": [4, 8], "batch_size": 64},
         "tracking": {"state_dir": str(root / "state")},
         "gates": {

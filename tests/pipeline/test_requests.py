@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.config import CalibrationConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.requests.invariant import check_active_mask
 from codeunlearn.requests.processor import Processor, process_open_requests, revert_request
@@ -98,7 +98,8 @@ def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
     outcome = tracked.run_pipeline(config)  # open gates: version 1 becomes production
     assert outcome["promoted"] and production(Tracker(config)) == outcome["mask_version"]
 
-    strict = make_gates(setup, min_forget_drop=1e9)
+    # uncalibrated (the paper's fixed S'): the test split's gate is what fails, after registration
+    strict = replace(make_gates(setup, min_forget_drop=1e9), calibration=CalibrationConfig(grid=()))
     tracker = Tracker(strict)
     request = Processor(strict, tracker).submit(TopicConfig(label="noun.animal"))
     (processed,) = process_open_requests(strict, tracker)
