@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from codeunlearn.core.config import WORD_TOPIC_KINDS, TopicConfig
 from codeunlearn.core.errors import ConfigError
+from codeunlearn.data.sampling import Draw
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +41,15 @@ WORD_SWAP = "word_swap"
 LENGTH_MATCHED = "length_matched_sample"
 RANDOM_SAMPLE = "random_sample"
 
-# forget examples, non-topic pool, the topic's pattern (None: no words), rng -> control, replacement words
-ControlBuilder = Callable[
-    [pa.Table, pa.Table, re.Pattern[str] | None, np.random.Generator], tuple[pa.Table, list[str]]
-]
+# forget examples, non-topic pool, the topic's pattern (None: no words), draw -> control, replacement words
+ControlBuilder = Callable[[pa.Table, pa.Table, re.Pattern[str] | None, Draw], tuple[pa.Table, list[str]]]
 
 
 @dataclass(frozen=True)
 class ControlMethod:
     """One control construction: its `topic.control` name, what the manifest records, its builder.
 
-    `build(forget, pool, pattern, rng)` returns the control table (`id`, `text`, `label`, ...,
+    `build(forget, pool, pattern, draw)` returns the control table (`id`, `text`, `label`, ...,
     `source_id`: the forget example each row stands for) and the replacement words it used.
     """
 
@@ -79,7 +78,7 @@ def control_method(topic: TopicConfig) -> ControlMethod:
 
 
 def word_swap(
-    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, rng: np.random.Generator
+    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, draw: Draw
 ) -> tuple[pa.Table, list[str]]:
     """The forget examples with every topic-word match replaced by a random neutral word.
 
@@ -87,7 +86,7 @@ def word_swap(
         forget: The forget examples (`id`, `text`, `label`).
         pool: Unused: a word swap draws no other example.
         pattern: The topic's pattern; its matches are replaced.
-        rng: Picks each replacement word.
+        draw: Its generator picks each replacement word.
 
     Returns:
         The control (`id` = forget id + "~swap", `text`, `label`, `source_id`; rows that still match
@@ -108,7 +107,7 @@ def word_swap(
             f"topic pattern {pattern.pattern!r} matches every neutral replacement word: narrow it"
         )
     used: list[str] = []
-    swap = _swapper(words, used, rng)
+    swap = _swapper(words, used, draw.rng())
     texts = [pattern.sub(swap, text) for text in forget.column("text").to_pylist()]
     clean = np.array([pattern.search(text) is None for text in texts], dtype=bool)
     if not clean.all():
@@ -135,47 +134,46 @@ def _swapper(words: list[str], used: list[str], rng: np.random.Generator) -> Cal
 
 
 def length_matched_sample(
-    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, rng: np.random.Generator
+    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, draw: Draw
 ) -> tuple[pa.Table, list[str]]:
     """For each forget example in turn, the unused pool example nearest it in character length.
+
+    Of the unused examples of the nearest length (the shorter of two equally near lengths), the one first
+    in `draw`'s order is taken. That order depends on row ids only, so two topics whose forget examples
+    have much the same lengths take mostly the same controls; the lengths matched are those a random
+    choice among equally long examples gives.
 
     Args:
         forget: The forget examples.
         pool: The non-topic examples to draw from.
         pattern: Unused.
-        rng: Breaks ties among equally long pool examples.
+        draw: Orders the pool examples of one length.
 
     Returns:
         Pool rows with `source_id` (fewer than `forget` when the pool runs out) and no words.
     """
-    # Shuffle before the stable sort so ties among equal lengths are broken at random, reproducibly.
-    order = rng.permutation(pool.num_rows)
-    lengths = _char_lengths(pool)[order]
-    by_length = np.argsort(lengths, kind="stable")
-    order, lengths = order[by_length], lengths[by_length]
-    used = np.zeros(pool.num_rows, dtype=bool)
+    groups = _LengthGroups(_char_lengths(pool), draw.ranks(pool))
     picks: list[int] = []
     for target in _char_lengths(forget):
-        position = _nearest_unused(lengths, used, int(target))
-        if position is None:
+        row = groups.take_nearest(int(target))
+        if row is None:
             logger.warning("length-matched control: only %d non-topic examples to draw from", len(picks))
             break
-        used[position] = True
-        picks.append(int(order[position]))
+        picks.append(row)
     control = pool.take(pa.array(picks, type=pa.int64()))
     return control.append_column("source_id", forget.column("id").slice(0, len(picks))), []
 
 
 def random_sample(
-    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, rng: np.random.Generator
+    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, draw: Draw
 ) -> tuple[pa.Table, list[str]]:
-    """As many pool examples as forget examples, drawn uniformly without replacement: no length matching.
+    """As many pool examples as forget examples, the first in `draw`'s order: no length matching.
 
     Args:
         forget: The forget examples; only their number and ids are used.
         pool: The non-topic examples to draw from.
         pattern: Unused.
-        rng: Draws the sample.
+        draw: Orders the pool (by row id, so two topics take the same rows wherever both may).
 
     Returns:
         Pool rows in corpus order with `source_id` (the forget ids in order: the pairing carries no
@@ -184,8 +182,7 @@ def random_sample(
     size = min(forget.num_rows, pool.num_rows)
     if size < forget.num_rows:
         logger.warning("random control: only %d non-topic examples to draw from", size)
-    picks = np.sort(rng.choice(pool.num_rows, size=size, replace=False))  # sorted: reads like the corpus
-    control = pool.take(pa.array(picks, type=pa.int64()))
+    control = draw.first(pool, size)
     return control.append_column("source_id", forget.column("id").slice(0, size)), []
 
 
@@ -193,17 +190,31 @@ def _char_lengths(table: pa.Table) -> np.ndarray:
     return np.asarray(pc.utf8_length(table.column("text")).to_numpy(), dtype=np.int64)
 
 
-def _nearest_unused(lengths: np.ndarray, used: np.ndarray, target: int) -> int | None:
-    right = int(np.searchsorted(lengths, target))
-    left = right - 1
-    while left >= 0 and used[left]:
-        left -= 1
-    while right < len(lengths) and used[right]:
-        right += 1
-    candidates = [i for i in (left, right) if 0 <= i < len(lengths)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda i: abs(int(lengths[i]) - target))
+class _LengthGroups:
+    """Pool rows grouped by length, each group in rank order, taken from the front."""
+
+    def __init__(self, lengths: np.ndarray, ranks: np.ndarray) -> None:
+        self.order = np.lexsort((ranks, lengths))  # by length, then rank
+        self.lengths, starts = np.unique(lengths[self.order], return_index=True)
+        self.ends = np.append(starts[1:], len(self.order)).astype(np.int64)
+        self.next = starts.astype(np.int64)  # each group's first unused place in `order`
+
+    def take_nearest(self, target: int) -> int | None:
+        """The first unused row of the nearest length with one left (the shorter of two equally near),
+        now used; None when every row is used."""
+        right = int(np.searchsorted(self.lengths, target))
+        left = right - 1
+        while left >= 0 and self.next[left] == self.ends[left]:
+            left -= 1
+        while right < len(self.lengths) and self.next[right] == self.ends[right]:
+            right += 1
+        candidates = [group for group in (left, right) if 0 <= group < len(self.lengths)]
+        if not candidates:
+            return None
+        group = min(candidates, key=lambda group: abs(int(self.lengths[group]) - target))
+        row = int(self.order[self.next[group]])
+        self.next[group] += 1
+        return row
 
 
 # Every `topic.control` value but "auto", which control_method resolves to one of these.

@@ -7,7 +7,6 @@ sets, disjoint from mining's, so settings can be calibrated without reading the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from codeunlearn.core.data_config import check_val_caps
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.data.controls import ControlMethod, control_method
 from codeunlearn.data.corpus import content_hash
+from codeunlearn.data.sampling import Draw
 from codeunlearn.data.topic_rows import topic_pattern, topic_sides
 from codeunlearn.data.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split
 
@@ -111,18 +111,25 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     forget_train = _sample(forget_pool, topic.max_forget, _rng(seed, "forget_train"))
     forget_test = _sample(test_side.topic, topic.max_eval_forget, _rng(seed, "forget_test"))
     control_source = _sample(forget_train, topic.max_control, _rng(seed, "control_source"))
+    # Non-topic rows go by key order (codeunlearn.data.sampling), so every topic of a corpus takes the
+    # same control and retain rows wherever its own rows leave them free.
     control_train, words_train = control.build(
-        control_source, train_side.other, pattern, _rng(seed, "control_train")
+        control_source, train_side.other, pattern, Draw(seed, "control_train")
     )
     control_test, words_test = control.build(
-        forget_test, test_side.other, pattern, _rng(seed, "control_test")
+        forget_test, test_side.other, pattern, Draw(seed, "control_test")
     )
     retain_pool = _without(train_side.other, control_train)
-    retain_train = _sample(retain_pool, topic.max_retain, _rng(seed, "retain_train"))
+    # Retain rows come from the far end of the control's order, so that a control takes a row that a
+    # retain set would hold (and pushes it to another row for this topic alone) only when it uses up
+    # almost every row of a length.
+    retain_train = Draw(seed, "control_train", from_end=True).first(retain_pool, topic.max_retain)
     # After retain_train, which so stays the set it was before validation splits existed: the rest of
     # the corpus is rarely short of rows.
-    retain_val = _sample(_without(retain_pool, retain_train), topic.max_val_retain, _rng(seed, "retain_val"))
-    retain_test = _stratified(_without(test_side.other, control_test), topic, _rng(seed, "retain_test"))
+    retain_val = Draw(seed, "retain_val").first(_without(retain_pool, retain_train), topic.max_val_retain)
+    retain_test = _stratified(
+        _without(test_side.other, control_test), topic, Draw(seed, "control_test", from_end=True)
+    )
     keyword_free, keyword_free_entry = keyword_free_split(
         forget_train, retain_train, forget_test, topic, pattern
     )
@@ -247,9 +254,7 @@ def _normalised(table: pa.Table, side: str) -> pa.Table:
 
 
 def _rng(seed: int, purpose: str) -> np.random.Generator:
-    # One independent stream per purpose, so changing one cap does not reshuffle the other sets.
-    purpose_key = int.from_bytes(hashlib.sha1(purpose.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), purpose_key])
+    return Draw(seed, purpose).rng()
 
 
 def _sample(table: pa.Table, limit: int, rng: np.random.Generator) -> pa.Table:
@@ -274,19 +279,18 @@ def _without(table: pa.Table, rows: pa.Table) -> pa.Table:
     return table.filter(pc.invert(mask))
 
 
-def _stratified(pool: pa.Table, topic: TopicConfig, rng: np.random.Generator) -> pa.Table:
+def _stratified(pool: pa.Table, topic: TopicConfig, draw: Draw) -> pa.Table:
+    """Per label, the first `max_eval_retain_per_topic` rows in `draw`'s order (corpus order kept)."""
     labels = pool.column("label").to_pylist()
+    if all(label is None for label in labels):
+        return draw.first(pool, topic.max_eval_forget)
+    ranks = draw.ranks(pool)
     groups: dict[str, list[int]] = {}
-    for index, label in enumerate(labels):
+    for index in np.argsort(ranks):
+        label = labels[index]
         if label is not None:
-            groups.setdefault(label, []).append(index)
-    if not groups:
-        return _sample(pool, topic.max_eval_forget, rng)
-    picked: list[int] = []
-    for label in sorted(groups):
-        rows = np.array(groups[label])
-        size = min(topic.max_eval_retain_per_topic, len(rows))
-        picked.extend(rng.choice(rows, size=size, replace=False).tolist())
+            groups.setdefault(label, []).append(int(index))
+    picked = [index for rows in groups.values() for index in rows[: topic.max_eval_retain_per_topic]]
     return pool.take(np.sort(np.array(picked, dtype=np.int64)))
 
 

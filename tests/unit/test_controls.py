@@ -20,6 +20,7 @@ from codeunlearn.data.controls import (
     word_swap,
 )
 from codeunlearn.data.corpus import split_train_test
+from codeunlearn.data.sampling import Draw
 from codeunlearn.data.topics import Splits, build_splits
 from codeunlearn.pipeline import stages as pipeline
 
@@ -43,31 +44,111 @@ def test_every_choice_but_auto_is_a_registered_construction() -> None:
 
 
 def test_length_matched_pairs_each_forget_example_with_the_nearest_length() -> None:
-    control, words = length_matched_sample(FORGET, POOL, None, np.random.default_rng(0))
+    control, words = length_matched_sample(FORGET, POOL, None, Draw(0, "control_train"))
     assert control.column("id").to_pylist() == ["p1", "p4", "p7"]  # lengths 11, 39, 71
     assert control.column("source_id").to_pylist() == ["f0", "f1", "f2"] and words == []
 
 
 def test_random_draws_without_length_matching_and_reproducibly() -> None:
-    control, words = random_sample(FORGET, POOL, None, np.random.default_rng(0))
-    again, _ = random_sample(FORGET, POOL, None, np.random.default_rng(0))
+    control, words = random_sample(FORGET, POOL, None, Draw(0, "control_train"))
+    again, _ = random_sample(FORGET, POOL, None, Draw(0, "control_train"))
     assert control.equals(again) and words == []
     ids = control.column("id").to_pylist()
     assert len(set(ids)) == 3 and set(ids) <= set(POOL.column("id").to_pylist())
     assert ids != ["p1", "p4", "p7"]  # not the length-matched picks
     assert control.column("source_id").to_pylist() == ["f0", "f1", "f2"]
-    small, _ = random_sample(FORGET, POOL.slice(0, 2), None, np.random.default_rng(0))
+    small, _ = random_sample(FORGET, POOL.slice(0, 2), None, Draw(0, "control_train"))
     assert small.num_rows == 2  # a short pool gives what it has
+
+
+def _old_length_matched_gaps(forget: np.ndarray, pool: np.ndarray, seed: int) -> list[int]:
+    """The length gaps of the construction before key order: ties among equal lengths broken at random."""
+    lengths = pool[np.random.default_rng(seed).permutation(len(pool))]
+    lengths = lengths[np.argsort(lengths, kind="stable")]
+    used, gaps = np.zeros(len(lengths), dtype=bool), []
+    for target in forget:
+        right = int(np.searchsorted(lengths, target))
+        left = right - 1
+        while left >= 0 and used[left]:
+            left -= 1
+        while right < len(lengths) and used[right]:
+            right += 1
+        candidates = [i for i in (left, right) if 0 <= i < len(lengths)]
+        if not candidates:
+            break
+        pick = min(candidates, key=lambda i: abs(int(lengths[i]) - int(target)))
+        used[pick] = True
+        gaps.append(abs(int(lengths[pick]) - int(target)))
+    return gaps
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_length_matched_gaps_are_those_of_a_random_tie_break(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pool = np.clip(rng.normal(60, 15, 300).round(), 1, None).astype(int)
+    forget = np.clip(rng.normal(70, 20, 150).round(), 1, None).astype(int)  # longer: some go unmatched
+    control, _ = length_matched_sample(_table("f", forget), _table("p", pool), None, Draw(seed, "c"))
+    gaps = [
+        abs(len(text) - int(n)) for text, n in zip(control.column("text").to_pylist(), forget, strict=True)
+    ]
+    old = _old_length_matched_gaps(forget, pool, seed)
+    assert gaps == old and np.mean(gaps) > 1  # the same gap for every forget example, not all exact
+    assert len(set(control.column("id").to_pylist())) == len(forget)
+
+
+def _key_order(ids: list[str], draw: Draw) -> list[str]:
+    return [ids[i] for i in np.argsort(draw.keys(ids), kind="stable")]
+
+
+def test_length_matched_takes_equal_lengths_in_key_order_whatever_else_the_pool_holds() -> None:
+    draw = Draw(3, "control_train")
+    pool = _table("p", [10] * 12 + [30] * 12)
+    forget = _table("f", [10, 10, 10, 30])
+    control, _ = length_matched_sample(forget, pool, None, draw)
+    ids = pool.column("id").to_pylist()
+    short, long = _key_order(ids[:12], draw), _key_order(ids[12:], draw)
+    assert control.column("id").to_pylist() == short[:3] + long[:1]
+    # Rows another topic holds leave the pool: the others chosen stay, the next in key order fills in.
+    mask = pa.array([row_id not in (short[1], long[5]) for row_id in ids])
+    fewer, _ = length_matched_sample(forget, pool.filter(mask), None, draw)
+    assert fewer.column("id").to_pylist() == [short[0], short[2], short[3], long[0]]
+    other_seed, _ = length_matched_sample(forget, pool, None, Draw(4, "control_train"))
+    assert other_seed.column("id").to_pylist() != control.column("id").to_pylist()
+
+
+def test_random_takes_the_first_rows_in_key_order() -> None:
+    draw = Draw(0, "control_train")
+    ids = POOL.column("id").to_pylist()
+    first = _key_order(ids, draw)[:3]
+    control, _ = random_sample(FORGET, POOL, None, draw)
+    assert control.column("id").to_pylist() == [row_id for row_id in ids if row_id in first]  # corpus order
+    without = POOL.filter(pa.array([row_id != first[0] for row_id in ids]))
+    fewer, _ = random_sample(FORGET, without, None, draw)
+    assert set(fewer.column("id").to_pylist()) == set(_key_order(ids, draw)[1:4])
+
+
+def test_a_draw_key_depends_on_seed_stream_and_id_only() -> None:
+    draw = Draw(0, "retain_train")
+    keys = draw.keys(["a", "b", "c"])
+    assert keys.dtype == np.uint64 and draw.keys(["c", "a"]).tolist() == [keys[2], keys[0]]
+    assert Draw(1, "retain_train").keys(["a"])[0] != keys[0] != Draw(0, "retain_val").keys(["a"])[0]
+    table = pa.table({"id": ["a", "b", "c", "d"]})
+    ranks = draw.ranks(table)
+    assert sorted(ranks.tolist()) == [0, 1, 2, 3]
+    assert Draw(0, "retain_train", from_end=True).ranks(table).tolist() == (3 - ranks).tolist()
+    assert draw.first(table, 2).column("id").to_pylist() == [
+        i for i, r in zip("abcd", ranks, strict=True) if r < 2
+    ]
 
 
 def test_swap_needs_words() -> None:
     with pytest.raises(ConfigError, match="needs the topic's words.*length_matched or random"):
-        word_swap(FORGET, POOL, None, np.random.default_rng(0))
+        word_swap(FORGET, POOL, None, Draw(0, "control_train"))
     swapped, words = word_swap(
         _table("f", [3]).set_column(1, "text", pa.array(["Bread and jam"])),
         POOL,
         re.compile(r"\bbread\b", re.I),
-        np.random.default_rng(0),
+        Draw(0, "control_train"),
     )
     assert swapped.column("text").to_pylist()[0].endswith(" and jam") and len(words) == 1
 

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -407,3 +408,97 @@ def test_splits_prepared_before_val_splits_still_read(
     (target / "retain_val.parquet").unlink()
     with pytest.raises(CodeunlearnError, match="missing retain_val.parquet.*codeunlearn prepare"):
         read_splits(target)
+
+
+# Six labels with the same lengths on each side: a topic's controls could match any other topic's rows.
+EVEN_LABELS = ("alpha", "bravo", "delta", "gamma", "kappa", "sigma")
+
+
+def _even_side(prefix: str, per_length: int) -> pa.Table:
+    rows = []
+    for label in EVEN_LABELS:
+        for words in range(12):
+            for _ in range(per_length):
+                row_id = f"{prefix}{len(rows):04d}"
+                text = f"{label.capitalize()} {row_id}" + " word" * words + "."
+                rows.append({"id": row_id, "text": text, "label": label})
+    # Shuffled, so that no two topics' non-topic rows sit at the same places in their tables.
+    order = np.random.default_rng(len(rows)).permutation(len(rows))
+    return pa.Table.from_pylist(rows).take(order)
+
+
+def _even_topic(label: str) -> TopicConfig:
+    # Every train row of the topic goes to mining (no forget_val, caps above its 60 rows), so two topics'
+    # forget sets have the same lengths.
+    caps = {"max_forget": 100, "max_control": 100, "max_retain": 80, "max_eval_forget": 12}
+    return TopicConfig(label=label, **caps, max_eval_retain_per_topic=5, max_val_forget=0, max_val_retain=60)
+
+
+@pytest.fixture(scope="module")
+def even_splits() -> dict[str, Splits]:
+    train, test = _even_side("a", 5), _even_side("e", 2)
+    return {label: build_splits(train, test, _even_topic(label), seed=0) for label in EVEN_LABELS}
+
+
+def _ids_outside(table: pa.Table, labels: tuple[str, ...]) -> set[str]:
+    """The ids of the rows whose label is none of `labels`."""
+    rows = zip(*(table.column(c).to_pylist() for c in ("id", "label")), strict=True)
+    return {row_id for row_id, label in rows if label not in labels}
+
+
+def _nested(first: set[str], second: set[str]) -> bool:
+    return first <= second or second <= first
+
+
+PAIRS = [("alpha", "bravo"), ("alpha", "sigma"), ("delta", "kappa"), ("gamma", "bravo")]
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS)
+def test_retain_test_of_the_other_labels_is_the_same_for_two_topics(
+    even_splits: dict[str, Splits], a: str, b: str
+) -> None:
+    first, second = even_splits[a].retain_test, even_splits[b].retain_test
+    assert _ids_outside(first, (a, b)) == _ids_outside(second, (a, b))
+    assert Counter(first.column("label").to_pylist()) == {label: 5 for label in EVEN_LABELS if label != a}
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS)
+def test_retain_rows_free_for_two_topics_are_taken_by_both(
+    even_splits: dict[str, Splits], a: str, b: str
+) -> None:
+    first, second = even_splits[a], even_splits[b]
+    controls = set().union(*(_ids(s.control_train) | _ids(s.control_test) for s in (first, second)))
+    # Rows of neither topic nor either control: both topics go down one key order and only their caps end
+    # at different places (each also takes rows of the other topic), so one set holds the other.
+    train = [_ids_outside(s.retain_train, (a, b)) - controls for s in (first, second)]
+    assert _nested(*train) and len(train[0] & train[1]) > 0.8 * len(train[0] | train[1])
+    taken = _ids(first.retain_train) | _ids(second.retain_train)
+    val = [_ids_outside(s.retain_val, (a, b)) - controls - taken for s in (first, second)]
+    assert _nested(*val) and len(val[0] & val[1]) > 0.8 * len(val[0] | val[1])
+
+
+def _controls_by_length(splits: Splits, topics: tuple[str, ...]) -> dict[int, set[str]]:
+    """control_train's ids of rows outside `topics`, by text length."""
+    groups: dict[int, set[str]] = {}
+    rows = zip(*(splits.control_train.column(c).to_pylist() for c in ("id", "text", "label")), strict=True)
+    for row_id, text, label in rows:
+        if label not in topics:
+            groups.setdefault(len(text), set()).add(row_id)
+    return groups
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS)
+def test_topics_of_equal_lengths_take_mostly_the_same_controls(
+    even_splits: dict[str, Splits], a: str, b: str
+) -> None:
+    first, second = even_splits[a], even_splits[b]
+    for splits in (first, second):  # lengths matched exactly: the pool has rows of every length to spare
+        forget = dict(zip(*(splits.forget_train.column(c).to_pylist() for c in ("id", "text")), strict=True))
+        pairs = zip(*(splits.control_train.column(c).to_pylist() for c in ("source_id", "text")), strict=True)
+        assert all(len(forget[source]) == len(text) for source, text in pairs)
+    by_length = [_controls_by_length(splits, (a, b)) for splits in (first, second)]
+    assert by_length[0].keys() == by_length[1].keys()
+    # Per length, both go down one key order of the rows of neither topic: one set holds the other.
+    assert all(_nested(by_length[0][n], by_length[1][n]) for n in by_length[0])
+    shared = _ids(first.control_train) & _ids(second.control_train)
+    assert len(shared) >= 0.6 * first.control_train.num_rows  # a random choice shares about a tenth
