@@ -55,10 +55,10 @@ def test_of(splits: Splits) -> HeldOut:
     return HeldOut.of(splits.forget_test, splits.retain_test)
 
 
-def texts_of(splits: Splits) -> dict[str, str]:
-    """Id -> text of every validation and test row, for `TextPool.add`."""
+def texts_of(splits: Splits, sides: tuple[str, ...] = ("val", "test")) -> dict[str, str]:
+    """Id -> text of every row of the validation and/or test side, for `TextPool.add`."""
     texts: dict[str, str] = {}
-    for name in ("forget_val", "retain_val", "forget_test", "retain_test"):
+    for name in (f"{split}_{side}" for side in sides for split in ("forget", "retain")):
         table = getattr(splits, name)
         texts.update(
             zip(map(str, table.column("id").to_pylist()), table.column("text").to_pylist(), strict=True)

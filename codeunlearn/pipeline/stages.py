@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from codeunlearn.core.config import RunConfig, save_config
@@ -19,6 +19,7 @@ from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.data.corpus import content_hash, load_corpus, split_train_test
 from codeunlearn.data.tables import batch_texts, write_json, write_tables
 from codeunlearn.data.topics import Splits, build_splits, read_splits, write_splits
+from codeunlearn.evaluation.calibrated import calibrate_topic, held_out_pool, texts_of, validation_of
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import (
@@ -33,10 +34,11 @@ from codeunlearn.store.code_store import CodeStore
 from codeunlearn.training import distributed
 from codeunlearn.training.stamp import STAMP_FILE, same_training, training_stamp
 from codeunlearn.training.trainer import TrainResult, train
-from codeunlearn.unlearning.active_mask import Candidate, activate, propose, update_active
+from codeunlearn.unlearning.active_mask import Candidate, activate, propose, read_active, update_active
+from codeunlearn.unlearning.calibration import Calibration
 from codeunlearn.unlearning.masks import Mask, check_detectors, mask_from_codes
-from codeunlearn.unlearning.recipe import detector_data, mine_mask, topic_batches
-from codeunlearn.unlearning.selection import SelectedCodes
+from codeunlearn.unlearning.recipe import MinedMask, detector_data, mine_mask, topic_batches
+from codeunlearn.unlearning.selection import SelectedCodes, select_codes
 from codeunlearn.unlearning.topic_detector import TopicDetector
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,13 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         data_hash=data_hash,
         counts_run=run_id,
     )
-    selected = mined.selected
+    selected, calibration = mined.selected, None
+    if config.calibration.enabled:
+        calibration = _calibrate(config, codebook_model, splits, mined, paths)
+        size = calibration.best.n_select if calibration.best else 0
+        selected = select_codes(
+            mined.counts["forget"], mined.counts["control"], replace(config.mining, n_select=size)
+        )
     write_json(
         paths.selection_file,
         {
@@ -139,6 +147,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
             "ranked_eligible": mined.ranked,  # for sweeps past n_select
             "data_hash": data_hash,
             **({"detector": asdict(mined.detector)} if mined.detector is not None else {}),
+            **({"calibration": calibration.summary()} if calibration is not None else {}),
         },
     )
     log.info(
@@ -148,6 +157,31 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         config.topic.key,
     )
     return selected
+
+
+def _calibrate(
+    config: RunConfig, codebook_model: CodebookModel, splits: Splits, mined: MinedMask, paths: RunPaths
+) -> Calibration:
+    """S' for the config's topic, chosen on its validation split beside the active mask. When no size
+    clears both gates there, the nearest miss is selected and the gates (evaluate) turn it down."""
+    base, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)
+    pool = held_out_pool(codebook_model, base, config)
+    texts = texts_of(splits, sides=("val",))
+    pool.add(list(texts), list(texts.values()), desc="scoring validation texts")
+    calibration = calibrate_topic(
+        pool,
+        validation_of(splits),
+        mined.ranked,
+        codebook_model.bottleneck.n_codes,
+        config,
+        splits.forget_train.num_rows,
+        read_active(paths),
+    )
+    if calibration.passed:
+        log.info("calibration chose S' = %d on the validation split", calibration.chosen.n_select)
+    else:
+        log.warning("calibration: no S' clears both gates on validation: %s", calibration.reason)
+    return calibration
 
 
 def _counts_run_id(config: RunConfig, splits: Splits, model_weights: str = "") -> str:

@@ -56,6 +56,7 @@ class Calibration:
     def summary(self) -> dict:
         return {
             "chosen_n_select": self.chosen.n_select if self.chosen else None,
+            "best_n_select": self.best.n_select if self.best else None,  # chosen, or the nearest miss
             "reason": self.reason,
             "frontier": [p.row() for p in self.frontier],
         }

@@ -34,6 +34,7 @@ SMALL = [
     "mining.max_p_value=1.0",
     "mining.min_enrichment=0.0",
     "eval.sweep=[4, 8]",
+    "calibration.grid=[4, 8]",
 ]
 
 
@@ -71,7 +72,11 @@ def test_run_end_to_end_then_undo(tmp_path, tiny_model_dir):
     assert {"base", "codebook", "masked", "random", "mined@4", "mined@8"} <= report["nll"].keys()
     assert {"forget", "retain"} <= report["nll"]["masked"].keys()
     mask = json.loads((run_dir / "masks" / "active.json").read_text())
-    assert len(mask["code_ids"]) == 8 and mask["sources"][0]["name"] == "noun.food"
+    selection = json.loads((run_dir / "mining" / "selection.json").read_text())
+    calibration = selection["calibration"]  # S' chosen on the validation split, every size tried listed
+    assert {p["n_select"] for p in calibration["frontier"]} <= {4, 8}
+    assert len(mask["code_ids"]) == len(selection["code_ids"]) == calibration["best_n_select"]
+    assert mask["sources"][0]["name"] == "noun.food"
     doctor = cli("doctor", "--no-registry", f"run_dir={run_dir}", f"model.name={tiny_model_dir}", *SMALL)
     assert doctor.returncode == 0 and doctor.stdout.strip() == "ok", doctor.stdout + doctor.stderr
 
