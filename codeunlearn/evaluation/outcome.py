@@ -211,9 +211,13 @@ class TopicOutcome:
             f"retain drop {self.retain_drop:.3f} ({self.retain_nats:+.4f} nats/token)."
         )
         if self.has_random:
+            share = self.random_share
+            compared = (
+                "no rise of the mined mask to compare" if math.isnan(share) else f"{share:.2f} of its rise"
+            )
             text += (
                 f" A random mask of the same size raises forget NLL by {self.random_nats:+.4f} nats/token, "
-                f"{self.random_share:.2f} of the mined mask's rise."
+                f"{compared}."
             )
         if not self.learned(gates.min_gain):
             text += (

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -71,7 +72,13 @@ def test_pipeline_flow_tracks_registers_and_promotes(prefect_api, make_setup):
     assert {"forget_drop", "retain_drop", "nll_masked_forget", "nll_base_retain", "gates_passed"} <= set(
         evaluate
     )
+    assert {"forget_nats", "retain_nats", "gain", "learned", "random_share", "nll_random_forget"} <= set(
+        evaluate
+    )
     assert evaluate["forget_drop"] == result["forget_drop"]
+    assert evaluate["forget_nats"] == pytest.approx(
+        evaluate["nll_masked_forget"] - evaluate["nll_codebook_forget"]
+    )
     manifest_file = client.download_artifacts(runs["prepare"].info.run_id, "data_manifest.json")
     manifest = json.loads(Path(manifest_file).read_text())
     assert manifest["splits"]["forget_train"]["count"] == runs["prepare"].data.metrics["n_forget_train"] > 0
@@ -98,6 +105,7 @@ def test_pipeline_flow_tracks_registers_and_promotes(prefect_api, make_setup):
     assert masked.tags["mask_digest"] == mask.digest and masked.tags["n_codes"] == str(len(mask.code_ids))
     assert masked.tags["data_hashes"] == manifest["splits"]["forget_train"]["content_hash"][:16]
     assert masked.tags["gates"] == "passed"
+    assert {"forget_nats", "retain_nats", "gain", "learned", "random_share"} <= set(masked.tags)
     assert client.get_model_version_by_alias(tracker.masked_name, PRODUCTION).version == masked.version
 
     # The code store holds the same mask and evaluation.

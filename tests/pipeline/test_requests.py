@@ -111,6 +111,15 @@ def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
     )
     registered = masked_versions(tracker)[processed.mask_version]
     assert registered["gates"].startswith("forget drop")  # registered ...
+    assert {"forget_nats", "retain_nats", "gain", "learned", "random_share"} <= set(registered)
+    client = MlflowClient(tracker.uri)
+    run_id = client.get_model_version(tracker.masked_name, processed.mask_version).run_id
+    metrics = client.get_run(run_id).data.metrics  # the request's run: raw nats, gain, random control
+    assert {"forget_nats", "gain", "learned", "random_nats", "forget_nll_random"} <= set(metrics)
+    assert metrics["forget_nats"] == pytest.approx(
+        metrics["forget_nll_masked"] - metrics["forget_nll_codebook"]
+    )
+    assert metrics["gates_passed"] == 0.0
     assert production(tracker) == outcome["mask_version"]  # ... but production did not move
     assert [s.name for s in load_mask(setup.run_dir / "masks" / "active.json").sources] == ["noun.food"]
     stored = RequestStore(setup.run_dir / "store").get(request.request_id)

@@ -143,8 +143,9 @@ def test_from_nll_reads_forget_and_retain_of_the_known_variants():
 def test_summary_shows_raw_nats_and_says_not_learned():
     learned = outcome().summary(GATES)
     assert "forget drop 0.900 (+0.9000 nats/token" in learned and "retain drop 0.040 (+0.0200" in learned
-    assert "0.06 of the mined mask's rise" in learned and "Not learned" not in learned
+    assert "+0.0500 nats/token, 0.06 of its rise" in learned and "Not learned" not in learned
     assert "Not learned: the codebook model gains 0.030" in outcome(forget_base=2.03).summary(GATES)
+    assert "no rise of the mined mask to compare" in outcome(forget_masked=2.0).summary(GATES)
 
 
 def test_random_control_draws_outside_the_mask():
