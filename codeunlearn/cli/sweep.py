@@ -57,7 +57,7 @@ def sweep(
             "mining": asdict(run_config.mining),
             "settings_key": run.where().key,
         }
-        totals = sweep_report.summary(rows, run_config.data.corpus, run.codebook, setting)
+        totals = sweep_report.summary(rows, run.corpus, run.codebook, setting)
         paths = sweep_report.write(rows, totals, results_dir or Path(run_config.sweep.results_dir))
         if parent is not None:
             log_outputs(run_config, parent, paths, totals)

@@ -82,6 +82,12 @@ def sweep_topics(train: pa.Table, test: pa.Table, min_examples: int, only: tuple
     return sorted(label for label, n in counts.items() if label and n >= min_examples)
 
 
+def corpus_name(corpus: str) -> str:
+    """A corpus's name for file and run names: `wordnet` as is, a file or directory by its stem."""
+    path = Path(corpus)
+    return path.stem if path.suffix or len(path.parts) > 1 else corpus
+
+
 def settings_key(config: RunConfig, codebook: str) -> str:
     """A digest of everything a topic's result depends on besides the topic."""
     topic = {k: v for k, v in asdict(config.topic).items() if k.startswith("max_") or k.startswith("keyword")}
@@ -128,7 +134,11 @@ class Sweep:
 
     def where(self) -> SweepPaths:
         key = settings_key(self.config, self.codebook)
-        return SweepPaths(self.paths.root / "sweep" / f"{self.config.data.corpus}-{key}", key)
+        return SweepPaths(self.paths.root / "sweep" / f"{self.corpus}-{key}", key)
+
+    @property
+    def corpus(self) -> str:
+        return corpus_name(self.config.data.corpus)
 
     def topics(self) -> list[str]:
         return sweep_topics(self.train, self.test, self.config.sweep.min_examples, self.config.sweep.topics)

@@ -76,8 +76,8 @@ def write(rows: Sequence[dict], totals: dict, directory: Path) -> dict[str, Path
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / f"sweep-{totals['corpus']}"
     paths = {kind: stem.with_suffix(f".{kind}") for kind in ("json", "md", "parquet", "png")}
-    write_durably(paths["json"], (json.dumps(totals, indent=2, default=str) + "\n").encode())
-    write_durably(paths["md"], to_markdown(rows, totals).encode())
+    write_durably(paths["json"], json.dumps(totals, indent=2, default=str) + "\n")
+    write_durably(paths["md"], to_markdown(rows, totals))
     flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
     pq.write_table(pa.Table.from_pylist(flat), paths["parquet"])
     _plot(rows, totals, paths["png"])

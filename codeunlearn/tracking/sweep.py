@@ -14,7 +14,7 @@ TOPIC_PARAMS = ("topic", "status", "chosen_n_select", "test_n_select", "reasons"
 def tracked_sweep(config: RunConfig, sweep: Sweep) -> tuple[list[dict], str]:
     """Run `sweep` under a parent run named `sweep-<corpus>`; returns the rows and the parent run id."""
     tracker = Tracker(config)
-    with tracker.run(f"sweep-{config.data.corpus}") as parent:
+    with tracker.run(f"sweep-{sweep.corpus}") as parent:
 
         def on_topic(row: dict) -> None:
             child = tracker.start_run(f"sweep-{row['topic']}", parent, {k: row.get(k) for k in TOPIC_PARAMS})

@@ -49,7 +49,8 @@ def test_sweep_answers_every_label_tracks_them_and_resumes(trained: Setup, tmp_p
             "retain_drop",
             "forget_nats",
             "retain_nats",
-            "gain_nats",
+            "gain",
+            "learned",
             "random_share",
         } <= set(row)
         assert row["frontier"] and all(p["n_select"] <= row["n_eligible"] for p in row["frontier"])
