@@ -72,7 +72,7 @@ def test_pipeline_flow_tracks_registers_and_promotes(prefect_api, make_setup):
     assert {"forget_drop", "retain_drop", "nll_masked_forget", "nll_base_retain", "gates_passed"} <= set(
         evaluate
     )
-    assert {"forget_nats", "retain_nats", "gain", "learned", "random_share", "nll_random_forget"} <= set(
+    assert {"forget_nats", "retain_nats", "gain", "learned", "random_nats", "nll_random_forget"} <= set(
         evaluate
     )
     assert evaluate["forget_drop"] == result["forget_drop"]

@@ -72,7 +72,7 @@ def test_run_end_to_end_then_undo(tmp_path, tiny_model_dir):
     assert {"base", "codebook", "masked", "random", "mined@4", "mined@8"} <= report["nll"].keys()
     assert {"forget", "retain"} <= report["nll"]["masked"].keys()
     mask = json.loads((run_dir / "masks" / "active.json").read_text())
-    selection = json.loads((run_dir / "mining" / "selection.json").read_text())
+    selection = json.loads((run_dir / "mining" / "selected.json").read_text())
     calibration = selection["calibration"]  # S' chosen on the validation split, every size tried listed
     assert {p["n_select"] for p in calibration["frontier"]} <= {4, 8}
     assert len(mask["code_ids"]) == len(selection["code_ids"]) == calibration["best_n_select"]
