@@ -8,7 +8,8 @@
 #                                    (Prefect, MLflow, matplotlib)
 #   bash scripts/install.sh --all    also everything the tests and the other settings read: the test tools,
 #                                    the translation setting (Debian's Bibles and manuals, sacrebleu, nltk,
-#                                    pysword, the MiniLM encoder) and the general-text probe's manuals
+#                                    pysword, the MiniLM encoder), the general-text probe's manuals and
+#                                    the second corpus (Debian's fortunes, configs/fortunes.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,8 @@ esac
 
 # Debian packages, each checked by a file it installs: WordNet always; with --all the verse-aligned
 # English/Spanish Bibles (configs/translation.yaml) and the English/French Debian manuals
-# (configs/translation-fr.yaml, the general-text probe and training mixtures).
+# (configs/translation-fr.yaml, the general-text probe and training mixtures), and the fortune files
+# (configs/fortunes.yaml).
 missing_debs=()
 [ -f /usr/share/wordnet/data.noun ] || missing_debs+=(wordnet-base)
 if $all; then
@@ -31,6 +33,7 @@ if $all; then
   [ -f /usr/share/debian-reference/index.en.html ] || missing_debs+=(debian-reference-en)
   [ -f /usr/share/debian-reference/index.fr.html ] || missing_debs+=(debian-reference-fr)
   [ -f /usr/share/doc/debian-handbook/html/fr-FR/index.html ] || missing_debs+=(debian-handbook)
+  [ -f /usr/share/games/fortunes/food ] || missing_debs+=(fortunes)
 fi
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -15,6 +15,10 @@ from codeunlearn.core.errors import ConfigError
 CONTROL_CHOICES: tuple[str, ...] = ("auto", "swap", "length_matched", "random")
 # Topic kinds given as words, the ones a control can swap and a mining position can point at.
 WORD_TOPIC_KINDS: tuple[str, ...] = ("keywords", "regex")
+# The second built-in corpus: Debian's `fortunes` package, one labelled text per fortune
+# (codeunlearn.data.fortunes).
+FORTUNES_CORPUS = "fortunes"
+FORTUNES_DIR = "/usr/share/games/fortunes"
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,11 @@ class ModelConfig:
 class DataConfig:
     """The corpus and how it is split into a global train/test partition."""
 
-    corpus: str = setting("wordnet", "wordnet, a .parquet/.json/.jsonl/.csv file, or a datasets hub id")
+    corpus: str = setting(
+        "wordnet",
+        "wordnet, fortunes (Debian's fortune files by category), a .parquet/.json/.jsonl/.csv file, "
+        "or a datasets hub id",
+    )
     text_column: str = setting("text", "the corpus column holding each example's text")
     label_column: str | None = setting("label", "the corpus column holding each example's topic label")
     hub_split: str = setting("train", "the split read from a datasets hub corpus")
@@ -52,6 +60,15 @@ class DataConfig:
             )
         if self.max_length < 2:
             raise ConfigError(f"data.max_length={self.max_length}: set it to 2 or more (BOS and one token)")
+
+    @property
+    def source_path(self) -> Path:
+        """Where the corpus lies on disk: the WordNet or fortunes directory, else `corpus` as a path."""
+        if self.corpus == "wordnet":
+            return Path(self.wordnet_dir)
+        if self.corpus == FORTUNES_CORPUS:
+            return Path(FORTUNES_DIR)
+        return Path(self.corpus)
 
 
 @dataclass(frozen=True)

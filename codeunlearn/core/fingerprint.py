@@ -22,8 +22,9 @@ def code_fingerprint(root: Path = PACKAGE_ROOT) -> str:
 
 def data_fingerprint(data: DataConfig) -> str:
     """sha256 over the path, size and modification time of every file of the configured corpus (the
-    WordNet directory, or a local file or directory); a hub id is fingerprinted by its name only."""
-    source = Path(data.wordnet_dir if data.corpus == "wordnet" else data.corpus)
+    WordNet or fortunes directory, or a local file or directory); a hub id is fingerprinted by its name
+    only."""
+    source = data.source_path
     digest = hashlib.sha256(str(source).encode())
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     for path in files:

@@ -18,7 +18,9 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from codeunlearn.core.config import DataConfig
+from codeunlearn.core.data_config import FORTUNES_CORPUS, FORTUNES_DIR
 from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
+from codeunlearn.data.fortunes import read_fortunes
 from codeunlearn.data.wordnet import read_wordnet
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ def load_corpus(config: DataConfig) -> pa.Table:
     """Load the configured corpus with columns `id` (unique string), `text` and `label` first.
 
     `data.text_column` and `data.label_column` apply to files and hub datasets; WordNet already
-    names its columns `text` and `label` (the lexname) and keeps its other columns.
+    names its columns `text` and `label` (the lexname) and keeps its other columns, and `fortunes`
+    (Debian's fortune files) labels each text by its category file.
 
     Args:
         config: The data section of the run configuration.
@@ -47,6 +50,9 @@ def load_corpus(config: DataConfig) -> pa.Table:
     if config.corpus == "wordnet":
         table = read_wordnet(config.wordnet_dir, config.wordnet_pos, config.include_examples)
         source = f"WordNet at {config.wordnet_dir}"
+    elif config.corpus == FORTUNES_CORPUS:
+        table = read_fortunes(FORTUNES_DIR)
+        source = f"fortunes at {FORTUNES_DIR}"
     else:
         table, source = _read_source(config.corpus, config.hub_split, config.label_column)
         table = _standardise_columns(table, config, source)
