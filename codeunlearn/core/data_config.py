@@ -98,7 +98,9 @@ class TopicConfig:
         "0: no validation split",
     )
     max_val_retain: int = setting(
-        200, "train-side retain examples that calibration scores settings on; 0: none"
+        400,
+        "train-side retain examples that calibration scores settings on, shared evenly among the other "
+        "labels; 0: none",
     )
     # The control set D~_T (codeunlearn.data.controls): "swap" the topic's words for neutral ones (a word
     # topic only), a "length_matched" or "random" sample of non-topic examples

@@ -125,8 +125,12 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     # almost every row of a length.
     retain_train = Draw(seed, "control_train", from_end=True).first(retain_pool, topic.max_retain)
     # After retain_train, which so stays the set it was before validation splits existed: the rest of
-    # the corpus is rarely short of rows.
-    retain_val = Draw(seed, "retain_val").first(_without(retain_pool, retain_train), topic.max_val_retain)
+    # the corpus is rarely short of rows. Balanced over labels like retain_test, whose per-label quota
+    # gives a small label as much weight as a big one: a validation set drawn in proportion to label size
+    # is mostly the big labels and misjudges the test's retain drop.
+    retain_val = Draw(seed, "retain_val").first_balanced(
+        _without(retain_pool, retain_train), topic.max_val_retain
+    )
     retain_test = _stratified(
         _without(test_side.other, control_test), topic, Draw(seed, "control_test", from_end=True)
     )

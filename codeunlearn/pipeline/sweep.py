@@ -49,7 +49,7 @@ from codeunlearn.unlearning.recipe import rank_eligible
 log = logging.getLogger(__name__)
 
 COUNT_CHUNK = 2048  # texts counted per stored file: a stopped count keeps every finished chunk
-RESULT_FORMAT = 1  # raised when what a topic's row means changes, so older rows are not read back
+RESULT_FORMAT = 2  # raised when what a topic's row means changes, so older rows are not read back
 
 
 @dataclass(frozen=True)

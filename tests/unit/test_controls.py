@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from codeunlearn.core.config import CONTROL_CHOICES, TopicConfig, load_config
@@ -252,3 +253,20 @@ def test_a_retrained_model_never_shares_a_counts_run(tmp_path) -> None:
     first = pipeline._counts_run_id(config, splits, "weights-a")
     assert pipeline._counts_run_id(config, splits, "weights-a") == first
     assert pipeline._counts_run_id(config, splits, "weights-b") != first
+
+
+def test_first_balanced_gives_every_label_its_turn() -> None:
+    labels = ["big"] * 40 + ["mid"] * 10 + ["small"] * 2 + [None] * 5
+    table = pa.table({"id": [f"r{i}" for i in range(len(labels))], "label": labels})
+    draw = Draw(3, "retain_val")
+    picked = draw.first_balanced(table, 20)
+    counts = {label: picked.column("label").to_pylist().count(label) for label in set(labels)}
+    # small runs out after two rows and None after five; big and mid share the rest, one apart
+    assert (counts["small"], counts[None]) == (2, 5)
+    assert sorted((counts["big"], counts["mid"])) == [6, 7]
+    # within a label the rows are that label's first in the stream's order, in the table's order
+    for label in ("big", "mid"):
+        own = table.filter(pc.equal(table.column("label"), label))
+        chosen = picked.filter(pc.equal(picked.column("label"), label))
+        assert chosen.column("id").to_pylist() == draw.first(own, counts[label]).column("id").to_pylist()
+    assert draw.first_balanced(table, 100).equals(table)
