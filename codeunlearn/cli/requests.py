@@ -129,12 +129,18 @@ def request_show(
     config: Path | None = CONFIG_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Show one request whole, error included."""
-    from dataclasses import asdict
+    """Show one request whole, error included, and how it was answered: the S' calibration chose, every
+    S' it scored on the validation split, and the held-out test result beside the chosen one's."""
+    from dataclasses import fields
+
+    from codeunlearn.requests.answer import ANSWER_FIELDS, describe
 
     request = run_stage(ctx, config, verbose, lambda c: _request_store(c).get(request_id))
-    for key, value in asdict(request).items():
-        typer.echo(f"{key:14s} {value}")
+    for field in fields(request):
+        if field.name not in ANSWER_FIELDS:
+            typer.echo(f"{field.name:14s} {getattr(request, field.name)}")
+    for line in describe(request):
+        typer.echo(line)
 
 
 @request_app.command("process", context_settings=EXTRA, epilog=OVERRIDES_HELP)

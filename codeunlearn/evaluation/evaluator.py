@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from codeunlearn.core.progress import progress
+from codeunlearn.core.serialization import nan_for_none
 from codeunlearn.data.batching import Batch, token_nll
 from codeunlearn.model.surgery import CodebookModel, bypassed, forward_from_site, forward_to_site
+from codeunlearn.unlearning.calibration import Point, frontier_markdown
 from codeunlearn.unlearning.masks import Mask, apply_mask
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,9 @@ class EvalReport:
     nll: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> key -> NLL
     sweep: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # lines shown under the main table
+    # the topic's S' calibration (selected.json's "calibration"; `test` added where the evaluated mask
+    # holds the selected codes); empty when the topic was not calibrated
+    calibration: dict = field(default_factory=dict)
 
     def drop(self, variant: str, key: str) -> float:
         return normalized_drop(self.nll["base"][key], self.nll["codebook"][key], self.nll[variant][key])
@@ -288,9 +293,30 @@ class EvalReport:
                 )
             parts += ["\n## Per retained topic", self.topic_markdown("masked")]
         parts += ["\n## Does the bottleneck keep the model usable?", self.quality_markdown()]
+        if self.calibration:
+            parts += ["\n## S' calibrated on the validation split", self.calibration_markdown()]
         if self.sweep:
             parts += ["\n## Sweep over S'", self.sweep_markdown()]
         return "\n".join(parts) + "\n"
+
+    def calibration_markdown(self) -> str:
+        """The chosen S' (or why none passed and which was selected) and every S' scored, with the
+        held-out test drops beside the selected one's validation drops."""
+        entry = self.calibration
+        frontier = [Point.from_row(row) for row in entry.get("frontier", [])]
+        chosen, best = entry.get("chosen_n_select"), entry.get("best_n_select")
+        scored = f"{len(frontier)} size{'s' if len(frontier) != 1 else ''} scored"
+        if chosen is not None:
+            said, mark = f"S' = {chosen} chosen ({scored}).", "chosen"
+        else:
+            selected = f"; S' = {best}, the nearest miss, was selected" if best is not None else ""
+            said, mark = (
+                f"No S' clears both gates ({scored}): {entry.get('reason', '')}{selected}.",
+                "selected",
+            )
+        test = entry.get("test")
+        figures = tuple(nan_for_none([test["forget_drop"], test["retain_drop"]])) if test else None
+        return said + ("\n\n" + frontier_markdown(frontier, best, mark, figures) if frontier else "")
 
 
 def evaluation_rows(

@@ -124,7 +124,11 @@ def write_report(config: RunConfig, directory: Path) -> Report:
 
 
 def _evaluation_section(config: RunConfig, report: Report) -> str:
-    evaluation = EvalReport(nll=report.evaluation["nll"], sweep=report.evaluation.get("sweep", []))
+    evaluation = EvalReport(
+        nll=report.evaluation["nll"],
+        sweep=report.evaluation.get("sweep", []),
+        calibration=report.evaluation.get("calibration", {}),
+    )
     outcome, gates = TopicOutcome.from_nll(evaluation.nll), config.gates
     failures = outcome.failures(gates)
     verdict = "passed" if not failures else "FAILED: " + "; ".join(failures)

@@ -52,6 +52,7 @@ def evaluate(
         report.nll["random"] = evaluator.score_codebook(control)
     unlearned = baseline_stage.score_edited_models(config, evaluator.eval_sets, report)
     report.sweep = _sweep(config, evaluator, report)
+    report.calibration = calibration_entry(config, report, mask)
     keyword_free = keyword_free_summary(splits, report)
     report.notes.append(_keyword_free_note(keyword_free))
     write_json(
@@ -60,6 +61,7 @@ def evaluate(
             "nll": report.nll,
             "sweep": report.sweep,
             "keyword_free": keyword_free,
+            **({"calibration": report.calibration} if report.calibration else {}),
             "mask_digest": mask.digest if mask else None,
             "elapsed_s": time.perf_counter() - started,
             **({"unlearned": unlearned} if unlearned else {}),  # models a gradient baseline edited
@@ -67,6 +69,25 @@ def evaluate(
     )
     (paths.eval_dir / "report.md").write_text(report.render())
     return report
+
+
+def calibration_entry(config: RunConfig, report: EvalReport, mask: Mask | None) -> dict:
+    """The mine stage's calibration of the topic's S' (selected.json), with `test`: the held-out forget
+    and retain drops of the evaluated mask when it holds the codes mining selected. Empty when the
+    topic was not calibrated, or a gradient baseline ran (selected.json is then another run's)."""
+    paths = run_paths(config)
+    if config.unlearn.uses_gradients or not paths.selection_file.is_file():
+        return {}
+    selection = json.loads(paths.selection_file.read_text())
+    entry = selection.get("calibration")
+    if not entry or selection.get("topic") != config.topic.key:
+        return {}
+    selected = sorted(selection["code_ids"])
+    if mask is not None and "masked" in report.nll:
+        sources = [s for s in mask.sources if s.name == selection["topic"]]
+        if sources and sorted(sources[0].code_ids) == selected:
+            entry = {**entry, "test": {s + "_drop": report.drop("masked", s) for s in ("forget", "retain")}}
+    return entry
 
 
 def keyword_free_summary(splits: Splits, report: EvalReport) -> dict:

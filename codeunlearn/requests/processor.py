@@ -34,6 +34,13 @@ from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
+from codeunlearn.requests.answer import (
+    NoPassingSize,
+    calibration_fields,
+    calibration_metrics,
+    calibration_params,
+    test_fields,
+)
 from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
 from codeunlearn.requests.registry import Registry
 from codeunlearn.unlearning.active_mask import activate, read_active
@@ -44,14 +51,6 @@ from codeunlearn.unlearning.recipe import MinedMask, detector_data, mine_mask, t
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # a request whose processing fails (or is killed) this often is marked failed
-
-
-class NoPassingSize(Exception):
-    """Calibration found no S' that clears both gates on the request's validation split."""
-
-    def __init__(self, calibration: Calibration) -> None:
-        super().__init__(calibration.reason)
-        self.calibration = calibration
 
 
 class Processor:
@@ -114,16 +113,20 @@ class Processor:
 
     def _complete(self, request: DeletionRequest, run_id: str) -> DeletionRequest:
         try:
-            outcome, mask, version = self._answer(request, run_id)
+            outcome, mask, version, calibration = self._answer(request, run_id)
         except NoPassingSize as rejection:  # nothing was registered, recorded or activated
-            self.registry.finish_run(run_id, {"gates_passed": 0.0, "calibrated": 0.0}, "FINISHED")
+            rejected = rejection.calibration
+            metrics = {**calibration_metrics(rejected), "gates_passed": 0.0, "calibrated": 0.0}
+            self.registry.finish_run(run_id, metrics, "FINISHED")
             log.info("request %s rejected: %s", request.request_id, rejection)
-            return self.requests.mark(request, "rejected", error=f"calibration: {rejection}")
+            return self.requests.mark(
+                request, "rejected", error=f"calibration: {rejection}", **calibration_fields(rejected)
+            )
         reasons = outcome.failures(self.config.gates)
         self._record_evaluation(request, mask, version, outcome, passed=not reasons)
-        self.registry.finish_run(
-            run_id, {**outcome.metrics(self.config.gates), "gates_passed": float(not reasons)}, "FINISHED"
-        )
+        metrics = {**outcome.metrics(self.config.gates), **calibration_metrics(calibration)}
+        self.registry.finish_run(run_id, {**metrics, "gates_passed": float(not reasons)}, "FINISHED")
+        answer = {**calibration_fields(calibration), **test_fields(outcome)}
         if reasons:
             log.info(
                 "request %s: version %s not promoted: %s", request.request_id, version, "; ".join(reasons)
@@ -134,6 +137,7 @@ class Processor:
                 error="gates failed: " + "; ".join(reasons),
                 mask_version=version,
                 mask_digest=mask.digest,
+                **answer,
             )
         self._activate(mask, version, f"request:{request.request_id}")
         failpoint("after-promote")
@@ -143,7 +147,9 @@ class Processor:
             version,
             len(mask.code_ids),
         )
-        return self.requests.mark(request, "done", error="", mask_version=version, mask_digest=mask.digest)
+        return self.requests.mark(
+            request, "done", error="", mask_version=version, mask_digest=mask.digest, **answer
+        )
 
     def _end_attempt(self, request: DeletionRequest, run_id: str | None, error: Exception) -> DeletionRequest:
         """Record why this attempt ended: the request fails (bad input, or the last attempt) or waits
@@ -200,7 +206,9 @@ class Processor:
 
     # ------------------------------------------------------------ steps
 
-    def _answer(self, request: DeletionRequest, run_id: str) -> tuple[TopicOutcome, Mask, str]:
+    def _answer(
+        self, request: DeletionRequest, run_id: str
+    ) -> tuple[TopicOutcome, Mask, str, Calibration | None]:
         self._check_model(request)
         topic = request.topic(self.config.topic)
         if topic_hash(topic) != request.topic_hash:
@@ -212,7 +220,7 @@ class Processor:
         write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
         mined = self._mine(request, splits, topic)
         pool = self._pool(splits)
-        own = self._calibrated(request, splits, mined, pool, run_id)
+        own, calibration = self._calibrated(request, splits, mined, pool, run_id)
         mask = with_source(self.active_mask(), own)
         if self.config.bottleneck.mask_condition == "prompt":
             check_detectors(mask)  # before anything is registered or saved
@@ -234,7 +242,7 @@ class Processor:
             )
             failpoint("after-register")
         self._record_mask(mask, version, request.model_version)
-        return outcome, mask, version
+        return outcome, mask, version, calibration
 
     def _check_model(self, request: DeletionRequest) -> None:
         tags = self.registry.codebook_tags(request.model_version)
@@ -282,11 +290,12 @@ class Processor:
 
     def _calibrated(
         self, request: DeletionRequest, splits: Splits, mined: MinedMask, pool: TextPool, run_id: str
-    ) -> Mask:
-        """The request's own mask at the S' calibration chose on its validation split (the mined S'
-        when calibration.grid is empty); raises NoPassingSize when no S' clears both gates there."""
+    ) -> tuple[Mask, Calibration | None]:
+        """The request's own mask at the S' calibration chose on its validation split, and that
+        calibration (the mined S' and None when calibration.grid is empty); raises NoPassingSize when
+        no S' clears both gates there."""
         if not self.config.calibration.enabled:
-            return mined.mask
+            return mined.mask, None
         calibration = calibrate_topic(
             pool,
             validation_of(splits),
@@ -297,6 +306,7 @@ class Processor:
             self.active_mask(),
         )
         self.registry.log_dict(run_id, calibration.summary(), "calibration.json")
+        self.registry.log_params(run_id, calibration_params(calibration))
         if not calibration.passed:
             raise NoPassingSize(calibration)
         log.info(
@@ -305,7 +315,7 @@ class Processor:
             calibration.chosen.n_select,
             len(calibration.frontier),
         )
-        return sized(mined, calibration.chosen.n_select)
+        return sized(mined, calibration.chosen.n_select), calibration
 
     def _evaluate(self, pool: TextPool, splits: Splits, mask: Mask, n_random: int) -> TopicOutcome:
         """Base, codebook and masked NLL on the held-out test split, and the random control: `n_random`

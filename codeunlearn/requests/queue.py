@@ -30,6 +30,7 @@ from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.file_lock import exclusive_lock
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
+from codeunlearn.unlearning.calibration import Point
 
 STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverted")
 OPEN_STATUSES = ("pending", "processing")  # a run that finds "processing" took over from a dead one
@@ -53,6 +54,12 @@ class DeletionRequest:
     updated_at: datetime | None = None
     worker: str = ""
     attempts: int = 0  # times processing was started (a killed run's attempt counts)
+    # how it was answered, recorded when it is done or rejected (None: not recorded, as in events
+    # written before these fields existed)
+    chosen_n_select: int | None = None  # the S' calibration chose on validation; None: none passed
+    frontier: tuple[Point, ...] | None = None  # every S' calibration scored; (): not calibrated
+    test_forget_drop: float | None = None  # held-out test drops of the mask version it was promoted
+    test_retain_drop: float | None = None  # or failed on
 
     def topic(self, caps: TopicConfig) -> TopicConfig:
         """The request's topic with the size caps of `caps`."""
@@ -134,7 +141,7 @@ class RequestStore:
     def open_requests(self) -> list[DeletionRequest]:
         return self.list(OPEN_STATUSES)
 
-    def mark(self, request: DeletionRequest, status: str, **changes: str | int) -> DeletionRequest:
+    def mark(self, request: DeletionRequest, status: str, **changes: object) -> DeletionRequest:
         """Append the request's new state."""
         if status not in STATUSES:
             raise CodeunlearnError(f"status {status!r}: use one of {', '.join(STATUSES)}")
@@ -158,17 +165,32 @@ class RequestStore:
 
     def _write(self, request: DeletionRequest) -> None:
         stamped = replace(request, updated_at=_now(), worker=_worker())
-        row = {name: [getattr(stamped, name, None)] for name in REQUEST_EVENTS_SCHEMA.names if name != "seq"}
-        row["seq"] = [time.time_ns()]
-        self.store.append("request_events", pa.table(row), prefix=request.request_id)
+        row = {name: getattr(stamped, name, None) for name in REQUEST_EVENTS_SCHEMA.names}
+        row["seq"] = time.time_ns()
+        if stamped.frontier is not None:
+            row["frontier"] = [point.row() for point in stamped.frontier]
+        table = pa.Table.from_pylist([row], schema=REQUEST_EVENTS_SCHEMA)
+        self.store.append("request_events", table, prefix=request.request_id)
 
     def _query(self, sql: str, params: dict | None) -> list[DeletionRequest]:
         table = self.store.sql(sql, params)
-        fields = set(DeletionRequest.__dataclass_fields__)
-        missing = {"updated_at": None, "attempts": 0}  # absent from events written before they existed
-        return [
-            DeletionRequest(
-                **{k: (missing.get(k, "") if v is None else v) for k, v in row.items() if k in fields}
-            )
-            for row in table.to_pylist()
-        ]
+        return [_request(row) for row in table.to_pylist()]
+
+
+# NULL in events written before the field existed (or, for the last four, not recorded yet)
+_MISSING = {
+    "updated_at": None,
+    "attempts": 0,
+    "chosen_n_select": None,
+    "frontier": None,
+    "test_forget_drop": None,
+    "test_retain_drop": None,
+}
+
+
+def _request(row: dict) -> DeletionRequest:
+    fields = DeletionRequest.__dataclass_fields__
+    values = {k: (_MISSING.get(k, "") if v is None else v) for k, v in row.items() if k in fields}
+    if values["frontier"] is not None:
+        values["frontier"] = tuple(Point.from_row(point) for point in values["frontier"])
+    return DeletionRequest(**values)

@@ -32,6 +32,17 @@ COUNTS_SCHEMA = pa.schema(
 )
 """One row per code per write; n_tokens / n_examples repeat the file's totals on every row."""
 
+FRONTIER_POINT = pa.struct(
+    [
+        ("n_select", pa.int64()),
+        ("forget_drop", pa.float64()),  # normalised, on the request's validation split
+        ("retain_drop", pa.float64()),
+        ("forget_nats", pa.float64()),
+        ("retain_nats", pa.float64()),
+    ]
+)
+"""One S' scored by calibration (codeunlearn.unlearning.calibration.Point)."""
+
 REQUEST_EVENTS_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
@@ -49,6 +60,11 @@ REQUEST_EVENTS_SCHEMA = pa.schema(
         ("mask_digest", pa.string()),
         ("worker", pa.string()),  # host:pid of the process that wrote the event
         ("attempts", pa.int64()),  # times processing was started; NULL (read as 0) in older events
+        # the calibration it was answered with; every one NULL in events written before they existed
+        ("chosen_n_select", pa.int64()),  # S' chosen on the validation split; NULL: none passed
+        ("frontier", pa.list_(FRONTIER_POINT)),  # every S' scored on validation; [] uncalibrated
+        ("test_forget_drop", pa.float64()),  # held-out test drops of the version it was promoted or
+        ("test_retain_drop", pa.float64()),  # failed on
     ]
 )
 
@@ -140,15 +156,27 @@ masks: one row per registered mask version: its digest, code count, sources (req
 and codebook version (a revert can give a later version the digest of an earlier one)."""
 
 
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
+
+
+def duck_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type of a column's Arrow type (lists and structs of the scalar types above)."""
+    if pa.types.is_list(arrow_type):
+        return f"{duck_type(arrow_type.value_type)}[]"
+    if pa.types.is_struct(arrow_type):
+        fields = ", ".join(f"{field.name} {duck_type(field.type)}" for field in arrow_type)
+        return f"STRUCT({fields})"
+    return _DUCK_TYPES[arrow_type]
+
+
 def empty_select(schema: pa.Schema) -> str:
     """A SELECT with the table's columns (plus `filename`) and no rows, for a table with no files yet."""
-    duck_types = {
-        pa.string(): "VARCHAR",
-        pa.int32(): "INTEGER",
-        pa.int64(): "BIGINT",
-        pa.float64(): "DOUBLE",
-        pa.bool_(): "BOOLEAN",
-        pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
-    }
-    columns = [f"NULL::{duck_types[field.type]} AS {field.name}" for field in schema]
+    columns = [f"NULL::{duck_type(field.type)} AS {field.name}" for field in schema]
     return f"SELECT {', '.join(columns)}, NULL::VARCHAR AS filename WHERE false"

@@ -12,8 +12,11 @@ rows only (never the held-out test split, which decides promotion afterwards).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from codeunlearn.core.serialization import nan_for_none
 
 SEARCHES = ("bisect", "grid")
 
@@ -38,6 +41,12 @@ class Point:
 
     def row(self) -> dict[str, float]:
         return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Point:
+        """From `row()` as JSON or the store read it back (an undefined drop: None or NaN)."""
+        values = {name: row.get(name) for name in cls.__dataclass_fields__}
+        return cls(int(values.pop("n_select")), **{k: float(nan_for_none(v)) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -161,3 +170,32 @@ def _rejection(best: Point, min_forget_drop: float, max_retain_drop: float, desc
 
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
+
+
+def frontier_markdown(
+    frontier: Sequence[Point], marked: int | None, mark: str, test: tuple[float, float] | None = None
+) -> str:
+    """Every S' scored on validation as a Markdown table, padded to read as plain text too: the row of
+    S' = `marked` says `mark` (chosen, nearest miss), and `test` (held-out forget and retain drop of
+    that S') stands beside its validation drops."""
+    header = ["S'", "validation forget drop", "validation retain drop"]
+    header += ["test forget drop", "test retain drop"] if test is not None else []
+    rows = [header]
+    for point in frontier:
+        here = point.n_select == marked
+        cells = [f"{point.n_select}" + (f" ({mark})" if here else "")]
+        cells += [f"{point.forget_drop:.3f}", f"{point.retain_drop:.3f}"]
+        if test is not None:
+            cells += [f"{drop:.3f}" for drop in test] if here else ["", ""]
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "| "
+        + " | ".join(
+            [row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))]
+        )
+        + " |"
+        for row in rows
+    ]
+    rule = "|:" + "-" * (widths[0] + 1) + "|" + "|".join("-" * (w + 1) + ":" for w in widths[1:]) + "|"
+    return "\n".join([lines[0], rule, *lines[1:]])

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 
-from codeunlearn.evaluation.evaluator import KEYWORD_FREE
+import pytest
+
+from codeunlearn.evaluation.evaluator import KEYWORD_FREE, normalized_drop
 
 from .conftest import Setup
 
 
 def _read(setup: Setup, path: str) -> dict:
     return json.loads((setup.run_dir / path).read_text())
+
+
+def _sizes(calibration: dict) -> list[int]:
+    return [point["n_select"] for point in calibration["frontier"]]
 
 
 def test_run_scores_the_keyword_free_split_of_a_label_topic(make_setup):
@@ -32,6 +38,22 @@ def test_run_scores_the_keyword_free_split_of_a_label_topic(make_setup):
     assert f"{KEYWORD_FREE}: the {entry['count']} of {entry['of']} held-out forget examples" in result.stdout
     assert "keyword-free forget: masked drop" in result.stdout
     first_counts = _read(setup, "mining/selected.json")["counts_run"]
+    # the S' the mine stage calibrated on validation, every size it tried, and the test split's figures
+    selection = _read(setup, "mining/selected.json")
+    calibration = report["calibration"]
+    chosen = len(selection["code_ids"])
+    assert calibration["chosen_n_select"] == chosen
+    assert _sizes(calibration) == _sizes(selection["calibration"])
+    nll = report["nll"]
+    test = calibration["test"]
+    for split in ("forget", "retain"):
+        expected = normalized_drop(nll["base"][split], nll["codebook"][split], nll["masked"][split])
+        assert test[f"{split}_drop"] == pytest.approx(expected)
+    section = result.stdout.split("## S' calibrated on the validation split\n")[1]
+    assert section.startswith(f"S' = {chosen} chosen (1 size scored).")
+    row = next(line for line in section.splitlines() if line.startswith(f"| {chosen} (chosen)"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[-2:] == [f"{test['forget_drop']:.3f}", f"{test['retain_drop']:.3f}"]  # beside validation
 
     # A keyword topic's forget examples all hold its words: no keyword-free split, and a message why.
     keyword = setup.cli("run", "topic.keywords=[food, foods]", timeout=600)

@@ -66,7 +66,14 @@ def test_certificate_hashes_match_the_registered_model_mask_data_and_report(make
     for name, digest in certificate["artifacts"].items():
         assert file_sha256(logged / name) == digest, name
     assert certificate["evaluation"]["forget_drop"] == outcome["forget_drop"]
-    assert "# Deletion report: noun.food" in (logged / "report.md").read_text()
+    markdown = (logged / "report.md").read_text()
+    assert "# Deletion report: noun.food" in markdown
+    evaluation = json.loads((logged / "inputs" / "evaluation.json").read_text())
+    chosen = evaluation["calibration"]["chosen_n_select"]  # the S' calibrated on validation, and tested
+    assert (
+        chosen is not None and f"## S' calibrated on the validation split\nS' = {chosen} chosen" in markdown
+    )
+    assert f"| {chosen} (chosen) |" in markdown and "| test forget drop |" in markdown
 
     # `codeunlearn verify` holds on the run, and names the mask once the active mask changes.
     verify = [

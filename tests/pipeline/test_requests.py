@@ -31,7 +31,7 @@ def production(tracker: Tracker) -> str:
 
 
 def test_add_two_requests_then_revert_the_first_leaves_the_second_alone(trained: Setup):
-    config = trained.config
+    config = with_grid(trained.config, (4, 8))
     tracker = Tracker(config)
     processor = Processor(config, tracker)
     first = processor.submit(TopicConfig(label="noun.animal"))
@@ -44,6 +44,17 @@ def test_add_two_requests_then_revert_the_first_leaves_the_second_alone(trained:
     assert versions[a.mask_version]["request_ids"] == a.request_id
     assert versions[b.mask_version]["request_ids"] == f"{a.request_id},{b.request_id}"
     assert versions[b.mask_version]["parent_codebook_version"] == "1"
+    # the record, and the request's run, say which S' was chosen among which, and what the test split gave
+    assert a.chosen_n_select == 4 and [p.n_select for p in a.frontier] == [4, 8]
+    run = request_run(tracker, a.request_id)
+    assert run.data.params["chosen_n_select"] == "4" and run.data.params["calibration_sizes_scored"] == "2"
+    metrics = run.data.metrics
+    assert (metrics["chosen_n_select"], metrics["calibration_sizes_scored"]) == (4.0, 2.0)
+    assert metrics["val_forget_drop"] == pytest.approx(a.frontier[0].forget_drop)
+    assert (a.test_forget_drop, a.test_retain_drop) == (
+        pytest.approx(metrics["forget_drop"]),
+        pytest.approx(metrics["retain_drop"]),
+    )
     b_codes = set(load_mask(trained.run_dir / "masks" / "active.json").sources[1].code_ids)
 
     reverted = revert_request(config, tracker, a.request_id)
@@ -60,6 +71,34 @@ def test_add_two_requests_then_revert_the_first_leaves_the_second_alone(trained:
     with pytest.raises(CodeunlearnError, match="only done requests can be reverted"):
         revert_request(config, tracker, a.request_id)
     assert check_active_mask(config, tracker) == []
+
+    shown = trained.cli("request", "show", a.request_id)  # reverted: how it was answered stays told
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "status         reverted" in shown.stdout and "Point(" not in shown.stdout
+    assert "calibration    S' = 4 chosen on the validation split (2 sizes scored)" in shown.stdout
+    rows = table_rows(shown.stdout)
+    assert [row[0] for row in rows] == ["4 (chosen)", "8"]
+    assert rows[0][1:] == [f"{a.frontier[0].forget_drop:.3f}", f"{a.frontier[0].retain_drop:.3f}"] + [
+        f"{a.test_forget_drop:.3f}",
+        f"{a.test_retain_drop:.3f}",
+    ]
+    assert f"test           at S' = 4: forget drop {a.test_forget_drop:.3f} (validation" in shown.stdout
+
+
+def with_grid(config, grid: tuple[int, ...]):
+    return replace(config, calibration=replace(config.calibration, grid=grid))
+
+
+def request_run(tracker: Tracker, request_id: str):
+    client = MlflowClient(tracker.uri)
+    (run,) = client.search_runs([tracker.experiment_id], f"params.request_id = '{request_id}'")
+    return run
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the frontier table `request show` prints."""
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| S'")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
 def test_topic_that_matches_nothing_is_refused_and_nothing_recorded(trained: Setup):
@@ -124,6 +163,13 @@ def test_failing_gate_registers_the_version_but_keeps_production(make_setup):
     assert [s.name for s in load_mask(setup.run_dir / "masks" / "active.json").sources] == ["noun.food"]
     stored = RequestStore(setup.run_dir / "store").get(request.request_id)
     assert stored.status == "rejected" and stored.error == processed.error
+    # no calibration ran: no S' chosen or scored, but the test result it failed on is recorded
+    assert (stored.chosen_n_select, stored.frontier) == (None, ())
+    assert stored.test_forget_drop == pytest.approx(metrics["forget_drop"]) and stored.test_forget_drop < 1e9
+    assert "calibration_sizes_scored" not in metrics and "chosen_n_select" not in metrics
+    shown = setup.cli("request", "show", request.request_id)
+    assert "calibration    off (calibration.grid is empty)" in shown.stdout
+    assert f"test           forget drop {stored.test_forget_drop:.3f}, retain drop" in shown.stdout
     gates = CodeStore(setup.run_dir / "store").sql(
         "SELECT DISTINCT gates_passed FROM evaluations WHERE mask_version = $v", {"v": processed.mask_version}
     )
@@ -185,7 +231,8 @@ def test_examples_file_edited_after_submission_fails_the_request(trained: Setup,
 
 def test_a_request_no_calibrated_size_can_pass_is_rejected_with_nothing_written(trained: Setup):
     config = replace(
-        trained.config, gates=replace(trained.config.gates, min_forget_drop=1.0, max_retain_drop=0.0)
+        with_grid(trained.config, (4, 8)),
+        gates=replace(trained.config.gates, min_forget_drop=1.0, max_retain_drop=0.0),
     )
     tracker = Tracker(config)
     processor = Processor(config, tracker)
@@ -208,3 +255,23 @@ def test_a_request_no_calibrated_size_can_pass_is_rejected_with_nothing_written(
     assert runs and runs[0].info.status == "FINISHED"
     artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id)]
     assert "calibration.json" in artifacts
+    # the record keeps every size tried and no chosen size or test result, which never happened
+    sizes = [p.n_select for p in answered.frontier]
+    assert sizes and set(sizes) <= {4, 8} and answered.chosen_n_select is None
+    assert (answered.test_forget_drop, answered.test_retain_drop) == (None, None)
+    stored = RequestStore(trained.run_dir / "store").get(request.request_id)
+    assert [p.n_select for p in stored.frontier] == sizes and stored.chosen_n_select is None
+    assert stored.test_forget_drop is None and stored.mask_version == ""
+    params, metrics = runs[0].data.params, runs[0].data.metrics
+    assert params["chosen_n_select"] == "none" and params["calibration_sizes_scored"] == str(len(sizes))
+    assert metrics["calibration_sizes_scored"] == len(sizes) and "chosen_n_select" not in metrics
+    shown = trained.cli("request", "show", request.request_id)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert (
+        "status         rejected" in shown.stdout
+        and "error          calibration: best validation" in shown.stdout
+    )
+    assert f"no S' clears both gates on the validation split ({len(sizes)} size" in shown.stdout
+    rows = table_rows(shown.stdout)
+    assert [int(row[0]) for row in rows] == sizes
+    assert rows[0][1] == f"{answered.frontier[0].forget_drop:.3f}" and "test forget" not in shown.stdout

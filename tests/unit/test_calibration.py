@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from codeunlearn.unlearning.calibration import Point, calibrate, candidate_sizes
+from codeunlearn.unlearning.calibration import Point, calibrate, candidate_sizes, frontier_markdown
 
 GRID = [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 
@@ -72,3 +72,36 @@ def test_candidate_sizes_stop_at_the_eligible_codes():
     assert candidate_sizes(GRID, 5000) == GRID
     assert candidate_sizes([64, 128], 128) == [64, 128]
     assert candidate_sizes(GRID, 0) == []
+
+
+def test_the_frontier_table_marks_one_size_and_sets_its_test_drops_beside_it():
+    frontier = [
+        Point(4, 0.25, 0.01, 0.1, 0.0),
+        Point(8, 0.9125, 0.031, 0.3, 0.01),
+        Point(16, math.nan, 0.2, 0, 0),
+    ]
+    table = frontier_markdown(frontier, 8, "chosen", (0.874, 0.04)).splitlines()
+    assert [cell.strip() for cell in table[0].strip("|").split("|")] == [
+        "S'",
+        "validation forget drop",
+        "validation retain drop",
+        "test forget drop",
+        "test retain drop",
+    ]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    assert rows == [
+        ["4", "0.250", "0.010", "", ""],
+        ["8 (chosen)", "0.912", "0.031", "0.874", "0.040"],
+        ["16", "nan", "0.200", "", ""],
+    ]
+    assert len({len(line) for line in table}) == 1  # padded: the columns line up as plain text
+    bare = frontier_markdown(frontier, None, "")
+    assert "test" not in bare and "(" not in bare and len(bare.splitlines()) == 5
+
+
+def test_a_point_reads_back_from_its_row_with_undefined_drops_as_nan():
+    point = Point(8, math.nan, 0.5, 0.25, -0.125)
+    row = {**point.row(), "forget_drop": None}  # as JSON without NaN writes it
+    back = Point.from_row(row)
+    assert back.n_select == 8 and math.isnan(back.forget_drop)
+    assert (back.retain_drop, back.forget_nats, back.retain_nats) == (0.5, 0.25, -0.125)

@@ -76,6 +76,10 @@ def test_run_end_to_end_then_undo(tmp_path, tiny_model_dir):
     calibration = selection["calibration"]  # S' chosen on the validation split, every size tried listed
     assert {p["n_select"] for p in calibration["frontier"]} <= {4, 8}
     assert len(mask["code_ids"]) == len(selection["code_ids"]) == calibration["best_n_select"]
+    shown = report["calibration"]  # and in the run's report
+    assert [p["n_select"] for p in shown["frontier"]] == [p["n_select"] for p in calibration["frontier"]]
+    assert "## S' calibrated on the validation split" in result.stdout
+    assert f"| {calibration['best_n_select']} (" in result.stdout
     assert mask["sources"][0]["name"] == "noun.food"
     doctor = cli("doctor", "--no-registry", f"run_dir={run_dir}", f"model.name={tiny_model_dir}", *SMALL)
     assert doctor.returncode == 0 and doctor.stdout.strip() == "ok", doctor.stdout + doctor.stderr

@@ -116,3 +116,34 @@ def test_the_keyword_free_split_is_a_column_of_the_main_table_only_when_scored()
     }
     rendered = EvalReport(nll=without).render()
     assert "keyword_free" not in rendered and "| forget drop | retain drop |" in rendered
+
+
+def test_the_report_shows_the_calibrated_size_its_frontier_and_test_result():
+    nll = {
+        "base": {"forget": 5.0, "retain": 3.0},
+        "codebook": {"forget": 4.0, "retain": 2.0},
+        "masked": {"forget": 4.5, "retain": 2.1},
+        "random": {"forget": 4.1, "retain": 2.0},
+    }
+    frontier = [
+        {"n_select": 4, "forget_drop": 0.2, "retain_drop": 0.0, "forget_nats": 0.2, "retain_nats": 0.0},
+        {"n_select": 8, "forget_drop": 0.6, "retain_drop": 0.05, "forget_nats": 0.6, "retain_nats": 0.05},
+    ]
+    passed = {"chosen_n_select": 8, "best_n_select": 8, "reason": "", "frontier": frontier}
+    tested = {**passed, "test": {"forget_drop": 0.5, "retain_drop": 0.1}}
+    rendered = EvalReport(nll=nll, calibration=tested).render()
+    section = rendered.split("## S' calibrated on the validation split\n")[1]
+    assert section.startswith("S' = 8 chosen (2 sizes scored).")
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line[:3] == "| 4" or line[:3] == "| 8"
+    ]
+    assert rows == [["4", "0.200", "0.000", "", ""], ["8 (chosen)", "0.600", "0.050", "0.500", "0.100"]]
+
+    missed = {**passed, "chosen_n_select": None, "reason": "best validation point S' = 8: forget drop"}
+    rendered = EvalReport(nll=nll, calibration=missed).render()
+    assert "No S' clears both gates (2 sizes scored): best validation point S' = 8" in rendered
+    assert "S' = 8, the nearest miss, was selected" in rendered and "| 8 (selected) |" in rendered
+    assert "test forget drop" not in rendered
+    assert "calibrated" not in EvalReport(nll=nll).render()

@@ -3,20 +3,24 @@ request's current state, and the processing lock that a dead holder gives up."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from codeunlearn.core.config import TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.requests.answer import ANSWER_FIELDS, describe
 from codeunlearn.requests.queue import RequestStore, topic_hash
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking.tracker import public_params
+from codeunlearn.unlearning.calibration import Point
 
 
 @pytest.fixture
@@ -118,6 +122,93 @@ def test_events_written_before_attempts_existed_read_as_zero_attempts(store: Req
     assert store.get(request.request_id).attempts == 1
 
 
+def test_events_written_before_the_answer_was_recorded_read_as_not_recorded(store: RequestStore):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
+
+    request = store.add(TopicConfig(label="noun.food"), "m", "1")
+    done = replace(request, status="done", mask_version="2", mask_digest="d")
+    event = store.store.root / "requests" / f"{request.request_id}-old.parquet"
+    old_schema = pa.schema([field for field in REQUEST_EVENTS_SCHEMA if field.name not in ANSWER_FIELDS])
+    row = {name: [getattr(done, name, None)] for name in old_schema.names if name != "seq"}
+    pq.write_table(pa.table({**row, "seq": [2**62]}).select(old_schema.names).cast(old_schema), event)
+
+    old = store.get(request.request_id)
+    assert (old.status, old.mask_version) == ("done", "2")
+    assert (old.chosen_n_select, old.frontier, old.test_forget_drop, old.test_retain_drop) == (None,) * 4
+    assert describe(old) == ["calibration    none recorded"]
+    assert describe(request) == ["calibration    not answered yet"]
+
+
+FRONTIER = (
+    Point(4, 0.25, 0.01, 0.2, 0.001),
+    Point(8, 0.875, 0.03125, 0.7, 0.003),
+    Point(16, 1.5, 0.5, 1, 0.1),
+)
+
+
+def test_the_answer_is_recorded_whole_and_read_back_by_python_and_sql(store: RequestStore):
+    request = store.add(TopicConfig(label="noun.food"), "m", "1")
+    answer = {
+        "chosen_n_select": 8,
+        "frontier": FRONTIER,
+        "test_forget_drop": 0.75,
+        "test_retain_drop": math.nan,
+    }
+    store.mark(request, "done", mask_version="3", **answer)
+
+    done = store.get(request.request_id)
+    assert (done.chosen_n_select, done.frontier, done.test_forget_drop) == (8, FRONTIER, 0.75)
+    assert math.isnan(done.test_retain_drop)  # an undefined drop stays undefined, not 0 or None
+    store.mark(done, "reverted", mask_version="4")  # later events keep the answer
+    assert store.get(request.request_id).frontier == FRONTIER
+    rows = CodeStore(store.store.root).sql(
+        "SELECT chosen_n_select, len(frontier) AS n, frontier[2].forget_drop AS f FROM requests"
+    )
+    assert rows.to_pylist() == [{"chosen_n_select": 8, "n": 3, "f": 0.875}]
+
+    uncalibrated = store.mark(store.add(TopicConfig(label="noun.animal"), "m", "1"), "done", frontier=())
+    assert store.get(uncalibrated.request_id).frontier == ()  # off, not "not recorded"
+
+
+def _table_rows(lines: list[str]) -> list[list[str]]:
+    rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| ") and "S'" not in line]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in rows]
+
+
+def test_describe_shows_the_chosen_size_the_frontier_and_the_test_result_beside_it(store: RequestStore):
+    request = store.add(TopicConfig(label="noun.food"), "m", "1")
+    done = replace(request, status="done", chosen_n_select=8, frontier=FRONTIER)
+    done = replace(done, test_forget_drop=0.75, test_retain_drop=0.0625)
+
+    lines = describe(done)
+
+    assert lines[0] == "calibration    S' = 8 chosen on the validation split (3 sizes scored)"
+    assert _table_rows(lines) == [
+        ["4", "0.250", "0.010", "", ""],
+        ["8 (chosen)", "0.875", "0.031", "0.750", "0.062"],
+        ["16", "1.500", "0.500", "", ""],
+    ]
+    assert lines[-1] == (
+        "test           at S' = 8: forget drop 0.750 (validation 0.875), retain drop 0.062 (validation "
+        "0.031) on the held-out test split"
+    )
+
+    rejected = replace(request, status="rejected", error="calibration: best validation point S' = 8: ...")
+    lines = describe(replace(rejected, frontier=FRONTIER))
+    assert lines[0] == "calibration    no S' clears both gates on the validation split (3 sizes scored)"
+    assert [row[0] for row in _table_rows(lines)] == ["4", "8", "16"] and "test" not in "\n".join(lines)
+    assert describe(replace(rejected, frontier=())) == ["calibration    no S' to try"]
+
+    uncalibrated = replace(done, chosen_n_select=None, frontier=())
+    assert describe(uncalibrated) == [
+        "calibration    off (calibration.grid is empty): the mask holds the mined S'",
+        "test           forget drop 0.750, retain drop 0.062 (held-out)",
+    ]
+
+
 def test_only_failed_requests_can_be_retried_and_start_again_from_zero(store: RequestStore):
     request = store.add(TopicConfig(label="noun.food"), "m", "1")
     with pytest.raises(CodeunlearnError, match="only failed requests can be retried"):
@@ -129,8 +220,6 @@ def test_only_failed_requests_can_be_retried_and_start_again_from_zero(store: Re
 
 
 def test_registered_names_are_scoped_to_the_run_directory(tmp_path: Path):
-    from dataclasses import replace
-
     from codeunlearn.core.config import RunConfig
     from codeunlearn.tracking.tracker import Tracker, registered_prefix
 
