@@ -175,13 +175,21 @@ def _calibrate(
         codebook_model.bottleneck.n_codes,
         config,
         splits.forget_train.num_rows,
-        read_active(paths),
+        _active_besides(read_active(paths), config.topic.key),
     )
     if calibration.passed:
         log.info("calibration chose S' = %d on the validation split", calibration.chosen.n_select)
     else:
         log.warning("calibration: no S' clears both gates on validation: %s", calibration.reason)
     return calibration
+
+
+def _active_besides(active: Mask | None, topic: str) -> Mask | None:
+    """The active mask without the topic's own source: a rerun replaces that source (`with_source`), so
+    calibrating beside it would count the old codes as already masked and pick too small an S'."""
+    if active is None or topic not in {source.name for source in active.sources}:
+        return active
+    return active.without(topic)
 
 
 def _counts_run_id(config: RunConfig, splits: Splits, model_weights: str = "") -> str:
