@@ -62,6 +62,18 @@ class Draw:
             return table
         return table.take(np.sort(np.argsort(self.ranks(table))[:limit]))
 
+    def turns(self, table: pa.Table, column: str = "label") -> np.ndarray:
+        """Each row's place (0 first) among the rows of its `column` value, in the stream's order
+        (nulls count as one value)."""
+        values = table.column(column).to_pylist()
+        turn = np.empty(len(values), dtype=np.int64)
+        seen: dict[object, int] = {}
+        for index in np.argsort(self.ranks(table), kind="stable"):
+            value = values[index]
+            turn[index] = seen.get(value, 0)
+            seen[value] = turn[index] + 1
+        return turn
+
     def first_balanced(self, table: pa.Table, limit: int, column: str = "label") -> pa.Table:
         """The `limit` rows that come first when each value of `column` takes its turn: every value's
         first row in the stream's order, then every value's second, and so on (nulls count as one
@@ -69,13 +81,5 @@ class Draw:
         differ by at most one wherever rows allow. The rows come back in the table's order."""
         if table.num_rows <= limit:
             return table
-        ranks = self.ranks(table)
-        values = table.column(column).to_pylist()
-        turn = np.empty(len(values), dtype=np.int64)
-        seen: dict[object, int] = {}
-        for index in np.argsort(ranks, kind="stable"):
-            value = values[index]
-            turn[index] = seen.get(value, 0)
-            seen[value] = turn[index] + 1
-        order = np.lexsort((ranks, turn))  # by turn, then by the stream's order within a turn
+        order = np.lexsort((self.ranks(table), self.turns(table, column)))  # by turn, then stream order
         return table.take(np.sort(order[:limit]))

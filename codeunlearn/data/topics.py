@@ -288,14 +288,9 @@ def _stratified(pool: pa.Table, topic: TopicConfig, draw: Draw) -> pa.Table:
     labels = pool.column("label").to_pylist()
     if all(label is None for label in labels):
         return draw.first(pool, topic.max_eval_forget)
-    ranks = draw.ranks(pool)
-    groups: dict[str, list[int]] = {}
-    for index in np.argsort(ranks):
-        label = labels[index]
-        if label is not None:
-            groups.setdefault(label, []).append(int(index))
-    picked = [index for rows in groups.values() for index in rows[: topic.max_eval_retain_per_topic]]
-    return pool.take(np.sort(np.array(picked, dtype=np.int64)))
+    labelled = np.array([label is not None for label in labels], dtype=bool)
+    picked = np.flatnonzero(labelled & (draw.turns(pool) < topic.max_eval_retain_per_topic))
+    return pool.take(picked)
 
 
 def _with_topic_column(table: pa.Table) -> pa.Table:
