@@ -81,11 +81,14 @@ def request_add(
     typer.echo(
         f"{request.request_id} pending (codebook {request.model_name} version {request.model_version})"
     )
-    _announce(request.request_id, config)
+    _announce(request.request_id, config, list(ctx.args))
 
 
-def _announce(request_id: str, config: Path | None) -> None:
-    """Emit the `codeunlearn.request.added` Prefect event that triggers processing, if a server is set."""
+def _announce(request_id: str, config: Path | None, overrides: list[str]) -> None:
+    """Emit the `codeunlearn.request.added` Prefect event that triggers processing, if a server is set:
+    it carries the config file, the overrides and the effective config's digest
+    (codeunlearn.core.announcement), so the triggered flow runs on the config the request was checked
+    with, or refuses to."""
 
     if not os.environ.get("PREFECT_API_URL"):
         return
@@ -93,12 +96,19 @@ def _announce(request_id: str, config: Path | None) -> None:
         from prefect.events import emit_event
     except ImportError:
         return
+    from codeunlearn.core.announcement import announce
+
+    try:
+        announcement = announce(config, overrides)
+    except CodeunlearnError as error:
+        typer.echo(f"not announced ({error}); the next scheduled run processes {request_id}", err=True)
+        return
     emit_event(
         event="codeunlearn.request.added",
         resource={
             "prefect.resource.id": f"codeunlearn.request.{request_id}",
             "request_id": request_id,
-            "config_path": str(config.resolve()) if config else "configs/default.yaml",
+            **announcement.resource(),
         },
     )
     typer.echo(f"announced {request_id} to the Prefect server")
@@ -151,7 +161,7 @@ def request_process(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Process every pending request now, without Prefect (the scheduled deployment does the same)."""
-    from codeunlearn.requests.processor import process_open_requests
+    from codeunlearn.requests.service import process_open_requests
 
     done = run_stage(ctx, config, verbose, lambda c: process_open_requests(c, _tracker(c), wait))
     for r in done:
@@ -167,14 +177,20 @@ def request_revert(
     config: Path | None = CONFIG_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Undo one request: remove its codes from the active mask and register that as a new version."""
-    from codeunlearn.requests.processor import revert_request
+    """Undo one request: remove its codes from the active mask, check the model without them clears the
+    retain gate on the request's test split, register that mask and promote it. Exit 1 when the revert
+    is refused (the request stays done) or is left for a retry (it stays reverting, and the next
+    `request process` or `request revert` finishes it)."""
+    from codeunlearn.requests.service import revert_request
 
     def stage(run_config: Any) -> Any:
         _request_store(run_config).get(request_id)  # an unknown id is refused before the registry opens
         return revert_request(run_config, _tracker(run_config), request_id)
 
     request = run_stage(ctx, config, verbose, stage)
+    if request.status != "reverted":
+        typer.echo(f"{request.request_id} not reverted, it is {request.status}: {request.error}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"{request.request_id} reverted: mask version {request.mask_version} is production")
 
 

@@ -14,7 +14,7 @@ from `codeunlearn.core.config` alone:
 - `evaluation_config`: `EvalConfig`, `ProbeConfig`, `DefinitionConfig`, `GeneralTextConfig`,
   `TranslationConfig`, `GatesConfig`, `TRANSLATION_METRICS`, `DEBIAN_REFERENCE`
 - `calibration_config`: `CalibrationConfig`, `SweepConfig`, `CALIBRATION_SEARCHES`
-- `tracking_config`: `TrackingConfig`
+- `tracking_config`: `TrackingConfig`, `RequestsConfig`
 - `run_config`: `RunConfig`
 - `config_io`: `load_config`, `with_overrides`, `config_to_dict`, `save_config`, `flatten_config`,
   `commented_yaml`
@@ -57,7 +57,7 @@ from codeunlearn.core.evaluation_config import (
     TranslationConfig,
 )
 from codeunlearn.core.run_config import RunConfig
-from codeunlearn.core.tracking_config import TrackingConfig
+from codeunlearn.core.tracking_config import RequestsConfig, TrackingConfig
 from codeunlearn.core.unlearn_config import (
     GRADIENT_METHODS,
     MASK_METHOD,
@@ -88,6 +88,7 @@ __all__ = [
     "MiningConfig",
     "ModelConfig",
     "ProbeConfig",
+    "RequestsConfig",
     "RunConfig",
     "TopicConfig",
     "TrackingConfig",

@@ -75,7 +75,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the config as YAML for the record (a run directory's config.yaml), its tracking URIs'
+    credentials replaced by `***`: a run directory is shared more freely than the secrets it ran with."""
+    redacted = dataclasses.replace(config, tracking=config.tracking.redacted())
+    path.write_text(yaml.safe_dump(config_to_dict(redacted), sort_keys=False))
 
 
 def flatten_config(config: RunConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from codeunlearn.core.config_fields import section, setting
 from codeunlearn.core.data_config import WORD_TOPIC_KINDS, DataConfig, ModelConfig, TopicConfig
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.core.evaluation_config import EvalConfig, GatesConfig, TranslationConfig
-from codeunlearn.core.tracking_config import TrackingConfig
+from codeunlearn.core.tracking_config import RequestsConfig, TrackingConfig
 from codeunlearn.core.unlearn_config import MiningConfig, UnlearnConfig
 
 
@@ -40,6 +40,7 @@ class RunConfig:
     tracking: TrackingConfig = section(
         TrackingConfig, "where MLflow runs, registered models and requests live"
     )
+    requests: RequestsConfig = section(RequestsConfig, "how failed deletion-request attempts are retried")
     gates: GatesConfig = section(GatesConfig, "what a mask version must clear to become production")
     sweep: SweepConfig = section(SweepConfig, "codeunlearn sweep: every label topic as its own request")
 
@@ -71,6 +72,7 @@ class RunConfig:
         self.eval.validate()
         self.translation.validate()
         self.tracking.validate()
+        self.requests.validate()
         self.gates.validate()
         self.calibration.validate()
         self.sweep.validate()

@@ -50,3 +50,25 @@ class TrackingConfig:
         return dataclasses.replace(
             self, tracking_uri=redact_uri(self.tracking_uri), artifact_root=redact_uri(self.artifact_root)
         )
+
+
+@dataclass(frozen=True)
+class RequestsConfig:
+    """How deletion requests are retried: an attempt that ends in an error other than bad input (a
+    full disk, a registry outage, a killed process) leaves the request pending for a later run, which
+    waits `retry_backoff_s` after the first failure, twice that after the second, and so on."""
+
+    max_attempts: int = setting(3, "attempts a request gets before it is marked failed")
+    retry_backoff_s: float = setting(60.0, "seconds before the first retry; each next wait doubles")
+
+    def validate(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"requests.max_attempts={self.max_attempts}: set it to 1 or more, e.g. 3")
+        if not 0 <= self.retry_backoff_s <= 86400:
+            raise ConfigError(
+                f"requests.retry_backoff_s={self.retry_backoff_s}: give seconds from 0 to 86400, e.g. 60"
+            )
+
+    def backoff_s(self, attempts: int) -> float:
+        """The wait before the next attempt of a request whose attempt number `attempts` failed."""
+        return self.retry_backoff_s * 2 ** max(attempts - 1, 0)

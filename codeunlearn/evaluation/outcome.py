@@ -143,11 +143,15 @@ class TopicOutcome:
         reasons += _drop_failure(
             "forget", self.forget_drop, self.forget_nats, self.gain, ">=", gates.min_forget_drop
         )
-        reasons += _drop_failure(
-            "retain", self.retain_drop, self.retain_nats, self.retain_gain, "<=", gates.max_retain_drop
-        )
+        reasons += self.retain_failures(gates)
         reasons += self._random_failure(gates.max_random_share)
         return reasons
+
+    def retain_failures(self, gates: GatesConfig) -> list[str]:
+        """Why the retain set's NLL fails `gates.max_retain_drop` (the one gate a revert must clear)."""
+        return _drop_failure(
+            "retain", self.retain_drop, self.retain_nats, self.retain_gain, "<=", gates.max_retain_drop
+        )
 
     def _random_failure(self, max_share: float) -> list[str]:
         if not self.has_random:

@@ -59,10 +59,14 @@ def _request_problems(store_root: Path, active: Mask) -> list[str]:
     requests = RequestStore(store_root)
     in_mask = {s.name: s.code_ids for s in active.sources if s.name.startswith(REQUEST_PREFIX)}
     done = {r.request_id: r for r in requests.list(("done",))}
+    # a revert under way (or killed mid-way) may or may not have taken the codes out yet
+    reverting = {r.request_id for r in requests.list(("reverting",))}
     problems = [
         f"request {rid} is done but its codes are not in the active mask" for rid in done.keys() - in_mask
     ]
     for request_id, codes in in_mask.items():
+        if request_id in reverting:
+            continue
         if request_id not in done:
             status = _status(requests, request_id)
             problems.append(f"request {request_id} is {status}, but its codes are in the active mask")

@@ -9,9 +9,10 @@ version registered by the killed run is found and reused rather than registered 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 
 from codeunlearn.core.config import RunConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
@@ -43,14 +44,13 @@ from codeunlearn.requests.answer import (
 )
 from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
 from codeunlearn.requests.registry import Registry
+from codeunlearn.requests.revert import begin_revert, revert_attempt
 from codeunlearn.unlearning.active_mask import activate, read_active
 from codeunlearn.unlearning.calibration import Calibration
 from codeunlearn.unlearning.masks import Mask, check_detectors, mask_rows
 from codeunlearn.unlearning.recipe import MinedMask, detector_data, mine_mask, topic_batches, with_source
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 3  # a request whose processing fails (or is killed) this often is marked failed
 
 
 class Processor:
@@ -91,13 +91,16 @@ class Processor:
         Any error ends this attempt only, never the queue: the request's MLflow run ends FAILED and
         the error is recorded on it. A CodeunlearnError (bad input: a topic that matches nothing, an
         edited examples file) fails the request; any other error (I/O, the registry, out of memory)
-        leaves it pending for the next run, until MAX_ATTEMPTS attempts have failed.
+        leaves it pending for a later run, after a backoff, until `requests.max_attempts` attempts
+        have failed. A `reverting` request gets its revert finished (codeunlearn.requests.revert).
         """
         request = self.requests.get(request_id)
         if request.status not in OPEN_STATUSES:
             log.info("request %s is already %s", request_id, request.status)
             return request
-        if request.attempts >= MAX_ATTEMPTS:  # every run that took it was killed, or gave up on it
+        if request.status == "reverting":
+            return revert_attempt(self, request)
+        if request.attempts >= self.config.requests.max_attempts:  # each run that took it was killed
             reason = request.error or "each run that took it ended while processing it"
             return self.requests.mark(
                 request, "failed", error=f"gave up after {request.attempts} attempts: {reason}"
@@ -139,7 +142,7 @@ class Processor:
                 mask_digest=mask.digest,
                 **answer,
             )
-        self._activate(mask, version, f"request:{request.request_id}")
+        self.activate(mask, version, f"request:{request.request_id}")
         failpoint("after-promote")
         log.info(
             "request %s done: mask version %s (%d codes) is production",
@@ -155,51 +158,42 @@ class Processor:
         """Record why this attempt ended: the request fails (bad input, or the last attempt) or waits
         for the next run."""
         if run_id is not None:
-            try:
-                self.registry.finish_run(run_id, {}, "FAILED")
-            except Exception as closing:  # the registry may be what failed; the request is recorded anyway
-                log.warning("could not close MLflow run %s: %s", run_id, closing)
+            self.close_run(run_id)
         permanent = isinstance(error, CodeunlearnError)
         reason = str(error) if permanent else f"{type(error).__name__}: {error}"
-        retry = not permanent and request.attempts < MAX_ATTEMPTS
+        retry = not permanent and request.attempts < self.config.requests.max_attempts
         log.warning(
             "request %s attempt %d failed (%s)%s; see `codeunlearn request show %s`",
             request.request_id,
             request.attempts,
             type(error).__name__,
-            ", it stays pending for the next run" if retry else "",
+            ", it stays pending for a later run" if retry else "",
             request.request_id,
             exc_info=not permanent,
         )
         if retry:
-            return self.requests.mark(request, "pending", error=f"attempt {request.attempts}: {reason}")
+            wait = timedelta(seconds=self.config.requests.backoff_s(request.attempts))
+            return self.requests.mark(
+                request,
+                "pending",
+                error=f"attempt {request.attempts}: {reason}",
+                not_before=datetime.now(UTC) + wait,
+            )
         if not permanent:
             reason = f"gave up after {request.attempts} attempts: {reason}"
         return self.requests.mark(request, "failed", error=reason)
 
+    def close_run(self, run_id: str) -> None:
+        """End an attempt's MLflow run as FAILED, if the registry answers (it may be what failed)."""
+        try:
+            self.registry.finish_run(run_id, {}, "FAILED")
+        except Exception as closing:  # the request's own record is what must be written
+            log.warning("could not close MLflow run %s: %s", run_id, closing)
+
     def revert(self, request_id: str) -> DeletionRequest:
-        """Take one done request's codes out of the active mask and register that as a new version."""
-        request = self.requests.get(request_id)
-        if request.status != "done":
-            raise CodeunlearnError(
-                f"request {request_id} is {request.status}; only done requests can be reverted"
-                + (" (it was never applied)" if request.status in ("rejected", "failed") else "")
-            )
-        active = self.active_mask()
-        if request_id not in {source.name for source in active.sources}:
-            raise CodeunlearnError(
-                f"request {request_id} has no codes in the active mask {active.digest[:12]}"
-            )
-        mask = active.without(request_id)
-        run_id = self.registry.start_request_run(request, "revert", self.parent_run_id)
-        key = f"revert:{request_id}"
-        version = self.registry.find_mask_version(mask.digest, key) or self.registry.register_mask(
-            mask, request.model_version, key, {"reverted_request": request_id}, run_id
-        )
-        self._record_mask(mask, version, request.model_version)
-        self._activate(mask, version, f"revert:{request_id}")
-        self.registry.finish_run(run_id, {"n_codes": float(len(mask.code_ids))}, "FINISHED")
-        return self.requests.mark(request, "reverted", mask_version=version, mask_digest=mask.digest)
+        """Take one done request's codes out of the active mask, gated (codeunlearn.requests.revert);
+        finishes a revert a killed run began."""
+        return revert_attempt(self, begin_revert(self, request_id))
 
     def active_mask(self) -> Mask:
         return read_active(self.paths) or Mask(self.codebook_model.bottleneck.n_codes)
@@ -217,9 +211,10 @@ class Processor:
                 "edited): submit a new request"
             )
         splits = self._splits(topic)
-        write_splits(splits, self.paths.root / "requests" / request.request_id / "topic")
+        write_splits(splits, self.request_dir(request.request_id) / "topic")
         mined = self._mine(request, splits, topic)
-        pool = self._pool(splits)
+        failpoint("after-mine")
+        pool = self.pool(splits)
         own, calibration = self._calibrated(request, splits, mined, pool, run_id)
         mask = with_source(self.active_mask(), own)
         if self.config.bottleneck.mask_condition == "prompt":
@@ -241,7 +236,7 @@ class Processor:
                 run_id,
             )
             failpoint("after-register")
-        self._record_mask(mask, version, request.model_version)
+        self.record_mask(mask, version, request.model_version)
         return outcome, mask, version, calibration
 
     def _check_model(self, request: DeletionRequest) -> None:
@@ -281,7 +276,11 @@ class Processor:
             counts_run=request.request_id,
         )
 
-    def _pool(self, splits: Splits) -> TextPool:
+    def request_dir(self, request_id: str) -> Path:
+        """Where a request's own files (its topic's splits) live."""
+        return self.paths.root / "requests" / request_id
+
+    def pool(self, splits: Splits) -> TextPool:
         """The request's validation and test texts, each scored once under base and codebook model."""
         pool = held_out_pool(self.codebook_model, self.base_model, self.config)
         texts = texts_of(splits)
@@ -303,7 +302,7 @@ class Processor:
             mined.mask.n_codes,
             self.config,
             splits.forget_train.num_rows,
-            self.active_mask(),
+            self._active_besides(request.request_id),
         )
         self.registry.log_dict(run_id, calibration.summary(), "calibration.json")
         self.registry.log_params(run_id, calibration_params(calibration))
@@ -317,22 +316,30 @@ class Processor:
         )
         return sized(mined, calibration.chosen.n_select), calibration
 
+    def _active_besides(self, request_id: str) -> Mask:
+        """The active mask without the request's own codes, which a killed attempt may have activated:
+        calibrating beside them could choose another S' and register a second version."""
+        active = self.active_mask()
+        if request_id in {source.name for source in active.sources}:
+            return active.without(request_id)
+        return active
+
     def _evaluate(self, pool: TextPool, splits: Splits, mask: Mask, n_random: int) -> TopicOutcome:
         """Base, codebook and masked NLL on the held-out test split, and the random control: `n_random`
         random codes (as many as the request chose) outside `mask`, alone on the codebook model."""
         control = random_control(mask, n_random, self.config.eval.random_seed)
         return TopicOutcome.from_nll(score_held_out(pool, test_of(splits), mask, control))
 
-    def _activate(self, mask: Mask, version: str, action: str) -> None:
+    def activate(self, mask: Mask, version: str, action: str) -> None:
         # active first: a crash between leaves production behind the active mask, and the request
         # still open, so the next run promotes the same version
         activate(self.paths, mask, action)
         self.registry.promote(version)
 
-    def _record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
-        self.requests.store.append(
-            "mask_codes", mask_rows(mask, version, codebook_version), prefix=f"v{version}"
-        )
+    def record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
+        # keyed by version: a replay after a crash replaces the rows rather than adding them again
+        rows = mask_rows(mask, version, codebook_version)
+        self.requests.store.append("mask_codes", rows, prefix="mask", key=f"v{version}")
 
     def _record_evaluation(
         self, request: DeletionRequest, mask: Mask, version: str, outcome: TopicOutcome, passed: bool
@@ -344,7 +351,7 @@ class Processor:
         rows = evaluation_rows(
             f"{request.request_id}-v{version}", mask, version, request.model_version, nll, passed
         )
-        self.requests.store.append("evaluations", rows, prefix=request.request_id)
+        self.requests.store.append("evaluations", rows, prefix=request.request_id, key=f"v{version}")
 
     # ------------------------------------------------------------ models
 
@@ -356,33 +363,3 @@ class Processor:
     def base_model(self):
         model, _ = assets.load_pretrained(self.config.model.name, self.codebook_model.device.type)
         return model
-
-
-def process_open_requests(
-    config: RunConfig,
-    registry: Registry,
-    wait_s: float = 600.0,
-    each: Callable[[Processor, str], object] | None = None,
-) -> list[DeletionRequest]:
-    """Under the processing lock, answer every pending request (and any a dead run left processing),
-    in submission order, inside one tracking run; `each(processor, request_id)` (a Prefect task, say)
-    replaces the plain call per request. Nothing is tracked when nothing is pending."""
-    processor = Processor(config, registry)
-    with processor.requests.exclusive(wait_s):
-        open_ids = [r.request_id for r in processor.requests.open_requests()]
-        if not open_ids:
-            return []
-        with registry.run("process-deletion-requests") as parent:
-            processor.parent_run_id = parent
-            for request_id in open_ids:
-                (each or Processor.process)(processor, request_id)
-        return [processor.requests.get(request_id) for request_id in open_ids]
-
-
-def revert_request(
-    config: RunConfig, registry: Registry, request_id: str, wait_s: float = 600.0
-) -> DeletionRequest:
-    """Under the processing lock, take a done request's codes out of the active mask."""
-    processor = Processor(config, registry)
-    with processor.requests.exclusive(wait_s):
-        return processor.revert(request_id)

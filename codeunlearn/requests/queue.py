@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import socket
-import time
+import threading
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -27,13 +27,16 @@ import pyarrow as pa
 
 from codeunlearn.core.config import TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.core.file_lock import exclusive_lock
+from codeunlearn.core.file_lock import exclusive_lock, write_durably
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
 from codeunlearn.unlearning.calibration import Point
 
-STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverted")
-OPEN_STATUSES = ("pending", "processing")  # a run that finds "processing" took over from a dead one
+STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverting", "reverted")
+# open: the next processor run takes them; it finds "processing" or "reverting" only after a dead run
+OPEN_STATUSES = ("pending", "processing", "reverting")
+SEQ_FILE = "requests.seq"  # the number of the last event written to the store
+_seq_guard = threading.Lock()  # the file lock is per process; this serialises its threads
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class DeletionRequest:
     updated_at: datetime | None = None
     worker: str = ""
     attempts: int = 0  # times processing was started (a killed run's attempt counts)
+    not_before: datetime | None = None  # a failed attempt's retry waits until then (backoff)
     # how it was answered, recorded when it is done or rejected (None: not recorded, as in events
     # written before these fields existed)
     chosen_n_select: int | None = None  # the S' calibration chose on validation; None: none passed
@@ -141,6 +145,11 @@ class RequestStore:
     def open_requests(self) -> list[DeletionRequest]:
         return self.list(OPEN_STATUSES)
 
+    def due_requests(self, now: datetime | None = None) -> list[DeletionRequest]:
+        """The open requests a run may take now: those whose retry wait (`not_before`) is over."""
+        now = now or _now()
+        return [r for r in self.open_requests() if r.not_before is None or r.not_before <= now]
+
     def mark(self, request: DeletionRequest, status: str, **changes: object) -> DeletionRequest:
         """Append the request's new state."""
         if status not in STATUSES:
@@ -157,7 +166,7 @@ class RequestStore:
                 f"request {request_id} is {request.status}; only failed requests can be retried"
                 + (" (submit a new request to try other gates)" if request.status == "rejected" else "")
             )
-        return self.mark(request, "pending", attempts=0, error="")
+        return self.mark(request, "pending", attempts=0, error="", not_before=None)
 
     def exclusive(self, wait_s: float = 600.0) -> AbstractContextManager[None]:
         """Hold the processing lock; wait up to `wait_s` for another processor to finish."""
@@ -166,11 +175,29 @@ class RequestStore:
     def _write(self, request: DeletionRequest) -> None:
         stamped = replace(request, updated_at=_now(), worker=_worker())
         row = {name: getattr(stamped, name, None) for name in REQUEST_EVENTS_SCHEMA.names}
-        row["seq"] = time.time_ns()
+        row["seq"] = self._next_seq()
         if stamped.frontier is not None:
             row["frontier"] = [point.row() for point in stamped.frontier]
         table = pa.Table.from_pylist([row], schema=REQUEST_EVENTS_SCHEMA)
         self.store.append("request_events", table, prefix=request.request_id)
+
+    def _next_seq(self) -> int:
+        """One more than the store's last event number: a sequence that orders the events of every
+        process writing to the store, whatever their clocks say."""
+        counter = self.store.root / SEQ_FILE
+        with _seq_guard, exclusive_lock(self.store.root / "requests-seq.lock", 60.0):
+            last = int(counter.read_text()) if counter.is_file() else self._last_seq()
+            write_durably(counter, str(last + 1))
+        return last + 1
+
+    def _last_seq(self) -> int:
+        """The largest event number written so far (before the counter file existed, nanoseconds)."""
+        try:
+            return int(
+                self.store.sql("SELECT coalesce(max(seq), 0) AS seq FROM request_events")["seq"][0].as_py()
+            )
+        except CodeunlearnError:  # no event yet: the view does not exist
+            return 0
 
     def _query(self, sql: str, params: dict | None) -> list[DeletionRequest]:
         table = self.store.sql(sql, params)
@@ -181,6 +208,7 @@ class RequestStore:
 _MISSING = {
     "updated_at": None,
     "attempts": 0,
+    "not_before": None,
     "chosen_n_select": None,
     "frontier": None,
     "test_forget_drop": None,

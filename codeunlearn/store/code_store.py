@@ -105,11 +105,15 @@ class CodeStore:
             self.refresh_database()
         return path
 
-    def append(self, view: str, table: pa.Table, partition: str = "", prefix: str = "part") -> Path:
+    def append(
+        self, view: str, table: pa.Table, partition: str = "", prefix: str = "part", key: str = ""
+    ) -> Path:
         """Add `table` as one new Parquet file of the store table behind `view` (see store/schema.py).
 
         The file appears atomically: it is written under a temporary name that the views' glob does not
-        match and renamed, so a concurrent reader sees either no file or the whole file.
+        match and renamed, so a concurrent reader sees either no file or the whole file. With `key`, the
+        file is `<prefix>-<key>.parquet` and a replay with the same key replaces it rather than adding
+        its rows a second time.
 
         Returns:
             The path of the new file.
@@ -118,7 +122,9 @@ class CodeStore:
         table = table.select(spec.schema.names).cast(spec.schema)
         directory = self.root / spec.directory / partition if partition else self.root / spec.directory
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{prefix}-{uuid.uuid4().hex}.parquet"
+        if key:
+            _check_name(key, "key")
+        path = directory / f"{prefix}-{key or uuid.uuid4().hex}.parquet"
         temporary = directory / f".{path.name}.tmp"
         try:
             pq.write_table(table, temporary)

@@ -46,8 +46,8 @@ FRONTIER_POINT = pa.struct(
 REQUEST_EVENTS_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
-        ("seq", pa.int64()),  # nanoseconds since the epoch; the latest event is the request's state
-        ("status", pa.string()),  # pending | processing | done | rejected | failed | reverted
+        ("seq", pa.int64()),  # the store's event number (requests.seq); the latest is the request's state
+        ("status", pa.string()),  # pending | processing | done | rejected | failed | reverting | reverted
         ("topic_kind", pa.string()),  # label | keywords | regex | examples_file
         ("topic_spec", pa.string()),  # JSON of the topic value; stays in the store, never in MLflow
         ("topic_hash", pa.string()),  # sha256 of the spec (and of the examples file's content)
@@ -65,6 +65,7 @@ REQUEST_EVENTS_SCHEMA = pa.schema(
         ("frontier", pa.list_(FRONTIER_POINT)),  # every S' scored on validation; [] uncalibrated
         ("test_forget_drop", pa.float64()),  # held-out test drops of the version it was promoted or
         ("test_retain_drop", pa.float64()),  # failed on
+        ("not_before", pa.timestamp("us", tz="UTC")),  # no retry before then; NULL: none waiting
     ]
 )
 

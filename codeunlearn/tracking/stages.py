@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -280,14 +279,15 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
             activate(paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest)
             tracker.promote(mask_version)
         rows = evaluation_rows(
-            f"pipeline-v{mask_version}-{uuid.uuid4().hex[:8]}",
+            f"pipeline-v{mask_version}",
             candidate.mask,
             mask_version,
             codebook_version,
             {v: report.nll[v] for v in ("base", "codebook", "masked")},
             passed=not reasons,
         )
-        CodeStore(paths.store_dir).append("evaluations", rows, prefix="pipeline")
+        # keyed by version: evaluating the same version again replaces its rows, never adds to them
+        CodeStore(paths.store_dir).append("evaluations", rows, prefix="pipeline", key=f"v{mask_version}")
     return {
         "forget_drop": outcome.forget_drop,
         "retain_drop": outcome.retain_drop,

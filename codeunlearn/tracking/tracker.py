@@ -1,4 +1,4 @@
-"""MLflow tracking and registry: the only module that imports MLflow.
+"""MLflow tracking and registry (with tracking/pyfunc.py, the only code that imports MLflow).
 
 One experiment per base model; each stage a run nested under its pipeline run; every trained codebook
 a version of `<name>-<run>-codebook`; every mask a version of `<name>-<run>-masked` (`<run>`: the run
@@ -11,7 +11,6 @@ forget set or the words of a keyword topic (see `public_params`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -30,14 +29,16 @@ from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import RunConfig, flatten_config
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.failpoints import failpoint
 from codeunlearn.core.redaction import redact_uri
-from codeunlearn.model.surgery import load_codebook_model
 from codeunlearn.requests.queue import DeletionRequest
-from codeunlearn.unlearning.masks import Mask, apply_mask, load_mask, save_mask
+from codeunlearn.tracking.pyfunc import CodebookPyfunc
+from codeunlearn.unlearning.masks import Mask, save_mask
 
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
+LOCKED_TAG = "codeunlearn.locked_run_dir"  # on runs made under a run directory's processing lock
 SECRET_TOPIC_KEYS = ("topic.keywords", "topic.regex", "topic.examples_file")
 URI_KEYS = ("tracking.tracking_uri", "tracking.artifact_root")  # may carry credentials
 PIP_REQUIREMENTS = ["codeunlearn", "torch", "transformers", "safetensors"]
@@ -104,20 +105,31 @@ class Tracker:
     # ------------------------------------------------------------ runs
 
     def start_run(
-        self, name: str, parent_run_id: str | None = None, params: dict[str, str] | None = None
+        self,
+        name: str,
+        parent_run_id: str | None = None,
+        params: dict[str, str] | None = None,
+        locked: bool = False,
     ) -> str:
+        """A new RUNNING run; `locked`: its process holds the run directory's processing lock, so
+        `close_abandoned_runs` may end it once that process is gone."""
         tags = {"mlflow.runName": name, "codeunlearn.stage": name}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
+        if locked:
+            tags[LOCKED_TAG] = run_dir_id(self.config.run_dir)
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         if params:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
 
     @contextmanager
-    def run(self, name: str, parent_run_id: str | None = None, log_config: bool = True) -> Iterator[str]:
-        """A run that ends FINISHED, or FAILED if the block raises."""
-        run_id = self.start_run(name, parent_run_id, public_params(self.config) if log_config else None)
+    def run(
+        self, name: str, parent_run_id: str | None = None, log_config: bool = True, locked: bool = False
+    ) -> Iterator[str]:
+        """A run that ends FINISHED, or FAILED if the block raises (see `start_run` for `locked`)."""
+        params = public_params(self.config) if log_config else None
+        run_id = self.start_run(name, parent_run_id, params, locked)
         try:
             yield run_id
         except BaseException:
@@ -128,6 +140,24 @@ class Tracker:
     def finish_run(self, run_id: str, metrics: dict[str, float], status: str) -> None:
         self.log_metrics(run_id, metrics)
         self.client.set_terminated(run_id, status)
+
+    def close_abandoned_runs(self) -> list[str]:
+        """End as FAILED this run directory's locked runs still RUNNING, and return their ids.
+
+        Call it holding the processing lock: whoever started those runs held the lock too and is gone
+        (killed mid-attempt), or it would still hold it.
+        """
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{LOCKED_TAG}` = '{run_dir_id(self.config.run_dir)}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for run in found:
+            self.client.set_tag(run.info.run_id, "codeunlearn.ended_by", "the next holder of the lock")
+            self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        if found:
+            log.info("ended %d run(s) a killed processor left RUNNING as FAILED", len(found))
+        return [run.info.run_id for run in found]
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         entries = [Param(key, str(value)[:500]) for key, value in params.items()]
@@ -174,11 +204,8 @@ class Tracker:
                 artifacts={"codebook": str(model_dir)},
                 signature=_SIGNATURE,
                 pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=self.codebook_name,
             )
-        version = str(info.registered_model_version)
-        self._tag_version(self.codebook_name, version, tags)
-        return version
+            return self._register(self.codebook_name, info.model_uri, tags)
 
     def latest_codebook_version(self) -> str:
         versions = self._versions(self.codebook_name)
@@ -220,25 +247,23 @@ class Tracker:
                 },
                 signature=_SIGNATURE,
                 pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=self.masked_name,
             )
-        version = str(info.registered_model_version)
-        self._tag_version(
-            self.masked_name,
-            version,
-            {
-                **tags,
-                "parent_codebook_version": str(codebook_version),
-                "mask_digest": mask.digest,
-                "n_codes": str(len(mask.code_ids)),
-                "request_ids": ",".join(s.name for s in mask.sources if s.name.startswith("req-")),
-                "sources": ",".join(s.name for s in mask.sources if not s.name.startswith("req-")),
-                "data_hashes": ",".join(s.data_hash[:16] for s in mask.sources),
-                "request_key": request_key,
-                **{key: str(value) for key, value in self.mask_serving().items()},
-            },
-        )
-        return version
+            failpoint("before-register")  # a logged model with no version: the replay logs another
+            return self._register(
+                self.masked_name,
+                info.model_uri,
+                {
+                    **tags,
+                    "parent_codebook_version": str(codebook_version),
+                    "mask_digest": mask.digest,
+                    "n_codes": str(len(mask.code_ids)),
+                    "request_ids": ",".join(s.name for s in mask.sources if s.name.startswith("req-")),
+                    "sources": ",".join(s.name for s in mask.sources if not s.name.startswith("req-")),
+                    "data_hashes": ",".join(s.data_hash[:16] for s in mask.sources),
+                    "request_key": request_key,
+                    **{key: str(value) for key, value in self.mask_serving().items()},
+                },
+            )
 
     def mask_serving(self) -> dict[str, str | int]:
         """How a mask is applied (the configured policy and gate): a masked version is served, and was
@@ -298,17 +323,22 @@ class Tracker:
                 "codebook_version": request.model_version,
                 "action": action,
             },
+            locked=True,
         )
 
     def _tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version, key, str(value))
 
+    def _register(self, name: str, model_uri: str, tags: dict[str, str]) -> str:
+        """A new version of `name` from a logged model, created with its tags in one transaction: a
+        crash leaves either no version or one that `_find` finds by its tags."""
+        version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+        return str(version.version)
+
     def _versions(self, name: str) -> list:
-        try:
-            return list(self.client.search_model_versions(f"name = '{name}'"))
-        except MlflowException:
-            return []
+        # An error here propagates: read as "no versions", it would register a duplicate.
+        return list(self.client.search_model_versions(f"name = '{name}'"))
 
     def _find(self, name: str, tags: dict[str, str]) -> str | None:
         for version in self._versions(name):
@@ -326,74 +356,5 @@ def mlflow_run(uri: str, run_id: str) -> Iterator[None]:
     MlflowClient(uri).update_run(run_id, status="RUNNING")
 
 
-def _codebook_directory(model_root: str) -> str:
-    """Where a downloaded codebook version keeps its model directory, as its MLmodel file records."""
-    import yaml
-
-    meta = yaml.safe_load((Path(model_root) / "MLmodel").read_text())
-    return str(Path(model_root) / meta["flavors"]["python_function"]["artifacts"]["codebook"]["path"])
-
-
 def _metric_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
-
-
-class CodebookPyfunc(mlflow.pyfunc.PythonModel):
-    """A codebook model as an MLflow pyfunc: `predict` generates text with the version's mask in force.
-
-    Codebook versions carry the model directory; masked versions carry `mask.json` and the URI of their
-    codebook version, which is fetched from the registry when loaded.
-    """
-
-    def load_context(self, context: Any) -> None:
-        if "codebook" in context.artifacts:
-            directory = context.artifacts["codebook"]
-        else:
-            directory = _codebook_directory(
-                mlflow.artifacts.download_artifacts(context.model_config["codebook_uri"])
-            )
-        self.codebook_model = load_codebook_model(Path(directory), "cpu")
-        serving = context.model_config or {}
-        if "mask_policy" in serving:  # absent from versions registered before it was recorded
-            bottleneck = self.codebook_model.bottleneck
-            bottleneck.serve(
-                dataclasses.replace(
-                    bottleneck.policy,
-                    mask_policy=serving["mask_policy"],
-                    mask_gate=int(serving.get("mask_gate", 1)),
-                    mask_context_gate=int(serving.get("mask_context_gate", 0)),
-                    mask_context_after=int(serving.get("mask_context_after", 1)),
-                    mask_condition=serving.get("mask_condition", "none"),
-                )
-            )
-        self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None
-        apply_mask(self.codebook_model, self.mask)
-
-    # No type hints on predict: MLflow would infer a signature from them and drop the params schema.
-    def predict(self, context, model_input, params=None):
-        """Greedy continuations of each prompt (a list of strings or a one-column DataFrame)."""
-        if hasattr(model_input, "columns"):
-            column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
-            model_input = model_input[column]
-        max_new_tokens = int((params or {}).get("max_new_tokens", 32))
-        return [self._generate(str(prompt), max_new_tokens) for prompt in model_input]
-
-    def _generate(self, prompt: str, max_new_tokens: int) -> str:
-        import torch
-
-        tokenizer = self.codebook_model.tokenizer
-        # One prompt at a time, unpadded, starting with BOS: the bottleneck skips exactly position 0.
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-        bos = tokenizer.bos_token_id
-        if bos is not None and (ids.numel() == 0 or ids[0, 0] != bos):
-            ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
-        # The request is the prompt: under bottleneck.mask_condition=prompt its detectors decide.
-        with torch.no_grad(), self.codebook_model.bottleneck.prompted():
-            generated = self.codebook_model.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        return tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.core.failpoints import failpoint
 from codeunlearn.core.file_lock import exclusive_lock
 from codeunlearn.core.paths import RunPaths
 from codeunlearn.unlearning.masks import Mask, load_mask, mask_notes, save_mask
@@ -102,7 +103,9 @@ def update_active(
         mask = change(read_active(paths))
         _append_journal(paths, action, mask)  # first: an entry never missing for an active source
         save_mask(mask, paths.masks_dir / f"mask-{mask.digest[:12]}.json")
+        failpoint("before-save-mask")
         save_mask(mask, paths.active_mask)
+        failpoint("after-save-mask")
     return mask
 
 

@@ -126,6 +126,7 @@ def test_request_added_triggers_the_deployed_flow(trained: Setup, prefect_server
             "noun.animal",
             "-c",
             str(trained.config_path),
+            "calibration.grid=[4]",  # the config file says [8]: the event must carry the override
         ]
     )
     assert "announced" in added.stdout
@@ -140,6 +141,7 @@ def test_request_added_triggers_the_deployed_flow(trained: Setup, prefect_server
         ) from error
     done = store.get(request_id)
     assert done.status == "done", done.error
+    assert done.chosen_n_select == 4  # answered on the config it was added with
     tracker = Tracker(trained.config)
     assert tracker.production_version() == done.mask_version
     version = tracker.client.get_model_version(tracker.masked_name, done.mask_version)

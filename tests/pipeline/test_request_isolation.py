@@ -4,12 +4,17 @@ SQLite registry, real Parquet store, the tiny real model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
 from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import TopicConfig
 from codeunlearn.requests.invariant import check_active_mask
-from codeunlearn.requests.processor import MAX_ATTEMPTS, Processor, process_open_requests
+from codeunlearn.requests.processor import Processor
 from codeunlearn.requests.queue import RequestStore
+from codeunlearn.requests.service import process_open_requests
 from codeunlearn.tracking.tracker import Tracker
 from codeunlearn.unlearning.masks import load_mask
 
@@ -51,11 +56,22 @@ def test_poison_requests_end_their_own_attempts_and_the_others_are_answered(trai
     assert run_statuses(tracker, nothing.request_id) == ["FAILED"]
     assert check_active_mask(config, tracker) == []
 
-    for attempt in range(2, MAX_ATTEMPTS + 1):  # each run tries it once more, the others are not touched
-        (again,) = process_open_requests(config, tracker)
-        assert again.request_id == blocked.request_id and again.attempts == attempt
-    assert again.status == "failed" and again.error.startswith(f"gave up after {MAX_ATTEMPTS} attempts")
+    # Backoff: the next run within requests.retry_backoff_s (60 s) leaves it waiting.
+    waiting = first[blocked.request_id]
+    assert (waiting.not_before - waiting.updated_at).total_seconds() == pytest.approx(60, abs=1)
+    assert waiting.not_before > datetime.now(UTC)
     assert process_open_requests(config, tracker) == []
+    assert requests.get(blocked.request_id).attempts == 1
+
+    # 60 s later its wait is over; from then on, runs that wait no more before a retry
+    requests.mark(requests.get(blocked.request_id), "pending", not_before=datetime.now(UTC))
+    impatient = replace(config, requests=replace(config.requests, retry_backoff_s=0.0))
+    limit = config.requests.max_attempts
+    for attempt in range(2, limit + 1):  # each run tries it once more, the others are not touched
+        (again,) = process_open_requests(impatient, tracker)
+        assert again.request_id == blocked.request_id and again.attempts == attempt
+    assert again.status == "failed" and again.error.startswith(f"gave up after {limit} attempts")
+    assert process_open_requests(impatient, tracker) == []
 
     retried = trained.cli("request", "retry", blocked.request_id)
     assert retried.returncode == 0, retried.stderr[-2000:]
@@ -80,12 +96,11 @@ def test_a_request_left_processing_by_killed_runs_fails_after_the_last_attempt(t
     tracker = Tracker(config)
     request = Processor(config, tracker).submit(TopicConfig(label="noun.animal"))
     requests = RequestStore(trained.run_dir / "store")
-    # What MAX_ATTEMPTS runs killed mid-processing leave behind (a SIGKILL leaves no error).
-    requests.mark(requests.get(request.request_id), "processing", attempts=MAX_ATTEMPTS)
+    limit = config.requests.max_attempts
+    # What `limit` runs killed mid-processing leave behind (a SIGKILL leaves no error).
+    requests.mark(requests.get(request.request_id), "processing", attempts=limit)
 
     (processed,) = process_open_requests(config, tracker)
 
-    assert processed.status == "failed" and processed.error.startswith(
-        f"gave up after {MAX_ATTEMPTS} attempts"
-    )
+    assert processed.status == "failed" and processed.error.startswith(f"gave up after {limit} attempts")
     assert tracker.production_version() is None and not (trained.run_dir / "masks" / "active.json").exists()

@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 from codeunlearn.core.config import CalibrationConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.requests.invariant import check_active_mask
-from codeunlearn.requests.processor import Processor, process_open_requests, revert_request
+from codeunlearn.requests.processor import Processor
 from codeunlearn.requests.queue import RequestStore
+from codeunlearn.requests.service import process_open_requests, revert_request
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking import stages as tracked
 from codeunlearn.tracking.tracker import PRODUCTION, Tracker

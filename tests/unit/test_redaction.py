@@ -134,3 +134,16 @@ def test_a_refused_uri_is_named_without_its_credential():
     with pytest.raises(ConfigError, match="is not a URI") as refused:
         TrackingConfig(tracking_uri="https://alice:hunter2@host/ x").validate()
     assert "hunter2" not in str(refused.value) and "alice" not in str(refused.value)
+
+
+def test_the_config_a_run_directory_keeps_holds_no_credentials(tmp_path):
+    from codeunlearn.core.config import load_config, save_config
+
+    config = load_config(None, ["tracking.tracking_uri=https://ann:s3cret@mlflow.example.com/?token=abc"])
+    save_config(config, tmp_path / "config.yaml")
+
+    written = (tmp_path / "config.yaml").read_text()
+    assert "s3cret" not in written and "abc" not in written
+    kept = load_config(tmp_path / "config.yaml")
+    assert kept.tracking.tracking_uri.startswith("https://***@mlflow.example.com")
+    assert kept.model == config.model and kept.gates == config.gates  # the rest as it was

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,29 @@ def test_registered_names_are_scoped_to_the_run_directory(tmp_path: Path):
     assert a.masked_name.startswith("smollm2") and a.experiment_id == b.experiment_id  # one experiment
     named = replace(first, tracking=replace(first.tracking, model_name="shared"))
     assert Tracker(named).masked_name == "shared-masked"  # an explicit prefix is kept as given
+
+
+def test_a_request_waiting_for_its_retry_is_not_due_before_its_time(tmp_path):
+    requests = RequestStore(tmp_path / "store")
+    waiting = requests.add(TopicConfig(label="noun.food"), "m", "1")
+    fresh = requests.add(TopicConfig(label="noun.animal"), "m", "1")
+    now = datetime.now(UTC)
+    requests.mark(waiting, "pending", attempts=1, not_before=now + timedelta(seconds=60))
+
+    assert [r.request_id for r in requests.due_requests(now)] == [fresh.request_id]
+    later = [r.request_id for r in requests.due_requests(now + timedelta(seconds=61))]
+    assert later == [waiting.request_id, fresh.request_id]
+    assert requests.get(waiting.request_id).not_before == now + timedelta(seconds=60)
+
+
+def test_events_are_numbered_in_the_order_they_were_written(tmp_path):
+    requests = RequestStore(tmp_path / "store")
+    request = requests.add(TopicConfig(label="noun.food"), "m", "1")
+    for status in ("processing", "pending", "processing", "done"):
+        request = requests.mark(request, status)
+    rows = requests.store.sql("SELECT seq, status FROM request_events ORDER BY seq").to_pylist()
+    assert [row["status"] for row in rows] == ["pending", "processing", "pending", "processing", "done"]
+    assert [row["seq"] for row in rows] == list(range(1, 6))
+    # another store object (another process) continues the same sequence
+    RequestStore(tmp_path / "store").mark(request, "reverting")
+    assert requests.store.sql("SELECT max(seq) AS seq FROM request_events").to_pylist() == [{"seq": 6}]
