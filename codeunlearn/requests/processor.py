@@ -41,6 +41,7 @@ from codeunlearn.requests.answer import (
     calibration_params,
     test_fields,
 )
+from codeunlearn.requests.lineage import promote_unless_carrying
 from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
 from codeunlearn.requests.registry import Registry
 from codeunlearn.unlearning.active_mask import activate, read_active
@@ -327,7 +328,7 @@ class Processor:
         # active first: a crash between leaves production behind the active mask, and the request
         # still open, so the next run promotes the same version
         activate(self.paths, mask, action)
-        self.registry.promote(version)
+        promote_unless_carrying(self.registry, self.paths.store_dir, version, action.partition(":")[2])
 
     def _record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
         self.requests.store.append(

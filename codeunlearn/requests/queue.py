@@ -32,7 +32,8 @@ from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
 from codeunlearn.unlearning.calibration import Point
 
-STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverted")
+# superseded: carried to a retrained codebook as a new request (codeunlearn.requests.lineage)
+STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverted", "superseded")
 OPEN_STATUSES = ("pending", "processing")  # a run that finds "processing" took over from a dead one
 
 

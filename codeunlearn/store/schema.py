@@ -47,7 +47,7 @@ REQUEST_EVENTS_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
         ("seq", pa.int64()),  # nanoseconds since the epoch; the latest event is the request's state
-        ("status", pa.string()),  # pending | processing | done | rejected | failed | reverted
+        ("status", pa.string()),  # pending | processing | done | rejected | failed | reverted | superseded
         ("topic_kind", pa.string()),  # label | keywords | regex | examples_file
         ("topic_spec", pa.string()),  # JSON of the topic value; stays in the store, never in MLflow
         ("topic_hash", pa.string()),  # sha256 of the spec (and of the examples file's content)
