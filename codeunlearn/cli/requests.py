@@ -213,16 +213,18 @@ def doctor(
     registry: bool = typer.Option(True, help="Also check that `production` holds the active mask."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Check the active mask is exactly the done requests' codes plus the topics the pipeline activated
-    (and the `production` version's mask): prints what is wrong (exit 1) or ok."""
-    from codeunlearn.requests.invariant import check_active_mask
+    """Check the active mask is over the run's codebook and exactly the done requests' codes plus the
+    topics the pipeline activated since the codebook was last trained (and the `production` version's
+    mask): prints what is wrong (exit 1) or ok, after notes on requests being carried to a retrained
+    codebook."""
+    from codeunlearn.requests.invariant import diagnose
 
-    problems = run_stage(
-        ctx, config, verbose, lambda c: check_active_mask(c, _tracker(c) if registry else None)
-    )
-    for problem in problems:
+    found = run_stage(ctx, config, verbose, lambda c: diagnose(c, _tracker(c) if registry else None))
+    for note in found.notes:
+        typer.echo(f"note: {note}")
+    for problem in found.problems:
         typer.echo(problem)
-    if problems:
+    if found.problems:
         raise typer.Exit(code=1)
     typer.echo("ok")
 

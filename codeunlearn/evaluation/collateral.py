@@ -31,7 +31,8 @@ from codeunlearn.evaluation.evaluator import normalized_drop
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.store.code_store import CodeStore
-from codeunlearn.unlearning.masks import Mask, load_mask
+from codeunlearn.unlearning.active_mask import read_active
+from codeunlearn.unlearning.masks import Mask
 from codeunlearn.unlearning.mining import count_codes
 from codeunlearn.unlearning.selection import CodeCounts
 
@@ -203,7 +204,7 @@ def collateral(config: RunConfig, codebook_model: CodebookModel | None = None) -
     paths = open_run(config)
     if not paths.active_mask.is_file() or not paths.selection_file.is_file():
         raise CodeunlearnError(f"no mask in {paths.root}: run `codeunlearn run` (or mine and unlearn) first")
-    mask = load_mask(paths.active_mask)
+    mask = read_active(paths)  # raises when it is over another codebook than the run's
     run_id = json.loads(paths.selection_file.read_text())["counts_run"]
     store = CodeStore(paths.store_dir)
     have = (

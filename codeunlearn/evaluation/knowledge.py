@@ -13,14 +13,13 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from codeunlearn.core.config import DefinitionConfig, GeneralTextConfig, ProbeConfig, RunConfig
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.core.paths import open_run
+from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.data.tables import read_table
 from codeunlearn.evaluation.definitions import (
     Definition,
@@ -52,7 +51,8 @@ from codeunlearn.evaluation.probes import (
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
-from codeunlearn.unlearning.masks import Mask, apply_mask, load_mask
+from codeunlearn.unlearning.active_mask import read_active
+from codeunlearn.unlearning.masks import Mask, apply_mask
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def probe_run(
     knowledge.score_model("base", base_model, codebook_model)
     del base_model
     evaluator = knowledge.evaluator_for(codebook_model)
-    for name, mask in (("codebook", None), ("masked", _active_mask(paths.active_mask))):
+    for name, mask in (("codebook", None), ("masked", _active_mask(paths))):
         if name == "masked" and mask is None:
             continue
         knowledge.score_codebook(name, codebook_model, mask, evaluator)
@@ -278,6 +278,6 @@ def _paired_note(check: ProbeVerdict) -> str:
     )
 
 
-def _active_mask(path: Path) -> Mask | None:
-    mask = load_mask(path) if path.is_file() else None
+def _active_mask(paths: RunPaths) -> Mask | None:
+    mask = read_active(paths)  # raises when it is over another codebook than the run's
     return mask if mask is not None and mask.code_ids else None

@@ -70,6 +70,7 @@ class LocalStages:
     def train(self) -> Any:
         if trained_model_matches(self.config):
             log.info("reusing the trained codebook model in %s", run_paths(self.config).model_dir)
+            stages.follow_codebook(self.config)
             return None
         return stages.train_codebook(self.config)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from codeunlearn.core.config import RunConfig, save_config
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.core.paths import RunPaths, open_run
+from codeunlearn.core.paths import RunPaths, open_run, run_paths
 from codeunlearn.data.corpus import content_hash, load_corpus, split_train_test
 from codeunlearn.data.tables import batch_texts, write_json, write_tables
 from codeunlearn.data.topics import Splits, build_splits, read_splits, write_splits
@@ -34,7 +34,15 @@ from codeunlearn.store.code_store import CodeStore
 from codeunlearn.training import distributed
 from codeunlearn.training.stamp import STAMP_FILE, same_training, training_stamp
 from codeunlearn.training.trainer import TrainResult, train
-from codeunlearn.unlearning.active_mask import Candidate, activate, propose, read_active, update_active
+from codeunlearn.unlearning.active_mask import (
+    Candidate,
+    activate,
+    codebook_weights,
+    propose,
+    read_active,
+    start_lineage,
+    update_active,
+)
 from codeunlearn.unlearning.calibration import Calibration
 from codeunlearn.unlearning.masks import Mask, check_detectors, mask_from_codes
 from codeunlearn.unlearning.recipe import MinedMask, detector_data, mine_mask, topic_batches
@@ -88,14 +96,31 @@ def train_codebook(config: RunConfig) -> TrainResult:
     result = train(codebook_model, batches, config.train, checkpoint_dir=checkpoint_dir)
     if not parallel.is_main:
         return result
+    previous = codebook_weights(paths)
     save_codebook_model(codebook_model, paths.model_dir)
     write_json(paths.model_dir / STAMP_FILE, training_stamp(config))
+    follow_codebook(config, previous)
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)  # the saved model supersedes them
     write_json(
         paths.root / "train" / "result.json", {k: v for k, v in asdict(result).items() if k != "history"}
     )
     log.info("trained %d steps in %.0f s; saved to %s", result.steps, result.elapsed_s, paths.model_dir)
     return result
+
+
+def follow_codebook(config: RunConfig, previous: str = "") -> None:
+    """Start a new lineage of the active mask if it is over other weights than the saved codebook's
+    (its code ids would name other codes): the old mask is archived, the active one starts empty.
+    Training calls it; a stage that reuses the trained model calls it too, so a run killed between
+    saving the model and this step is put right. `previous`: the weights training replaced."""
+    archive = start_lineage(run_paths(config), config.bottleneck.n_codes, previous)
+    if archive is not None:
+        log.warning(
+            "the codebook was retrained: the active mask of the previous codebook is archived at %s and "
+            "the active mask starts empty (answered deletion requests are carried over when the tracked "
+            "pipeline registers the new codebook)",
+            archive,
+        )
 
 
 def _checkpoints_for(config: RunConfig, paths: RunPaths) -> Path:
@@ -227,7 +252,9 @@ def unlearn(config: RunConfig, n_codes: int | None = None) -> Mask:
     gates: the untracked path). No gradients."""
     paths = open_run(config)
     candidate = propose_mask(config, n_codes)
-    mask = activate(paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest)
+    mask = activate(
+        paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest, over=candidate.weights
+    )
     log.info(
         "mask %s now disables %d codes (%d sources)", mask.digest[:12], len(mask.code_ids), len(mask.sources)
     )

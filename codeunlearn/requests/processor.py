@@ -42,6 +42,7 @@ from codeunlearn.requests.answer import (
     calibration_params,
     test_fields,
 )
+from codeunlearn.requests.lineage import promote_unless_carrying
 from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
 from codeunlearn.requests.registry import Registry
 from codeunlearn.requests.revert import begin_revert, revert_attempt
@@ -334,7 +335,7 @@ class Processor:
         # active first: a crash between leaves production behind the active mask, and the request
         # still open, so the next run promotes the same version
         activate(self.paths, mask, action)
-        self.registry.promote(version)
+        promote_unless_carrying(self.registry, self.paths.store_dir, version, action.partition(":")[2])
 
     def record_mask(self, mask: Mask, version: str, codebook_version: str) -> None:
         # keyed by version: a replay after a crash replaces the rows rather than adding them again

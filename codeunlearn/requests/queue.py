@@ -32,7 +32,8 @@ from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
 from codeunlearn.unlearning.calibration import Point
 
-STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverting", "reverted")
+# superseded: carried to a retrained codebook as a new request (codeunlearn.requests.lineage)
+STATUSES = ("pending", "processing", "done", "rejected", "failed", "reverting", "reverted", "superseded")
 # open: the next processor run takes them; it finds "processing" or "reverting" only after a dead run
 OPEN_STATUSES = ("pending", "processing", "reverting")
 SEQ_FILE = "requests.seq"  # the number of the last event written to the store

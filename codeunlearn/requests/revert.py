@@ -25,6 +25,7 @@ from codeunlearn.data.topics import Splits, read_splits
 from codeunlearn.evaluation.calibrated import score_held_out, test_of
 from codeunlearn.evaluation.outcome import TopicOutcome
 from codeunlearn.evaluation.text_pool import TextPool
+from codeunlearn.requests.lineage import promote_unless_carrying
 from codeunlearn.requests.queue import DeletionRequest, RequestStore
 from codeunlearn.requests.registry import Registry
 from codeunlearn.unlearning.masks import Mask
@@ -125,7 +126,7 @@ def _revert(processor: Processor, request: DeletionRequest, run_id: str) -> Dele
                 f"its codes are out of the active mask {mask.digest[:12]}, but no version {key} holds that "
                 "mask: run `codeunlearn doctor`"
             )
-        processor.registry.promote(version)
+        promote_unless_carrying(processor.registry, processor.requests.store.root, version, request_id)
     failpoint("revert-after-promote")
     log.info(
         "request %s reverted: mask version %s (%d codes) is production",

@@ -47,7 +47,8 @@ REQUEST_EVENTS_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
         ("seq", pa.int64()),  # the store's event number (requests.seq); the latest is the request's state
-        ("status", pa.string()),  # pending | processing | done | rejected | failed | reverting | reverted
+        # pending | processing | done | rejected | failed | reverting | reverted | superseded
+        ("status", pa.string()),
         ("topic_kind", pa.string()),  # label | keywords | regex | examples_file
         ("topic_spec", pa.string()),  # JSON of the topic value; stays in the store, never in MLflow
         ("topic_hash", pa.string()),  # sha256 of the spec (and of the examples file's content)

@@ -26,6 +26,7 @@ from codeunlearn.model.surgery import weights_hash
 from codeunlearn.pipeline import stages as pipeline
 from codeunlearn.pipeline.chain import run_chain
 from codeunlearn.pipeline.evaluate import evaluate as evaluate_stage
+from codeunlearn.requests.lineage import carry_requests, promote_unless_carrying
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking.tracker import Tracker
 from codeunlearn.training.stamp import trained_model_matches
@@ -121,12 +122,14 @@ def prepare(config: RunConfig, parent_run_id: str) -> dict:
 
 
 def train(config: RunConfig, parent_run_id: str) -> str:
-    """Train the codebook (or reuse the one trained with the same settings) and register it."""
+    """Train the codebook (or reuse the one trained with the same settings) and register it; requests
+    answered on a codebook with other weights are carried to the new version (requests.lineage)."""
     tracker = Tracker(config)
     paths = RunPaths(Path(config.run_dir))
     with tracker.run("train", parent_run_id) as run_id:
         if trained_model_matches(config):
             tracker.log_params(run_id, {"reused_model": "true"})
+            pipeline.follow_codebook(config)
         else:
             result = pipeline.train_codebook(config)
             tracker.log_history(run_id, result.history)
@@ -155,6 +158,9 @@ def train(config: RunConfig, parent_run_id: str) -> str:
             },
         )
         tracker.log_params(run_id, {"codebook_version": version})
+        carried = carry_requests(config, tracker, version)
+        if carried:
+            tracker.log_metrics(run_id, {"carried_requests": len(carried)})
     log.info("codebook model %s version %s", tracker.codebook_name, version)
     return version
 
@@ -276,8 +282,14 @@ def evaluate(config: RunConfig, parent_run_id: str, mask_version: str, codebook_
             )
         tracker.tag_mask_version(mask_version, outcome.tags(config.gates))
         if not reasons:  # active first: a crash between leaves production behind the active mask, not ahead
-            activate(paths, candidate.mask, f"pipeline:{config.topic.key}", candidate.base_digest)
-            tracker.promote(mask_version)
+            activate(
+                paths,
+                candidate.mask,
+                f"pipeline:{config.topic.key}",
+                candidate.base_digest,
+                over=candidate.weights,
+            )
+            promote_unless_carrying(tracker, paths.store_dir, mask_version)
         rows = evaluation_rows(
             f"pipeline-v{mask_version}",
             candidate.mask,

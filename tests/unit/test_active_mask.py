@@ -13,16 +13,19 @@ import pytest
 
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.paths import RunPaths
+from codeunlearn.model.surgery import weights_hash
 from codeunlearn.requests.queue import RequestStore
 from codeunlearn.unlearning.active_mask import (
     activate,
+    lineage_journal,
     propose,
     read_active,
     read_candidate,
     read_journal,
+    start_lineage,
     update_active,
 )
-from codeunlearn.unlearning.masks import mask_from_codes
+from codeunlearn.unlearning.masks import Mask, load_mask, mask_from_codes, mask_notes, save_mask
 
 
 @pytest.fixture
@@ -104,3 +107,76 @@ def test_a_thread_of_the_holding_process_writes_at_once(paths: RunPaths):
     assert written and read_active(paths) == written[0]
     with RequestStore(paths.store_dir).exclusive(wait_s=1.0):  # released once the holder left
         pass
+
+
+def save_weights(paths: RunPaths, content: bytes) -> str:
+    """A saved codebook model as far as its weights hash goes; contents of distinct sizes, so the
+    per-process hash cache (keyed by the files' stat) sees each rewrite."""
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    (paths.model_dir / "model.safetensors").write_bytes(content)
+    return weights_hash(paths.model_dir)
+
+
+def test_the_active_mask_records_its_codebook_and_is_never_read_over_other_weights(paths: RunPaths):
+    old = save_weights(paths, b"old weights")
+    food = mask_from_codes(16, "noun.food", [1, 2])
+    activate(paths, food, "pipeline:noun.food")
+    assert mask_notes(paths.active_mask) == {"weights_sha256": old}
+    assert [e["weights_sha256"] for e in read_journal(paths)] == [old]
+    assert read_active(paths) == food
+
+    save_weights(paths, b"new weights, other size")  # replaced without starting a new lineage
+
+    with pytest.raises(CodeunlearnError, match="is over codebook weights " + old[:12]):
+        read_active(paths)
+    with pytest.raises(CodeunlearnError, match="is over codebook weights"):
+        propose(paths, mask_from_codes(16, "noun.animal", [3]))
+    with pytest.raises(CodeunlearnError, match="is over codebook weights"):
+        activate(paths, mask_from_codes(16, "req-1", [4]), "request:req-1")
+    assert load_mask(paths.active_mask) == food and len(read_journal(paths)) == 1  # nothing written
+
+
+def test_retraining_archives_the_lineage_and_starts_an_empty_mask(paths: RunPaths):
+    old = save_weights(paths, b"old weights")
+    food = mask_from_codes(16, "noun.food", [1, 2])
+    activate(paths, food, "pipeline:noun.food")
+    stale = propose(paths, mask_from_codes(16, "noun.animal", [3]))
+    new = save_weights(paths, b"retrained weights")
+
+    archive = start_lineage(paths, 32)
+
+    assert archive == paths.masks_dir / "lineages" / old[:12] / "active.json"
+    assert load_mask(archive) == food and mask_notes(archive) == {"weights_sha256": old}
+    assert read_active(paths) == Mask(32) and mask_notes(paths.active_mask) == {"weights_sha256": new}
+    last = read_journal(paths)[-1]
+    assert last["action"] == f"retrain:{new[:12]}" and last["sources"] == {}
+    assert (last["previous_weights_sha256"], last["previous_digest"]) == (old, food.digest)
+    assert lineage_journal(paths) == []
+    assert start_lineage(paths, 32) is None  # already the new codebook's lineage
+    # a candidate mined on the old codebook never becomes active on the new one
+    with pytest.raises(CodeunlearnError, match="was built over codebook weights"):
+        activate(paths, stale.mask, "pipeline:noun.animal", over=read_candidate(paths).weights)
+    animal = mask_from_codes(32, "noun.animal", [30])
+    activate(paths, animal, "pipeline:noun.animal")
+    assert [e["action"] for e in lineage_journal(paths)] == ["pipeline:noun.animal"]
+
+    save_weights(paths, b"old weights")  # trained back: the earlier archive of that hash is kept
+    start_lineage(paths, 32)
+    assert load_mask(archive) == food
+    assert load_mask(archive.parent.parent / new[:12] / "active.json") == animal
+    assert read_active(paths) == Mask(32)
+
+
+def test_a_mask_from_before_masks_recorded_their_codebook(paths: RunPaths):
+    old = save_weights(paths, b"old weights")
+    food = mask_from_codes(16, "noun.food", [1])
+    paths.masks_dir.mkdir(parents=True)
+    save_mask(food, paths.active_mask)  # no weights recorded
+    assert read_active(paths) == food  # nothing to compare: taken to be over the saved codebook
+    assert start_lineage(paths, 16) is None  # reused model: nothing to archive
+
+    save_weights(paths, b"retrained weights")
+    archive = start_lineage(paths, 16, previous=old)  # training names the weights it replaced
+
+    assert archive is not None and load_mask(archive) == food and old[:12] in str(archive)
+    assert read_active(paths) == Mask(16)
