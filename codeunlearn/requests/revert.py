@@ -83,60 +83,65 @@ def revert_attempt(processor: Processor, request: DeletionRequest) -> DeletionRe
     run_id = None
     try:
         run_id = processor.registry.start_request_run(request, "revert", processor.parent_run_id)
-        request = _revert(processor, request, run_id)
-        processor.registry.finish_run(
-            run_id, {"n_codes": float(len(processor.active_mask().code_ids))}, "FINISHED"
-        )
-        return request
+        mask, version = _revert(processor, request, run_id)
+        failpoint("revert-after-promote")
+        processor.registry.finish_run(run_id, {"n_codes": float(len(mask.code_ids))}, "FINISHED")
     except Exception as error:  # one revert's failure must not stop the queue
         if run_id is not None:
             processor.close_run(run_id)
         return _end_attempt(processor, request, error)
-
-
-def _revert(processor: Processor, request: DeletionRequest, run_id: str) -> DeletionRequest:
-    request_id = request.request_id
-    active = processor.active_mask()
-    key = f"revert:{request_id}"
-    if request_id in _source_names(active):
-        mask = active.without(request_id)
-        _check_others_kept(processor, mask, request_id)
-        outcome = _evaluate(processor, request, mask)
-        reasons = outcome.retain_failures(processor.config.gates)
-        if reasons:
-            raise RevertRefused("the model without its codes fails the retain gate: " + "; ".join(reasons))
-        # a revert is gated on retain alone: its own topic's forgetting is what it undoes
-        tags = {
-            **outcome.tags(processor.config.gates),
-            "gates": "passed",
-            "gated_on": "retain (a revert)",
-            "reverted_request": request_id,
-        }
-        version = processor.registry.find_mask_version(mask.digest, key) or processor.registry.register_mask(
-            mask, request.model_version, key, tags, run_id
-        )
-        failpoint("revert-after-register")
-        processor.record_mask(mask, version, request.model_version)
-        processor.activate(mask, version, key)
-    else:  # a killed attempt activated it already: what is left is to promote and record
-        mask = active
-        version = processor.registry.find_mask_version(mask.digest, key)
-        if version is None:
-            raise RevertRefused(
-                f"its codes are out of the active mask {mask.digest[:12]}, but no version {key} holds that "
-                "mask: run `codeunlearn doctor`"
-            )
-        promote_unless_carrying(processor.registry, processor.requests.store.root, version, request_id)
-    failpoint("revert-after-promote")
     log.info(
-        "request %s reverted: mask version %s (%d codes) is production",
-        request_id,
-        version,
-        len(mask.code_ids),
+        "request %s reverted: mask version %s (%d codes)", request.request_id, version, len(mask.code_ids)
     )
     return processor.requests.mark(
         request, "reverted", error="", mask_version=version, mask_digest=mask.digest
     )
+
+
+def _revert(processor: Processor, request: DeletionRequest, run_id: str) -> tuple[Mask, str]:
+    """Check, register, activate and promote the active mask without the request; the mask and its
+    version."""
+    request_id = request.request_id
+    active = processor.active_mask()
+    key = f"revert:{request_id}"
+    if request_id not in _source_names(active):  # a killed attempt activated it already
+        return _finish_applied(processor, active, key, request_id)
+    mask = active.without(request_id)
+    _check_others_kept(processor, mask, request_id)
+    outcome = _evaluate(processor, request, mask)
+    reasons = outcome.retain_failures(processor.config.gates)
+    if reasons:
+        raise RevertRefused("the model without its codes fails the retain gate: " + "; ".join(reasons))
+    # a revert is gated on retain alone: its own topic's forgetting is what it undoes
+    tags = {
+        **outcome.tags(processor.config.gates),
+        "gates": "passed",
+        "gated_on": "retain (a revert)",
+        "reverted_request": request_id,
+    }
+    version = processor.registry.find_mask_version(mask.digest, key) or processor.registry.register_mask(
+        mask, request.model_version, key, tags, run_id
+    )
+    failpoint("revert-after-register")
+    processor.record_mask(mask, version, request.model_version)
+    processor.activate(mask, version, key)
+    return mask, version
+
+
+def _finish_applied(processor: Processor, active: Mask, key: str, request_id: str) -> tuple[Mask, str]:
+    """Promote the revert's version if it is still the active mask's; if a later change was activated
+    on top of it since, production is that change's business, and the revert is only recorded."""
+    version = processor.registry.find_mask_version(active.digest, key)
+    if version is not None:
+        promote_unless_carrying(processor.registry, processor.requests.store.root, version, request_id)
+        return active, version
+    earlier = processor.registry.find_mask_version(None, key)
+    if earlier is None:
+        raise RevertRefused(
+            f"its codes are out of the active mask {active.digest[:12]}, but no version {key} exists: "
+            "run `codeunlearn doctor`"
+        )
+    return active, earlier
 
 
 def _check_others_kept(processor: Processor, mask: Mask, request_id: str) -> None:
@@ -163,7 +168,10 @@ def _evaluate(processor: Processor, request: DeletionRequest, mask: Mask) -> Top
 
 def _end_attempt(processor: Processor, request: DeletionRequest, error: Exception) -> DeletionRequest:
     limit = processor.config.requests.max_attempts
-    applied = request.request_id not in _source_names(processor.active_mask())
+    try:
+        applied = request.request_id not in _source_names(processor.active_mask())
+    except Exception:  # unreadable now: never undo what may have been applied; retry later
+        applied = True
     reason = str(error) if isinstance(error, CodeunlearnError) else f"{type(error).__name__}: {error}"
     log.warning("revert of %s attempt %d failed: %s", request.request_id, request.attempts, reason)
     if isinstance(error, RevertRefused) and not applied:

@@ -16,6 +16,7 @@ import numpy as np
 
 from codeunlearn.core.config import RunConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
+from codeunlearn.core.failpoints import failpoint
 from codeunlearn.core.paths import RunPaths
 from codeunlearn.core.redaction import redact_uri
 from codeunlearn.evaluation import plots
@@ -218,6 +219,7 @@ def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str
     paths = RunPaths(Path(config.run_dir))
     with tracker.run("unlearn", parent_run_id) as run_id:
         mask = pipeline.propose_mask(config).mask
+        failpoint("pipeline-after-propose")
         key = f"pipeline:{config.topic.key}"
         version = tracker.find_mask_version(mask.digest, key) or tracker.register_mask(
             mask,
@@ -226,9 +228,8 @@ def unlearn(config: RunConfig, parent_run_id: str, codebook_version: str) -> str
             {"topic": config.topic.key, "pipeline_run_id": parent_run_id},
             run_id,
         )
-        CodeStore(paths.store_dir).append(
-            "mask_codes", mask_rows(mask, version, codebook_version), prefix=f"v{version}"
-        )
+        rows = mask_rows(mask, version, codebook_version)  # keyed: a rerun replaces, never adds
+        CodeStore(paths.store_dir).append("mask_codes", rows, prefix="mask", key=f"v{version}")
         tracker.log_file(run_id, candidate_path(paths), "mask")
         tracker.log_metrics(run_id, {"n_masked_codes": len(mask.code_ids)})
         tracker.log_params(run_id, {"mask_version": version, "mask_digest": mask.digest})

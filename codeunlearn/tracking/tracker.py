@@ -277,8 +277,10 @@ class Tracker:
             "mask_condition": bottleneck.mask_condition,
         }
 
-    def find_mask_version(self, digest: str, request_key: str) -> str | None:
-        return self._find(self.masked_name, {"mask_digest": digest, "request_key": request_key})
+    def find_mask_version(self, digest: str | None, request_key: str) -> str | None:
+        """The version that answers `request_key` with the mask `digest` (None: with any mask)."""
+        tags = {"request_key": request_key} | ({"mask_digest": digest} if digest else {})
+        return self._find(self.masked_name, tags)
 
     def latest_mask_version(self, digest: str) -> str | None:
         """The newest masked-model version that holds the mask with `digest`."""
