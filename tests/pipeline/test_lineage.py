@@ -13,8 +13,9 @@ from codeunlearn.core.config import TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.model.surgery import weights_hash
 from codeunlearn.requests.invariant import Diagnosis, diagnose
-from codeunlearn.requests.processor import Processor, process_open_requests
+from codeunlearn.requests.processor import Processor
 from codeunlearn.requests.queue import RequestStore
+from codeunlearn.requests.service import process_open_requests
 from codeunlearn.tracking import stages as tracked
 from codeunlearn.tracking.tracker import Tracker
 from codeunlearn.unlearning.active_mask import read_active, read_journal

@@ -85,6 +85,14 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         _stage("gates.max_random_share=-0.1"),
         "gates.max_random_share=-0.1: set it to 0 or more",
     ),
+    "no attempt allowed": (
+        _stage("requests.max_attempts=0"),
+        "requests.max_attempts=0: set it to 1 or more",
+    ),
+    "negative retry backoff": (
+        _stage("requests.retry_backoff_s=-5"),
+        "requests.retry_backoff_s=-5.0: give seconds from 0 to 86400",
+    ),
     "top_k of 0": (_stage("bottleneck.top_k=0"), "top_k must be between 1 and n_codes"),
     "n_codes of 0": (_stage("bottleneck.n_codes=0"), "bottleneck.n_codes=0: set it to 1 or more"),
     "test fraction above 1": (_stage("data.test_fraction=1.5"), "data.test_fraction=1.5: set a share"),
