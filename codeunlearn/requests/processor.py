@@ -129,9 +129,10 @@ class Processor:
         reasons = outcome.failures(self.config.gates)
         self._record_evaluation(request, mask, version, outcome, passed=not reasons)
         metrics = {**outcome.metrics(self.config.gates), **calibration_metrics(calibration)}
-        self.registry.finish_run(run_id, {**metrics, "gates_passed": float(not reasons)}, "FINISHED")
+        metrics["gates_passed"] = float(not reasons)
         answer = {**calibration_fields(calibration), **test_fields(outcome)}
         if reasons:
+            self.registry.finish_run(run_id, metrics, "FINISHED")
             log.info(
                 "request %s: version %s not promoted: %s", request.request_id, version, "; ".join(reasons)
             )
@@ -145,6 +146,8 @@ class Processor:
             )
         self.activate(mask, version, f"request:{request.request_id}")
         failpoint("after-promote")
+        # finished only now: a run killed before this is RUNNING, and the next holder ends it FAILED
+        self.registry.finish_run(run_id, metrics, "FINISHED")
         log.info(
             "request %s done: mask version %s (%d codes) is production",
             request.request_id,
