@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.config import WORD_TOPIC_KINDS, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
 from codeunlearn.data.corpus import TABLE_SUFFIXES, id_fraction, read_table_file
 from codeunlearn.data.topic_words import keyword_pattern
@@ -68,18 +68,42 @@ def topic_pattern(topic: TopicConfig) -> re.Pattern[str]:
     return pattern
 
 
+def topic_rows(table: pa.Table, topic: TopicConfig) -> pa.BooleanArray:
+    """Which rows of a corpus table (`id`, `text`, `label`) are the topic's, as `topic_sides` cuts them:
+    rows with its label, rows its words or pattern match, or the examples of its file (by id or text).
+
+    Raises:
+        ConfigError: A bad pattern, or a label topic on a corpus without labels.
+        MissingAssetError: The examples file does not exist.
+    """
+    if topic.kind == "examples_file":
+        return _is_example(table, _read_examples(Path(str(topic.examples_file)).expanduser()))
+    return _matches(table, topic, topic_pattern(topic) if topic.kind in WORD_TOPIC_KINDS else None)
+
+
 def _cut(table: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None) -> TopicSide:
+    mask = _matches(table, topic, pattern)
+    return TopicSide(topic=table.filter(mask), other=table.filter(pc.invert(mask)))
+
+
+def _matches(table: pa.Table, topic: TopicConfig, pattern: re.Pattern[str] | None) -> pa.BooleanArray:
     if pattern is None:
         if table.column("label").null_count == table.num_rows and table.num_rows:
             raise ConfigError(
                 f"topic.label={topic.label!r} needs a corpus with labels, but this corpus has none: set "
                 "data.label_column to the column that holds topics, or use topic.keywords or topic.regex"
             )
-        mask = pc.fill_null(pc.equal(table.column("label"), str(topic.label)), False)
-    else:
-        texts = table.column("text").to_pylist()
-        mask = pa.array([pattern.search(text) is not None for text in texts], type=pa.bool_())
-    return TopicSide(topic=table.filter(mask), other=table.filter(pc.invert(mask)))
+        return pc.fill_null(pc.equal(table.column("label"), str(topic.label)), False)
+    texts = table.column("text").to_pylist()
+    return pa.array([pattern.search(text) is not None for text in texts], type=pa.bool_())
+
+
+def _is_example(table: pa.Table, examples: pa.Table) -> pa.BooleanArray:
+    """Rows that are one of the examples: the same id or the same text (outer spaces aside)."""
+    texts = {text.strip() for text in examples.column("text").to_pylist()}
+    ids = set(examples.column("id").to_pylist())
+    rows = zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
+    return pa.array([row_id in ids or text.strip() in texts for row_id, text in rows], type=pa.bool_())
 
 
 def _example_sides(topic: TopicConfig, train: pa.Table, test: pa.Table) -> tuple[TopicSide, TopicSide]:
@@ -89,13 +113,9 @@ def _example_sides(topic: TopicConfig, train: pa.Table, test: pa.Table) -> tuple
     n_test = max(1, round(EXAMPLES_TEST_FRACTION * examples.num_rows)) if examples.num_rows > 1 else 0
     is_test = np.zeros(examples.num_rows, dtype=bool)
     is_test[ranks[:n_test]] = True
-    texts = {text.strip() for text in examples.column("text").to_pylist()}
-    ids = set(examples.column("id").to_pylist())
 
     def others(table: pa.Table) -> pa.Table:
-        rows = zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
-        keep = [row_id not in ids and text.strip() not in texts for row_id, text in rows]
-        return table.filter(pa.array(keep, type=pa.bool_()))
+        return table.filter(pc.invert(_is_example(table, examples)))
 
     mask = pa.array(is_test, type=pa.bool_())
     return (

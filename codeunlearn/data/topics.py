@@ -26,6 +26,7 @@ from codeunlearn.core.data_config import check_val_caps
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.data.controls import ControlMethod, control_method
 from codeunlearn.data.corpus import content_hash
+from codeunlearn.data.forgotten import without_forgotten
 from codeunlearn.data.sampling import Draw
 from codeunlearn.data.topic_rows import topic_pattern, topic_sides
 from codeunlearn.data.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split
@@ -57,6 +58,8 @@ class Splits:
     other columns (e.g. WordNet's `gloss`) would still carry the topic words. Retain tables add
     `topic`, the row's label. `forget_test` adds `keyword_free`: the row contains none of the topic's
     words (codeunlearn.data.topic_words; absent from splits prepared before it existed).
+    `retain_val` and `retain_test` hold no row of a topic the active mask already forgets (the
+    manifest's `excluded_topics`, codeunlearn.data.forgotten).
 
     `forget_val` and `retain_val` are train-side rows outside every mining set (forget, control
     sources, control, retain), with the columns of `forget_train` and `retain_train`; they are empty
@@ -79,7 +82,13 @@ class Splits:
         return {name: getattr(self, name) for name in SPLIT_NAMES}
 
 
-def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int) -> Splits:
+def build_splits(
+    train: pa.Table,
+    test: pa.Table,
+    topic: TopicConfig,
+    seed: int,
+    forgotten: tuple[TopicConfig, ...] = (),
+) -> Splits:
     """Cut the train and test corpora into forget, control and retain sets for one topic.
 
     Args:
@@ -87,6 +96,9 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
         test: Test side of the corpus, disjoint from `train`.
         topic: The deletion topic, its control construction and the size caps of each set.
         seed: Seed of every sample taken; the same seed gives identical splits.
+        forgotten: Topics the active mask already forgets (codeunlearn.data.forgotten): their rows
+            are left out of the validation and test retain sets, never out of the topic's own
+            forget sets, nor out of mining's control and retain sets.
 
     Returns:
         The splits with their manifest; `forget_test` carries the keyword-free flag per row.
@@ -94,8 +106,8 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     Raises:
         ConfigError: A bad topic (two kinds, invalid regex, label topic on an unlabelled corpus,
             non-positive size cap, negative validation cap, unknown control or a swap control
-            without words), a negative seed, or a corpus without `id`/`text`.
-        MissingAssetError: The examples file does not exist.
+            without words), a negative seed, or a corpus without `id`/`text`; a bad forgotten topic.
+        MissingAssetError: The examples file (or a forgotten topic's) does not exist.
         CodeunlearnError: The topic matches nothing on one side of the corpus.
     """
     _check_sizes(topic, seed)
@@ -128,12 +140,11 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     # the corpus is rarely short of rows. Balanced over labels like retain_test, whose per-label quota
     # gives a small label as much weight as a big one: a validation set drawn in proportion to label size
     # is mostly the big labels and misjudges the test's retain drop.
-    retain_val = Draw(seed, "retain_val").first_balanced(
-        _without(retain_pool, retain_train), topic.max_val_retain
+    pools = without_forgotten(
+        _without(retain_pool, retain_train), _without(test_side.other, control_test), forgotten
     )
-    retain_test = _stratified(
-        _without(test_side.other, control_test), topic, Draw(seed, "control_test", from_end=True)
-    )
+    retain_val = Draw(seed, "retain_val").first_balanced(pools.val, topic.max_val_retain)
+    retain_test = _stratified(pools.test, topic, Draw(seed, "control_test", from_end=True))
     keyword_free, keyword_free_entry = keyword_free_split(
         forget_train, retain_train, forget_test, topic, pattern
     )
@@ -152,6 +163,8 @@ def build_splits(train: pa.Table, test: pa.Table, topic: TopicConfig, seed: int)
     manifest = _manifest(topic, seed, tables, control, words)
     manifest["keyword_free"] = keyword_free_entry
     manifest["topic_rows"] = {"train": train_side.topic.num_rows, "test": test_side.topic.num_rows}
+    if pools.excluded:
+        manifest["excluded_topics"] = pools.excluded
     logger.info("topic %s: %s", topic.key, {name: table.num_rows for name, table in tables.items()})
     return Splits(**tables, manifest=manifest)
 

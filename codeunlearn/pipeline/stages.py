@@ -13,10 +13,11 @@ import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from codeunlearn.core.config import RunConfig, save_config
+from codeunlearn.core.config import RunConfig, TopicConfig, save_config
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.paths import RunPaths, open_run, run_paths
 from codeunlearn.data.corpus import content_hash, load_corpus, split_train_test
+from codeunlearn.data.forgotten import source_topics
 from codeunlearn.data.tables import batch_texts, write_json, write_tables
 from codeunlearn.data.topics import Splits, build_splits, read_splits, write_splits
 from codeunlearn.evaluation.calibrated import calibrate_topic, held_out_pool, texts_of, validation_of
@@ -52,12 +53,20 @@ from codeunlearn.unlearning.topic_detector import TopicDetector
 log = logging.getLogger(__name__)
 
 
-def prepare(config: RunConfig) -> Splits:
-    """Load the corpus, partition it train/test by id hash, and build the topic's splits."""
+def prepare(config: RunConfig, forgotten: tuple[TopicConfig, ...] | None = None) -> Splits:
+    """Load the corpus, partition it train/test by id hash, and build the topic's splits.
+
+    `forgotten`: the topics the active mask already forgets besides this one, left out of the retain
+    sets that calibration and evaluation judge beside that mask (codeunlearn.data.forgotten). None:
+    the topics of the active mask's pipeline sources; its request sources need the request store,
+    which the tracked stage reads (codeunlearn.tracking.stages), and here are skipped with a log line.
+    """
     paths = open_run(config)
     corpus = load_corpus(config.data)
     train_rows, test_rows = split_train_test(corpus, config.data.test_fraction)
-    splits = build_splits(train_rows, test_rows, config.topic, config.seed)
+    if forgotten is None:
+        forgotten = source_topics(active_sources(paths), config.topic, config.topic.key)
+    splits = build_splits(train_rows, test_rows, config.topic, config.seed, forgotten)
     write_tables(
         paths.corpus_dir,
         {"train": train_rows, "test": test_rows},
@@ -182,6 +191,12 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
         config.topic.key,
     )
     return selected
+
+
+def active_sources(paths: RunPaths) -> list[str]:
+    """The names of the active mask's sources; none without an active mask."""
+    active = read_active(paths)
+    return [source.name for source in active.sources] if active is not None else []
 
 
 def _calibrate(

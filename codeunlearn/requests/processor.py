@@ -42,6 +42,7 @@ from codeunlearn.requests.answer import (
     calibration_params,
     test_fields,
 )
+from codeunlearn.requests.forgotten import forgotten_topics
 from codeunlearn.requests.lineage import promote_unless_carrying
 from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
 from codeunlearn.requests.registry import Registry
@@ -214,7 +215,9 @@ class Processor:
                 f"the topic of {request.request_id} changed since it was submitted (its examples file was "
                 "edited): submit a new request"
             )
-        splits = self._splits(topic)
+        # the active mask's other topics are forgotten on purpose: their rows in the retain sets would
+        # count that forgetting as this request's damage
+        splits = self._splits(topic, self._forgotten(request.request_id))
         write_splits(splits, self.request_dir(request.request_id) / "topic")
         mined = self._mine(request, splits, topic)
         failpoint("after-mine")
@@ -256,14 +259,19 @@ class Processor:
     def local_weights_hash(self) -> str:
         return weights_hash(self.paths.model_dir)
 
-    def _splits(self, topic: TopicConfig) -> Splits:
+    def _splits(self, topic: TopicConfig, forgotten: tuple[TopicConfig, ...] = ()) -> Splits:
         corpus = self.paths.corpus_dir
         return build_splits(
             read_table(corpus / "train.parquet"),
             read_table(corpus / "test.parquet"),
             topic,
             self.config.seed,
+            forgotten,
         )
+
+    def _forgotten(self, request_id: str) -> tuple[TopicConfig, ...]:
+        names = [source.name for source in self.active_mask().sources]
+        return forgotten_topics(self.requests, names, self.config.topic, request_id)
 
     def _mine(self, request: DeletionRequest, splits: Splits, topic: TopicConfig) -> MinedMask:
         config = replace(self.config, topic=topic)

@@ -28,6 +28,7 @@ import pyarrow as pa
 from codeunlearn.core.config import TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.file_lock import exclusive_lock, write_durably
+from codeunlearn.data.forgotten import REQUEST_SOURCE_PREFIX
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.schema import REQUEST_EVENTS_SCHEMA
 from codeunlearn.unlearning.calibration import Point
@@ -114,7 +115,7 @@ class RequestStore:
     def add(self, topic: TopicConfig, model_name: str, model_version: str) -> DeletionRequest:
         """Record a pending request (the caller has checked the topic and the model version)."""
         request = DeletionRequest(
-            request_id=f"req-{uuid.uuid4().hex[:12]}",
+            request_id=f"{REQUEST_SOURCE_PREFIX}{uuid.uuid4().hex[:12]}",
             topic_kind=topic.kind,
             topic_spec=json.dumps(_spec_value(topic)),
             topic_hash=topic_hash(topic),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codeunlearn.core.config import RunConfig
+from codeunlearn.core.config import RunConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.core.failpoints import failpoint
 from codeunlearn.core.paths import RunPaths
@@ -27,7 +27,9 @@ from codeunlearn.model.surgery import weights_hash
 from codeunlearn.pipeline import stages as pipeline
 from codeunlearn.pipeline.chain import run_chain
 from codeunlearn.pipeline.evaluate import evaluate as evaluate_stage
+from codeunlearn.requests.forgotten import forgotten_topics
 from codeunlearn.requests.lineage import carry_requests, promote_unless_carrying
+from codeunlearn.requests.queue import RequestStore
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking.tracker import Tracker
 from codeunlearn.training.stamp import trained_model_matches
@@ -113,13 +115,22 @@ def public_manifest(config: RunConfig) -> dict:
 def prepare(config: RunConfig, parent_run_id: str) -> dict:
     tracker = Tracker(config)
     with tracker.run("prepare", parent_run_id) as run_id:
-        pipeline.prepare(config)
+        pipeline.prepare(config, _forgotten(config))
         manifest = public_manifest(config)
         tracker.log_dict(run_id, manifest, "data_manifest.json")
         tracker.log_metrics(
             run_id, {f"n_{name}": entry["count"] for name, entry in manifest["splits"].items()}
         )
     return manifest
+
+
+def _forgotten(config: RunConfig) -> tuple[TopicConfig, ...]:
+    """The topics the active mask forgets besides the config's, its requests' included."""
+    paths = RunPaths(Path(config.run_dir))
+    names = pipeline.active_sources(paths)
+    if not names:
+        return ()
+    return forgotten_topics(RequestStore(paths.store_dir), names, config.topic, config.topic.key)
 
 
 def train(config: RunConfig, parent_run_id: str) -> str:

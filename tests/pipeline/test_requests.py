@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import CalibrationConfig, TopicConfig
 from codeunlearn.core.errors import CodeunlearnError
+from codeunlearn.data.topics import read_splits
 from codeunlearn.requests.invariant import check_active_mask
 from codeunlearn.requests.processor import Processor
 from codeunlearn.requests.queue import RequestStore
@@ -100,6 +101,30 @@ def table_rows(text: str) -> list[list[str]]:
     """The body rows of the frontier table `request show` prints."""
     lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| S'")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_a_later_request_judges_retain_without_the_rows_an_earlier_one_forgot(trained: Setup):
+    config = trained.config
+    tracker = Tracker(config)
+    processor = Processor(config, tracker)
+    first = processor.submit(TopicConfig(label="noun.animal"))
+    second = processor.submit(TopicConfig(label="noun.plant"))
+    assert [r.status for r in process_open_requests(config, tracker)] == ["done", "done"]
+
+    before, after = (
+        read_splits(trained.run_dir / "requests" / r.request_id / "topic") for r in (first, second)
+    )
+    # the first was answered beside an empty mask: its retain sets hold every other label
+    assert "noun.plant" in before.retain_test.column("label").to_pylist()
+    assert "excluded_topics" not in before.manifest
+    for name in ("retain_val", "retain_test"):
+        labels = set(getattr(after, name).column("label").to_pylist())
+        assert "noun.animal" not in labels and "noun.food" in labels, name
+    (excluded,) = after.manifest["excluded_topics"]
+    assert (excluded["kind"], excluded["key"]) == ("label", "noun.animal")
+    assert excluded["removed"]["retain_test"] > 0 and excluded["removed"]["retain_val"] > 0
+    # its own forget set is the label's rows as ever
+    assert set(after.forget_test.column("label").to_pylist()) == {"noun.plant"}
 
 
 def test_topic_that_matches_nothing_is_refused_and_nothing_recorded(trained: Setup):
