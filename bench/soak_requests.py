@@ -317,8 +317,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kill-min", type=float, default=4.0)
     parser.add_argument("--kill-max", type=float, default=12.0)
     parser.add_argument("--max-minutes", type=float, default=90.0)
-    parser.add_argument("--max-attempts", type=int, default=12, help="requests.max_attempts of the soak")
-    parser.add_argument("--backoff-s", type=float, default=1.0, help="requests.retry_backoff_s of the soak")
+    parser.add_argument("--max-attempts", type=int, default=8, help="requests.max_attempts of the soak")
+    parser.add_argument("--backoff-s", type=float, default=0.5, help="requests.retry_backoff_s of the soak")
     parser.add_argument("--min-forget-drop", type=float, default=0.5, help="gates.min_forget_drop")
     return parser
 
