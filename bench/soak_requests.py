@@ -84,6 +84,7 @@ def _setup(work: Path, args: argparse.Namespace) -> Path:
     config = tiny_config(work, model_dir, corpus)
     config["gates"] = {**config["gates"], "min_forget_drop": args.min_forget_drop}
     config["calibration"] = {"grid": [4, 8]}
+    config["topic"] = {**config["topic"], "max_val_retain": 100}  # a quicker calibration per request
     config["requests"] = {"max_attempts": args.max_attempts, "retry_backoff_s": args.backoff_s}
     write_config(config_path, config)
     print(yaml.safe_dump(config["gates"]), file=sys.stderr)
@@ -265,6 +266,8 @@ def _check(config, plan: dict[str, str], kills: dict, elapsed: float, drained: i
         "statuses": dict(Counter(r.status for r in requests.values())),
         "attempts": dict(Counter(r.attempts for r in requests.values())),
         "answered_of_ok": f"{len(answered)}/{len(plan) - len(poison)}",
+        # an attempt past the first of a request that ended answered: a kill hit it mid-processing
+        "attempts_killed_mid_request": sum(requests[rid].attempts - 1 for rid in answered),
         "lost": sum(rid not in requests for rid in plan),
         "stuck": sum(r.status in ("pending", "processing", "reverting") for r in requests.values()),
         "processed_twice": sum(row["n"] > 1 for row in finals),
@@ -319,7 +322,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-minutes", type=float, default=90.0)
     parser.add_argument("--max-attempts", type=int, default=8, help="requests.max_attempts of the soak")
     parser.add_argument("--backoff-s", type=float, default=0.5, help="requests.retry_backoff_s of the soak")
-    parser.add_argument("--min-forget-drop", type=float, default=0.5, help="gates.min_forget_drop")
+    # The tiny random-weight model forgets little: its normalised forget drops lie around -0.003 to 0,
+    # so this gate passes some requests and rejects others.
+    parser.add_argument("--min-forget-drop", type=float, default=-0.0025, help="gates.min_forget_drop")
     return parser
 
 
