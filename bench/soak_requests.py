@@ -58,8 +58,8 @@ def main() -> None:
     for worker in workers:
         worker.join()
     drained = _run_cli(config_path, out / "drain.log")
-    elapsed = time.time() - started
-    figures = _check(config, plan, kills, elapsed, drained, args)
+    parts = _record_part(work, time.time() - started, kills)
+    figures = _check(config, plan, parts, drained, args)
     (out / "soak.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
     (out / "soak.md").write_text(_markdown(figures, args) + "\n")
     print(_markdown(figures, args))
@@ -199,6 +199,15 @@ def _kill_until_answered(config, workers: list[_Worker], args: argparse.Namespac
     return dict(kills)
 
 
+def _record_part(work: Path, wall_s: float, kills: dict) -> list[dict]:
+    """Every part of the soak so far (a rerun resumes a stopped one), this one appended."""
+    path = work / "parts.json"
+    parts = json.loads(path.read_text()) if path.exists() else []
+    parts.append({"wall_s": round(wall_s), "kills_sent": kills.get("sent", 0)})
+    path.write_text(json.dumps(parts, indent=1))
+    return parts
+
+
 def _run_cli(config_path: Path, log: Path) -> int:
     with log.open("w") as handle:
         return subprocess.run(
@@ -227,7 +236,7 @@ def _env() -> dict[str, str]:
 # ------------------------------------------------------------------ the checks
 
 
-def _check(config, plan: dict[str, str], kills: dict, elapsed: float, drained: int, args) -> dict:
+def _check(config, plan: dict[str, str], parts: list[dict], drained: int, args) -> dict:
     from mlflow.tracking import MlflowClient
 
     from codeunlearn.requests.invariant import check_active_mask
@@ -261,8 +270,9 @@ def _check(config, plan: dict[str, str], kills: dict, elapsed: float, drained: i
     figures = {
         "requests": len(plan),
         "poison": len(poison),
-        "wall_s": round(elapsed),
-        "kills_sent": kills.get("sent", 0),
+        "parts": len(parts),
+        "wall_s": sum(part["wall_s"] for part in parts),
+        "kills_sent": sum(part["kills_sent"] for part in parts),
         "statuses": dict(Counter(r.status for r in requests.values())),
         "attempts": dict(Counter(r.attempts for r in requests.values())),
         "answered_of_ok": f"{len(answered)}/{len(plan) - len(poison)}",

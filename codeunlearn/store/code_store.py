@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ from codeunlearn.store.views import is_readable, parquet_files, views_sql
 from codeunlearn.unlearning.code_statistics import CodeCounts
 
 logger = logging.getLogger(__name__)
+
+READ_ATTEMPTS = 5  # reads of a store whose files a concurrent writer replaces
 
 # run_id and split become path parts, so they are kept to characters that are safe in paths and globs.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -189,11 +192,20 @@ class CodeStore:
             CodeunlearnError: the query fails (DuckDB's message included) or a count file is corrupt
                 (the file named).
         """
-        try:
-            with self._connection() as connection:
-                return connection.sql(query, params=dict(params) if params else None).to_arrow_table()
-        except duckdb.Error as error:
-            raise self._query_error(query, error) from error
+        attempt = 1
+        while True:
+            try:
+                with self._connection() as connection:
+                    return connection.sql(query, params=dict(params) if params else None).to_arrow_table()
+            except duckdb.IOException as error:
+                # a writer replaced a file between the glob and the read (replace_counts publishes
+                # the new file, then removes the old): read again, and the glob finds the new one
+                if "No such file" not in str(error) or attempt >= READ_ATTEMPTS:
+                    raise self._query_error(query, error) from error
+            except duckdb.Error as error:
+                raise self._query_error(query, error) from error
+            time.sleep(0.02 * attempt)
+            attempt += 1
 
     def runs(self) -> list[str]:
         """The run ids that have counts, sorted."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -12,6 +14,7 @@ import pytest
 
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.store.code_store import ENRICHMENT_SQL, CodeStore
+from codeunlearn.store.count_rows import counts_table
 from codeunlearn.store.schema import COUNTS_SCHEMA
 from codeunlearn.unlearning.selection import CodeCounts, enrichment
 
@@ -211,3 +214,36 @@ def test_replace_counts_keeps_only_the_latest_of_a_run_split_topic(store: CodeSt
         {"run_id": "run2", "split": "forget", "topic": "noun.food", "files": 1},
     ]
     assert_counts_equal(store.read_counts("run1", "forget", "noun.plant"), first)
+
+
+def test_readers_never_fail_while_a_writer_replaces_count_files(store: CodeStore, tmp_path: Path) -> None:
+    """A reader lists the files, then opens them: a writer's `replace_counts` may remove one in
+    between (a `request list` beside a processor mining). The read is retried, never failed."""
+    for other in range(150):  # a store of many files: opening them all takes a while
+        store.append("code_counts", counts_table(f"req-{other + 2}", "forget", "t", make_counts(other)))
+    store.write_counts("req-1", "forget", "t", make_counts(0))
+    writer_store = CodeStore(tmp_path / "store")  # another process's view of the same files
+    stop = threading.Event()
+
+    def churn() -> None:
+        seed = 1
+        while not stop.is_set():
+            writer_store.replace_counts("req-1", "forget", "t", make_counts(seed))
+            seed += 1
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    errors, reads = [], 0
+    deadline = time.monotonic() + 4.0
+    try:
+        while time.monotonic() < deadline:
+            try:
+                rows = store.sql("SELECT count(*) AS n FROM code_rates WHERE run_id = 'req-1'")
+                assert rows.column("n")[0].as_py() >= 1
+                reads += 1
+            except CodeunlearnError as error:
+                errors.append(str(error))
+    finally:
+        stop.set()
+        writer.join()
+    assert reads > 5 and errors == []
