@@ -53,7 +53,10 @@ def without_forgotten(val: pa.Table, test: pa.Table, forgotten: Iterable[TopicCo
         removed = {"retain_val": pc.sum(in_val).as_py() or 0, "retain_test": pc.sum(in_test).as_py() or 0}
         val, test = val.filter(pc.invert(in_val)), test.filter(pc.invert(in_test))
         excluded.append({"kind": topic.kind, "key": topic.key, "removed": removed})
-        logger.info("retain pools: %s already forgotten, %s of its rows left out", topic.key, removed)
+        logger.debug("retain pools: %s already forgotten, %s of its rows left out", topic.key, removed)
+    if excluded:
+        total = sum(sum(entry["removed"].values()) for entry in excluded)
+        logger.info("retain pools: %d rows of %d forgotten topic(s) left out", total, len(excluded))
     return RetainPools(val, test, excluded)
 
 
@@ -70,7 +73,7 @@ def source_topics(
     which returns None for a request whose topic cannot be rebuilt. A source that cannot be resolved
     is skipped with a log line: its rows stay in the retain sets.
     """
-    topics = []
+    topics: dict[str, TopicConfig] = {}  # by key: two requests for one label forget the same rows
     for name in names:
         if name == own:
             continue
@@ -84,8 +87,8 @@ def source_topics(
                 name,
             )
             continue
-        topics.append(topic)
-    return tuple(topics)
+        topics.setdefault(topic.key, topic)
+    return tuple(topics.values())
 
 
 def _pipeline_topic(key: str, caps: TopicConfig) -> TopicConfig | None:

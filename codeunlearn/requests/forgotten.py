@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from codeunlearn.core.config import TopicConfig
-from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.data.forgotten import source_topics
 from codeunlearn.requests.queue import RequestStore, topic_hash
 
@@ -21,10 +20,11 @@ def forgotten_topics(
 ) -> tuple[TopicConfig, ...]:
     """The topics of the mask sources `names`, `own` (the topic or request being answered) left out."""
 
+    known = {request.request_id: request for request in requests.list()}  # one query, not one per source
+
     def request_topic(request_id: str) -> TopicConfig | None:
-        try:
-            request = requests.get(request_id)
-        except CodeunlearnError:
+        request = known.get(request_id)
+        if request is None:
             log.warning("mask source %s is no request of %s", request_id, requests.store.root)
             return None
         topic = request.topic(caps)

@@ -8,13 +8,16 @@ Layout under `root`:
 
 Parquet files are the source of truth. Every query runs in a fresh in-memory DuckDB connection that
 creates the same views, runs, and closes, so no connection or file lock is held between calls and any
-number of processes can read while one process appends files. `store.duckdb` is refreshed after each
-write so `duckdb root/store.duckdb` offers `code_counts` and `code_rates` too; it is never read here,
-so a user holding it open (DuckDB allows one writer per file) only costs a logged warning.
+number of processes can read while one process appends files (a file replaced between the glob and
+the read is read again). `store.duckdb` is refreshed after a write that changes the views' statements
+(a table's first file; `store.duckdb.views` holds their digest) so `duckdb root/store.duckdb` offers
+every view too; it is never read here, so a user holding it open (DuckDB allows one writer per file)
+only costs a logged warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -272,6 +275,14 @@ class CodeStore:
             True if written; False if another process holds the database (logged, not raised: the
             Parquet files are the source of truth and every query here builds its own views).
         """
+        sql = views_sql(self.root)
+        # The views read their files through globs, so a new file needs no refresh; only a table's
+        # first file, or a new schema, changes the statements. Skipping the rest keeps a write from
+        # reopening every file of the store.
+        stamp = self.database_path.with_name(self.database_path.name + ".views")
+        digest = hashlib.sha256(sql.encode()).hexdigest()
+        if self.database_path.is_file() and stamp.is_file() and stamp.read_text() == digest:
+            return True
         try:
             connection = duckdb.connect(str(self.database_path))
         except duckdb.Error as error:
@@ -280,9 +291,10 @@ class CodeStore:
             )
             return False
         try:
-            connection.execute(views_sql(self.root))
+            connection.execute(sql)
         finally:
             connection.close()
+        stamp.write_text(digest)
         return True
 
     @contextmanager

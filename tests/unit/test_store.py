@@ -15,7 +15,7 @@ import pytest
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.store.code_store import ENRICHMENT_SQL, CodeStore
 from codeunlearn.store.count_rows import counts_table
-from codeunlearn.store.schema import COUNTS_SCHEMA
+from codeunlearn.store.schema import COUNTS_SCHEMA, REQUEST_EVENTS_SCHEMA
 from codeunlearn.unlearning.selection import CodeCounts, enrichment
 
 
@@ -247,3 +247,15 @@ def test_readers_never_fail_while_a_writer_replaces_count_files(store: CodeStore
         stop.set()
         writer.join()
     assert reads > 5 and errors == []
+
+
+def test_the_database_file_is_rewritten_only_when_the_views_change(store: CodeStore) -> None:
+    store.write_counts("run-a", "forget", "t", make_counts(0))
+    written = store.database_path.stat().st_mtime_ns
+    store.write_counts("run-b", "forget", "t", make_counts(1))  # a new file, same views: no rewrite
+    assert store.database_path.stat().st_mtime_ns == written
+    with duckdb.connect(str(store.database_path), read_only=True) as connection:
+        assert connection.sql("SELECT count(DISTINCT run_id) FROM code_counts").fetchall() == [(2,)]
+
+    store.append("request_events", pa.Table.from_pylist([], schema=REQUEST_EVENTS_SCHEMA))  # a first file
+    assert store.database_path.stat().st_mtime_ns != written
