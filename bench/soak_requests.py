@@ -12,7 +12,7 @@ last undisturbed run drains what is left, and the script checks:
   (still open), poison requests not failed with their reason, the active-mask invariant
   (`check_active_mask`, production included), duplicate store rows, MLflow runs left RUNNING.
 
-    python bench/soak_requests.py --out results/soak            # 200 requests, about 40 min on 2 cores
+    python bench/soak_requests.py --out results/soak            # 200 requests, about 30 min on 2 cores
 
 Resumable: the setup, the registry and the requests live under --out/work; a rerun with the same --out
 submits only what is missing and goes on. The figures go to --out/soak.json and --out/soak.md.
