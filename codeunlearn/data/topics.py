@@ -145,6 +145,12 @@ def build_splits(
     )
     retain_val = Draw(seed, "retain_val").first_balanced(pools.val, topic.max_val_retain)
     retain_test = _stratified(pools.test, topic, Draw(seed, "control_test", from_end=True))
+    if pools.excluded and (retain_val.num_rows == 0 or retain_test.num_rows == 0):
+        raise CodeunlearnError(
+            f"no retain rows are left for {topic.key} once the rows of the {len(pools.excluded)} topic(s) "
+            "already forgotten are out: nothing is left to judge its collateral damage on; revert one of "
+            "them (`codeunlearn request revert`) or use a corpus with more topics"
+        )
     keyword_free, keyword_free_entry = keyword_free_split(
         forget_train, retain_train, forget_test, topic, pattern
     )

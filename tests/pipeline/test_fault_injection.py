@@ -36,6 +36,9 @@ REQUEST_POINTS = (
     "after-save-mask",  # active.json replaced, production not yet promoted
     "after-promote",  # promoted, the request not yet recorded done
 )
+# half the corpus's labels: the other half stays unforgotten, for the retain sets (a request's retain
+# rows leave out every topic the active mask forgets)
+TOPICS = LABELS[:3]
 REVERT_POINTS = (
     "revert-after-claim",
     "before-register",
@@ -51,7 +54,7 @@ def test_a_request_killed_at_every_step_is_answered_exactly_once(trained: Setup)
     tracker = Tracker(config)
     processor = Processor(config, tracker)
     for i, point in enumerate(REQUEST_POINTS):
-        request = processor.submit(TopicConfig(label=LABELS[i % len(LABELS)]))
+        request = processor.submit(TopicConfig(label=TOPICS[i % len(TOPICS)]))
 
         killed = trained.cli("request", "process", env={"CODEUNLEARN_FAILPOINTS": point})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
@@ -77,8 +80,8 @@ def test_a_revert_killed_at_every_step_is_finished_exactly_once(trained: Setup):
     config = trained.config
     tracker = Tracker(config)
     processor = Processor(config, tracker)
-    ids = [processor.submit(TopicConfig(label=label)).request_id for label in LABELS]
-    assert [r.status for r in process_open_requests(config, tracker)] == ["done"] * len(LABELS)
+    ids = [processor.submit(TopicConfig(label=TOPICS[i % len(TOPICS)])).request_id for i in range(6)]
+    assert [r.status for r in process_open_requests(config, tracker)] == ["done"] * len(ids)
     for request_id, point in zip(ids, REVERT_POINTS, strict=True):
         killed = trained.cli("request", "revert", request_id, env={"CODEUNLEARN_FAILPOINTS": point})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])

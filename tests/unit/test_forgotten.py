@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from codeunlearn.core.config import TopicConfig
+from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.data.corpus import split_train_test
 from codeunlearn.data.forgotten import source_topics
 from codeunlearn.data.topics import build_splits
@@ -159,3 +160,13 @@ def test_requests_resolve_to_their_topics_unless_their_file_is_gone(
     assert all(t.max_retain == 3 for t in topics)
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert gone.request_id in logged and "req-unknown" in logged and "gone" in logged
+
+
+def test_a_topic_with_every_other_topic_forgotten_is_refused_with_the_reason(sides):
+    others = tuple(_topic(label=label) for label in LABELS if label != "food")
+
+    with pytest.raises(
+        CodeunlearnError, match="no retain rows are left for food once the rows of the 3 topic"
+    ):
+        build_splits(*sides, _topic(label="food"), 0, others)
+    assert build_splits(*sides, _topic(label="food"), 0, others[:2]).retain_test.num_rows > 0
