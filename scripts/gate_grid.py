@@ -64,7 +64,12 @@ class GridRun:
         ranked = json.loads((run_dir / "mining" / "selected.json").read_text())["ranked_eligible"]
         base = json.loads((base_report or run_dir / "eval" / "report.json").read_text())["nll"]["base"]
         model = load_model(config)
-        sets = eval_sets_of(read_splits(open_run(config).splits_dir), config, model.tokenizer)
+        sets = eval_sets_of(
+            read_splits(open_run(config).splits_dir),
+            model.tokenizer,
+            config.data.max_length,
+            config.eval.batch_size,
+        )
         evaluator = Evaluator(model, sets)
         return cls(model, evaluator, ranked, base, evaluator.score_codebook(None))
 

@@ -197,7 +197,7 @@ def code_weights(config, model, texts: dict[str, list[str]]) -> torch.Tensor:
     counts = {}
     for name, rows in texts.items():
         spans = [[(0, text.index(":"))] if ":" in text else [] for text in rows]
-        batches = batch_texts(rows, model.tokenizer, config, config.mining.batch_size, spans)
+        batches = batch_texts(rows, model.tokenizer, config.data.max_length, config.mining.batch_size, spans)
         counts[name] = count_codes(model, batches, desc=f"lemma codes {name}")
     forget = counts["forget"].token_counts.astype(float)
     other = counts["control"].token_counts.astype(float) + counts["retain"].token_counts.astype(float)

@@ -78,7 +78,7 @@ def ranked_on_lemmas(config, run_dir: Path, model) -> tuple[list[int], list[int]
     for name in ("forget", "control"):
         texts = getattr(splits, f"{name}_train")["text"].to_pylist()
         spans = [[(0, text.index(":"))] if ":" in text else [] for text in texts]
-        batches = batch_texts(texts, model.tokenizer, config, config.mining.batch_size, spans)
+        batches = batch_texts(texts, model.tokenizer, config.data.max_length, config.mining.batch_size, spans)
         counts[name] = count_codes(model, batches, desc=f"lemma codes {name}")
     ratio = enrichment(counts["forget"], counts["control"])
     eligible = np.flatnonzero(

@@ -66,11 +66,13 @@ def main() -> None:
     mined = mine_mask(
         codebook_model,
         topic.key,
-        topic_batches(config, first, codebook_model.tokenizer),
+        topic_batches(config.mining, config.topic, config.data.max_length, first, codebook_model.tokenizer),
         config.mining,
         detector_data(config),
     )
-    pool = held_out_pool(codebook_model, base, config)
+    pool = held_out_pool(
+        codebook_model, base, config.data.max_length, config.eval.batch_size, config.train.mode
+    )
     for splits in variants.values():
         texts = texts_of(splits)
         pool.add(list(texts), list(texts.values()))
@@ -81,7 +83,14 @@ def main() -> None:
         start = time.perf_counter()
         validation = validation_of(splits)
         calibration = calibrate_topic(
-            pool, validation, mined.ranked, mined.mask.n_codes, config, splits.forget_train.num_rows, active
+            pool,
+            validation,
+            mined.ranked,
+            mined.mask.n_codes,
+            config.calibration,
+            config.gates,
+            splits.forget_train.num_rows,
+            active,
         )
         point = calibration.best  # the chosen S', or the nearest miss
         verdict = "" if calibration.passed else " (rejected)"

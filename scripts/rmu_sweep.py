@@ -65,11 +65,13 @@ def main() -> None:
         model = load_model(config)
         result = unlearn_with_gradients(
             model.model,
-            batch_texts(subset, model.tokenizer, config, setting.batch_size),
-            batch_texts(retain, model.tokenizer, config, setting.batch_size),
+            batch_texts(subset, model.tokenizer, config.data.max_length, setting.batch_size),
+            batch_texts(retain, model.tokenizer, config.data.max_length, setting.batch_size),
             setting,
         )
-        scored = Evaluator(model, eval_sets_of(splits, config, model.tokenizer)).score_codebook(None)
+        scored = Evaluator(
+            model, eval_sets_of(splits, model.tokenizer, config.data.max_length, config.eval.batch_size)
+        ).score_codebook(None)
         if args.probe:  # built after the edit: the evaluator caches the layers below the bottleneck
             questions, probe = probe_evaluator(config, model)
             accuracy = probe_accuracy(questions, probe)

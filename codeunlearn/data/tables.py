@@ -63,11 +63,11 @@ def other_train_texts(config: RunConfig, limit: int) -> list[str]:
 
 
 def batch_texts(
-    texts: list[str], tokenizer, config: RunConfig, batch_size: int, spans: list[list[Span]] | None = None
+    texts: list[str], tokenizer, max_length: int, batch_size: int, spans: list[list[Span]] | None = None
 ) -> list[Batch]:
-    """Batches of BOS + text (truncated to data.max_length); with `spans`, mining counts only the
-    tokens that overlap them."""
-    ids = encode_texts(tokenizer, texts, config.data.max_length)
+    """Batches of BOS + text (truncated to `max_length`, the run's data.max_length); with `spans`,
+    mining counts only the tokens that overlap them."""
+    ids = encode_texts(tokenizer, texts, max_length)
     flags = None
     if spans is not None:
         flags = [f[: len(i)] for f, i in zip(token_flags(tokenizer, texts, spans, lead=1), ids, strict=True)]

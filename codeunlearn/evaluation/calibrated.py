@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import pyarrow as pa
 from torch import nn
 
-from codeunlearn.core.config import CalibrationConfig, RunConfig
+from codeunlearn.core.config import CalibrationConfig, GatesConfig
 from codeunlearn.data.topic_words import keyword_free_rows
 from codeunlearn.data.topics import Splits
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, normalized_drop
@@ -138,15 +138,18 @@ def sized(mined: MinedMask, size: int) -> Mask:
     return Mask(mined.mask.n_codes, (replace(source, code_ids=tuple(sorted(mined.ranked[:size]))),))
 
 
-def held_out_pool(codebook_model: CodebookModel, base_model: nn.Module, config: RunConfig) -> TextPool:
-    """An empty pool for the config's model: texts cut at data.max_length, base scores from the shared
-    lower layers when training left them as the base model's."""
+def held_out_pool(
+    codebook_model: CodebookModel, base_model: nn.Module, max_length: int, batch_size: int, train_mode: str
+) -> TextPool:
+    """An empty pool for the run's model: texts cut at `max_length` (data.max_length) and scored
+    `batch_size` at a time (eval.batch_size), base scores from the shared lower layers when training
+    (`train_mode`, train.mode) left them as the base model's."""
     return TextPool(
         codebook_model,
         base_model,
-        config.data.max_length,
-        config.eval.batch_size,
-        shared_lower=config.train.mode in LOWER_FROZEN,
+        max_length,
+        batch_size,
+        shared_lower=train_mode in LOWER_FROZEN,
     )
 
 
@@ -155,7 +158,8 @@ def calibrate_topic(
     validation: HeldOut,
     ranked: Sequence[int],
     n_codes: int,
-    config: RunConfig,
+    calibration: CalibrationConfig,
+    gates: GatesConfig,
     n_mined: int,
     active: Mask | None = None,
 ) -> Calibration:
@@ -165,9 +169,9 @@ def calibrate_topic(
         validation,
         ranked,
         n_codes,
-        config.calibration,
-        config.gates.min_forget_drop,
-        config.gates.max_retain_drop,
+        calibration,
+        gates.min_forget_drop,
+        gates.max_retain_drop,
         describe=f"the topic has {n_mined} forget examples to mine and {len(validation.forget)} to "
         f"validate on, {len(ranked)} eligible codes",
         active=active,

@@ -73,7 +73,7 @@ def build(
             "format": FORMAT,
             "created_at": datetime.now(UTC).isoformat(),
             "topic": {"key": config.topic.key, "kind": config.topic.kind},
-            "model": _model_block(config, run_dir / "model"),
+            "model": _model_block(run_dir / "model", config.model.name),
             "mask": {
                 **_mask_block(mask, mask_file),
                 # the same codes forget differently under another policy or gate
@@ -145,10 +145,10 @@ def write(certificate: Mapping[str, Any], path: Path) -> str:
     return file_sha256(path)
 
 
-def _model_block(config: RunConfig, model_dir: Path) -> dict[str, Any]:
+def _model_block(model_dir: Path, base_name: str) -> dict[str, Any]:
     if not (model_dir / "codebook_config.json").is_file():
         raise CodeunlearnError(f"no trained codebook model in {model_dir}: run `codeunlearn train` first")
-    return _model_block_from(model_dir, config.model.name)
+    return _model_block_from(model_dir, base_name)
 
 
 def _model_block_from(model_dir: Path, base_name: str) -> dict[str, Any]:

@@ -227,7 +227,7 @@ def collateral(config: RunConfig, codebook_model: CodebookModel | None = None) -
         per_topic = count_topics(
             codebook_model,
             samples,
-            lambda texts: batch_texts(texts, codebook_model.tokenizer, config, batch),
+            lambda texts: batch_texts(texts, codebook_model.tokenizer, config.data.max_length, batch),
         )
         for topic, counts in per_topic.items():
             store.write_counts(run_id, TOPIC_SPLIT, topic, counts)

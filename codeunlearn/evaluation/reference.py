@@ -37,8 +37,8 @@ def train_reference(config: RunConfig, texts: list[str]) -> torch.nn.Module:
     # The bottleneck is inserted and bypassed so that mode `above` trains the same layers as it does
     # for the codebook model.
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
-    batches = batch_texts(texts, tokenizer, config, config.train.batch_size)
-    train(codebook_model, batches, _reference_training(config), use_bottleneck=False)
+    batches = batch_texts(texts, tokenizer, config.data.max_length, config.train.batch_size)
+    train(codebook_model, batches, _reference_training(config.train), use_bottleneck=False)
     return remove_bottleneck(codebook_model)
 
 
@@ -52,16 +52,16 @@ _NOT_IN_REFERENCE = frozenset(
 )
 
 
-def _reference_training(config: RunConfig) -> TrainConfig:
+def _reference_training(train: TrainConfig) -> TrainConfig:
     """The codebook's training settings; mode `frozen` (nothing but the bottleneck learns) becomes
     `above`, so that the reference is fine-tuned at all."""
-    return config.train if config.train.mode != "frozen" else replace(config.train, mode="above")
+    return train if train.mode != "frozen" else replace(train, mode="above")
 
 
 def reference_key(config: RunConfig, texts: list[str], eval_sets: list[EvalSet]) -> str:
     """What the reference's held-out NLL depends on, hashed."""
     train_settings = {
-        k: v for k, v in asdict(_reference_training(config)).items() if k not in _NOT_IN_REFERENCE
+        k: v for k, v in asdict(_reference_training(config.train)).items() if k not in _NOT_IN_REFERENCE
     }
     evaluated = [
         (

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codeunlearn.core.config import RunConfig
+from codeunlearn.core.config import GatesConfig, RunConfig
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.serialization import nan_for_none
 from codeunlearn.evaluation import certificate, plots
@@ -102,7 +102,7 @@ def write_report(config: RunConfig, directory: Path) -> Report:
     for name, rel in INPUTS.items():
         if name in inputs:
             report.files[f"inputs/{name}"] = _copy(run_dir / rel, directory / "inputs" / name)
-    sections = [_evaluation_section(config, report)]
+    sections = [_evaluation_section(report, config.gates, config.topic.key, config.model.name)]
     if "methods.json" in inputs:
         sections.append(_methods_section(inputs["methods.json"], report))
     for name, rel_md, title in (
@@ -123,19 +123,19 @@ def write_report(config: RunConfig, directory: Path) -> Report:
     return report
 
 
-def _evaluation_section(config: RunConfig, report: Report) -> str:
+def _evaluation_section(report: Report, gates: GatesConfig, topic_key: str, model_name: str) -> str:
     evaluation = EvalReport(
         nll=report.evaluation["nll"],
         sweep=report.evaluation.get("sweep", []),
         calibration=report.evaluation.get("calibration", {}),
     )
-    outcome, gates = TopicOutcome.from_nll(evaluation.nll), config.gates
+    outcome = TopicOutcome.from_nll(evaluation.nll)
     failures = outcome.failures(gates)
     verdict = "passed" if not failures else "FAILED: " + "; ".join(failures)
     header = (
-        f"# Deletion report: {config.topic.key}\n\n"
+        f"# Deletion report: {topic_key}\n\n"
         f"Mask {str(report.evaluation.get('mask_digest'))[:12]} over the codebook model of "
-        f"{config.model.name}. {outcome.summary(gates)} Gates (forget drop >= {gates.min_forget_drop}, "
+        f"{model_name}. {outcome.summary(gates)} Gates (forget drop >= {gates.min_forget_drop}, "
         f"retain drop <= {gates.max_retain_drop}, random share <= {gates.max_random_share}, gain >= "
         f"{gates.min_gain} nats/token): {verdict}.\n"
     )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from codeunlearn.core.config import RunConfig
 from codeunlearn.data.tables import batch_texts
 from codeunlearn.data.topic_words import keyword_free_rows
 from codeunlearn.data.topics import Splits
 from codeunlearn.evaluation.evaluator import KEYWORD_FREE, EvalSet
 
 
-def eval_sets_of(splits: Splits, config: RunConfig, tokenizer) -> list[EvalSet]:
+def eval_sets_of(splits: Splits, tokenizer, max_length: int, batch_size: int) -> list[EvalSet]:
     """The held-out forget set (with its keyword-free examples as a subset, scored as the split
-    `forget_keyword_free` when there are any) and the retain set grouped by topic, batched."""
+    `forget_keyword_free` when there are any) and the retain set grouped by topic, batched
+    (`batch_size` texts of at most `max_length` tokens: the run's eval.batch_size and data.max_length)."""
     sets = []
     for name in ("forget", "retain"):
         table = getattr(splits, f"{name}_test")
@@ -22,7 +22,7 @@ def eval_sets_of(splits: Splits, config: RunConfig, tokenizer) -> list[EvalSet]:
         sets.append(
             EvalSet(
                 name,
-                batch_texts(texts, tokenizer, config, config.eval.batch_size),
+                batch_texts(texts, tokenizer, max_length, batch_size),
                 groups,
                 subsets={KEYWORD_FREE: keyword_free} if len(keyword_free) else {},
             )

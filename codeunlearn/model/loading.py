@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codeunlearn.core.config import RunConfig
+from codeunlearn.core.config import BottleneckConfig, RunConfig
 from codeunlearn.core.paths import open_run
 from codeunlearn.model import assets
 from codeunlearn.model.serving import ServingPolicy
@@ -15,10 +15,10 @@ def load_model(config: RunConfig) -> CodebookModel:
     back, and under either mask policy."""
     paths = open_run(config)
     codebook_model = load_codebook_model(paths.model_dir, assets.pick_device(config.model.device))
-    return served_as_configured(codebook_model, config)
+    return served_as_configured(codebook_model, config.bottleneck)
 
 
-def served_as_configured(codebook_model: CodebookModel, config: RunConfig) -> CodebookModel:
+def served_as_configured(codebook_model: CodebookModel, bottleneck: BottleneckConfig) -> CodebookModel:
     """Apply the configured code search and mask policy, which training does not fix, to a model."""
-    codebook_model.bottleneck.serve(ServingPolicy.of(config.bottleneck))
+    codebook_model.bottleneck.serve(ServingPolicy.of(bottleneck))
     return codebook_model

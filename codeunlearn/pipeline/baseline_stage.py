@@ -144,7 +144,9 @@ def _batches(texts: list[str], codebook_model: CodebookModel, config: RunConfig)
     # which set it needed.
     if not texts:
         return []
-    return batch_texts(texts, codebook_model.tokenizer, config, config.unlearn.baseline.batch_size)
+    return batch_texts(
+        texts, codebook_model.tokenizer, config.data.max_length, config.unlearn.baseline.batch_size
+    )
 
 
 def texts_for_baseline(config: RunConfig) -> tuple[list[str], list[str]]:
@@ -219,7 +221,7 @@ def edited_models(paths: RunPaths) -> list[tuple[BaselineRecord, Path]]:
 def load_edited_model(config: RunConfig, directory: Path) -> CodebookModel:
     """An edited model, searching codes and masking as `config.bottleneck` says (as `load_model`)."""
     codebook_model = load_codebook_model(directory, assets.pick_device(config.model.device))
-    return served_as_configured(codebook_model, config)
+    return served_as_configured(codebook_model, config.bottleneck)
 
 
 def score_edited_models(config: RunConfig, eval_sets: list[EvalSet], report: EvalReport) -> dict[str, dict]:

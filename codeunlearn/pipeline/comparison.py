@@ -68,7 +68,7 @@ def compare(
         len(nonmembers),
     )
     codebook_model = load_model(config)
-    sets = eval_sets_of(splits, config, codebook_model.tokenizer)
+    sets = eval_sets_of(splits, codebook_model.tokenizer, config.data.max_length, config.eval.batch_size)
     knowledge = KnowledgeProbe(config, probe, codebook_model) if probe else None
     scorer = _Scorer(
         config, sets, _base_scores(config, codebook_model, sets, knowledge), members, nonmembers, knowledge
@@ -94,8 +94,8 @@ def compare(
         tokenizer = edited.tokenizer
         result = unlearn_with_gradients(
             edited.model,
-            batch_texts(subset, tokenizer, config, baseline.batch_size),
-            batch_texts(retain, tokenizer, config, baseline.batch_size),
+            batch_texts(subset, tokenizer, config.data.max_length, baseline.batch_size),
+            batch_texts(retain, tokenizer, config.data.max_length, baseline.batch_size),
             replace(baseline, method=method),
         )
         score = scorer.score(method, edited, None, result.elapsed_s)
@@ -164,7 +164,9 @@ def _mine(
     negatives: _Negatives | None,
 ) -> Mask:
     batch, tokenizer = config.mining.batch_size, codebook_model.tokenizer
-    batches = TopicBatches(*(batch_texts(texts, tokenizer, config, batch) for texts in (forget, control)))
+    batches = TopicBatches(
+        *(batch_texts(texts, tokenizer, config.data.max_length, batch) for texts in (forget, control))
+    )
     # under mining.detector_recall, a detector of the same forget texts' prompts, as mining would fit
     detectors = detector_data(config, forget, negatives.prompts if negatives else None)
     return mine_mask(codebook_model, "subset", batches, config.mining, detectors).mask
@@ -182,7 +184,7 @@ class _Attack:
     steps: tuple[int, ...]
 
     def run(self, model: CodebookModel, mask: Mask | None) -> list[dict[str, float]]:
-        batches = batch_texts(self.texts, model.tokenizer, self.config, 8)
+        batches = batch_texts(self.texts, model.tokenizer, self.config.data.max_length, 8)
         points = relearning_curve(
             model, mask, batches, self.forget_set, self.steps, self.codebook_forget_nll, self.lr
         )
@@ -216,7 +218,9 @@ class _Scorer:
         try:
             batch = self.config.eval.batch_size
             member_lp, nonmember_lp = (
-                per_token_logprobs(model.model, batch_texts(texts, model.tokenizer, self.config, batch))
+                per_token_logprobs(
+                    model.model, batch_texts(texts, model.tokenizer, self.config.data.max_length, batch)
+                )
                 for texts in (self.members, self.nonmembers)
             )
         finally:

@@ -37,7 +37,10 @@ def evaluate(
     codebook_model = codebook_model or load_model(config)
     mask = mask or read_active(paths)
     splits = read_splits(paths.splits_dir)
-    evaluator = Evaluator(codebook_model, eval_sets_of(splits, config, codebook_model.tokenizer))
+    evaluator = Evaluator(
+        codebook_model,
+        eval_sets_of(splits, codebook_model.tokenizer, config.data.max_length, config.eval.batch_size),
+    )
     report = EvalReport()
     started = time.perf_counter()
     base_model, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)

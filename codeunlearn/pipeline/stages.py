@@ -98,7 +98,7 @@ def train_codebook(config: RunConfig) -> TrainResult:
     config.bottleneck.validate(n_layers=len(decoder_layers(model)))
     texts = training_texts(config)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
-    batches = batch_texts(texts, tokenizer, config, config.train.batch_size)
+    batches = batch_texts(texts, tokenizer, config.data.max_length, config.train.batch_size)
     log.info("training %s codebook on %d examples (%d batches)", config.train.mode, len(texts), len(batches))
     checkpoint_dir = _checkpoints_for(config, paths) if parallel.is_main else paths.checkpoint_dir
     distributed.barrier(parallel)  # stale checkpoints are gone before any process resumes
@@ -155,7 +155,14 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
     mined = mine_mask(
         codebook_model,
         config.topic.key,
-        topic_batches(config, splits, codebook_model.tokenizer, with_retain=True),
+        topic_batches(
+            config.mining,
+            config.topic,
+            config.data.max_length,
+            splits,
+            codebook_model.tokenizer,
+            with_retain=True,
+        ),
         config.mining,
         detector_data(config),
         on_counts=lambda split, counts: store.replace_counts(run_id, split, config.topic.key, counts),
@@ -205,7 +212,9 @@ def _calibrate(
     """S' for the config's topic, chosen on its validation split beside the active mask. When no size
     clears both gates there, the nearest miss is selected and the gates (evaluate) turn it down."""
     base, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)
-    pool = held_out_pool(codebook_model, base, config)
+    pool = held_out_pool(
+        codebook_model, base, config.data.max_length, config.eval.batch_size, config.train.mode
+    )
     texts = texts_of(splits, sides=("val",))
     pool.add(list(texts), list(texts.values()), desc="scoring validation texts")
     calibration = calibrate_topic(
@@ -213,7 +222,8 @@ def _calibrate(
         validation_of(splits),
         mined.ranked,
         codebook_model.bottleneck.n_codes,
-        config,
+        config.calibration,
+        config.gates,
         splits.forget_train.num_rows,
         _active_besides(read_active(paths), config.topic.key),
     )

@@ -162,7 +162,10 @@ class Sweep:
         for start in range(0, len(missing), COUNT_CHUNK):
             ids = missing[start : start + COUNT_CHUNK]
             batches = batch_texts(
-                [wanted[i] for i in ids], cm.tokenizer, self.config, self.config.mining.batch_size
+                [wanted[i] for i in ids],
+                cm.tokenizer,
+                self.config.data.max_length,
+                self.config.mining.batch_size,
             )
             firings = text_firings(cm, batches, desc=f"counting codes {start + len(ids)}/{len(missing)}")
             add_firings(self.store, self.codebook, ids, firings)
@@ -172,7 +175,9 @@ class Sweep:
         if self._pool is None:
             cm = self.codebook_model
             base, _ = assets.load_pretrained(self.config.model.name, cm.device.type)
-            self._pool = held_out_pool(cm, base, self.config)
+            self._pool = held_out_pool(
+                cm, base, self.config.data.max_length, self.config.eval.batch_size, self.config.train.mode
+            )
         return self._pool
 
     # ------------------------------------------------------------ one topic
@@ -189,7 +194,9 @@ class Sweep:
         ranked = rank_eligible(forget, control, config.mining)
         validation, test = validation_of(splits), test_of(splits)
         pool.add(*zip(*texts_of(splits).items(), strict=True), desc=f"scoring {topic} held-out texts")
-        calibration = calibrate_topic(pool, validation, ranked, n_codes, config, len(forget_ids))
+        calibration = calibrate_topic(
+            pool, validation, ranked, n_codes, config.calibration, config.gates, len(forget_ids)
+        )
         row = {
             "topic": topic,
             "n_forget_train": len(forget_ids),

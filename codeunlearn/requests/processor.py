@@ -278,7 +278,9 @@ class Processor:
         return mine_mask(
             self.codebook_model,
             request.request_id,
-            topic_batches(config, splits, self.codebook_model.tokenizer),
+            topic_batches(
+                config.mining, topic, config.data.max_length, splits, self.codebook_model.tokenizer
+            ),
             config.mining,
             detector_data(config),
             on_counts=lambda split, counts: self.requests.store.replace_counts(
@@ -294,7 +296,13 @@ class Processor:
 
     def pool(self, splits: Splits) -> TextPool:
         """The request's validation and test texts, each scored once under base and codebook model."""
-        pool = held_out_pool(self.codebook_model, self.base_model, self.config)
+        pool = held_out_pool(
+            self.codebook_model,
+            self.base_model,
+            self.config.data.max_length,
+            self.config.eval.batch_size,
+            self.config.train.mode,
+        )
         texts = texts_of(splits)
         pool.add(list(texts), list(texts.values()))
         return pool
@@ -312,7 +320,8 @@ class Processor:
             validation_of(splits),
             mined.ranked,
             mined.mask.n_codes,
-            self.config,
+            self.config.calibration,
+            self.config.gates,
             splits.forget_train.num_rows,
             self._active_besides(request.request_id),
         )

@@ -194,7 +194,7 @@ def train_translation_codebook(config: RunConfig) -> CodebookModel:
     if stamp_file.is_file() and same_training(json.loads(stamp_file.read_text()), stamp):
         log.info("reusing the translation codebook model in %s", paths.model_dir)
         device = assets.pick_device(config.model.device)
-        return served_as_configured(load_codebook_model(paths.model_dir, device), config)
+        return served_as_configured(load_codebook_model(paths.model_dir, device), config.bottleneck)
     model, tokenizer = assets.load_pretrained(config.model.name, assets.pick_device(config.model.device))
     config.bottleneck.validate(n_layers=len(decoder_layers(model)))
     pairs = json.loads((paths.root / "data" / "train_pairs.json").read_text())
@@ -221,7 +221,7 @@ def mine_topic_codes(config: RunConfig, codebook_model: CodebookModel, splits: S
     """Codes ranked best first among those eligible for the topic (forget vs word-swapped control);
     under mining.positions=topic_words, counted at the topic words and their replacements only."""
     seq2seq, tokenizer = is_seq2seq(codebook_model.model), codebook_model.tokenizer
-    spans = counted_spans(config, splits)
+    spans = counted_spans(config.mining, config.topic, splits)
     batches = {
         name: source_batches(
             tokenizer,

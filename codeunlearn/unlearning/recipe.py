@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from codeunlearn.core.config import MiningConfig, RunConfig
+from codeunlearn.core.config import MiningConfig, RunConfig, TopicConfig
 from codeunlearn.data.batching import Batch
 from codeunlearn.data.positions import Span, split_spans
 from codeunlearn.data.tables import batch_texts, train_side_texts
@@ -77,21 +77,28 @@ def detector_data(
     return DetectorData(topic_texts, others, config.data.max_length, config.seed)
 
 
-def counted_spans(config: RunConfig, splits: Splits) -> dict[str, list[list[Span]]]:
+def counted_spans(mining: MiningConfig, topic: TopicConfig, splits: Splits) -> dict[str, list[list[Span]]]:
     """The forget and control spans mining counts under mining.positions=topic_words; else none."""
-    if config.mining.positions != "topic_words":
+    if mining.positions != "topic_words":
         return {}
-    return split_spans(splits.forget_train, splits.control_train, topic_pattern(config.topic))
+    return split_spans(splits.forget_train, splits.control_train, topic_pattern(topic))
 
 
-def topic_batches(config: RunConfig, splits: Splits, tokenizer, with_retain: bool = False) -> TopicBatches:
-    """The training side of the forget and control sets (and the retain set) batched for counting, at
-    the positions mining.positions names."""
-    spans = counted_spans(config, splits)
+def topic_batches(
+    mining: MiningConfig,
+    topic: TopicConfig,
+    max_length: int,
+    splits: Splits,
+    tokenizer,
+    with_retain: bool = False,
+) -> TopicBatches:
+    """The training side of the forget and control sets (and the retain set) batched for counting
+    (texts cut at `max_length`, the run's data.max_length), at the positions mining.positions names."""
+    spans = counted_spans(mining, topic, splits)
 
     def batches(split: str) -> list[Batch]:
         texts = getattr(splits, f"{split}_train").column("text").to_pylist()
-        return batch_texts(texts, tokenizer, config, config.mining.batch_size, spans.get(split))
+        return batch_texts(texts, tokenizer, max_length, mining.batch_size, spans.get(split))
 
     return TopicBatches(batches("forget"), batches("control"), batches("retain") if with_retain else None)
 

@@ -41,7 +41,12 @@ def test_the_reference_is_reused_until_its_training_or_data_change(make_setup):
     # The bottleneck's own training settings do not enter the reference's fine-tune either.
     codebook_only = replace(config.train, lr=config.train.lr / 2, init_vectors=7, reseed_every=3)
     texts = training_texts(config)
-    eval_sets = eval_sets_of(read_splits(open_run(config).splits_dir), config, load_model(config).tokenizer)
+    eval_sets = eval_sets_of(
+        read_splits(open_run(config).splits_dir),
+        load_model(config).tokenizer,
+        config.data.max_length,
+        config.eval.batch_size,
+    )
     assert reference_key(replace(config, train=codebook_only), texts, eval_sets) == key
     assert reference_key(replace(config, train=replace(codebook_only, base_lr=1e-6)), texts, eval_sets) != key
 
