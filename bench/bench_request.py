@@ -64,7 +64,7 @@ def init_codes_from(codebook_model: CodebookModel, batches, seed: int) -> None:
             forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
             for b in batches
         ]
-    samples = bottleneck.encode(torch.cat([h[:, 1:].reshape(-1, h.shape[-1]) for h in hidden]).float())
+    samples = torch.cat([h[:, 1:].reshape(-1, h.shape[-1]) for h in hidden]).float()
     codes = sample_codes(samples.cpu(), bottleneck.n_codes, torch.Generator().manual_seed(seed))
     bottleneck.reset_codes(torch.arange(bottleneck.n_codes), codes.to(device))
 

@@ -49,7 +49,7 @@ def site_vectors(codebook_model: CodebookModel, batches: list[Batch]) -> torch.T
             hidden = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)[0]
             content = batch.attention_mask.bool().clone()
             content[:, 0] = False
-            rows.append(codebook_model.bottleneck.encode(hidden[content]))
+            rows.append(hidden[content])
     return torch.cat(rows)
 
 

@@ -24,9 +24,6 @@ class BottleneckConfig:
     # "pursuit": k codes chosen by orthogonal matching pursuit, x fitted by least squares onto them
     combine: str = setting("mean", "how the top-k codes make the output: mean, projection or pursuit")
     rescale: str = setting("input_norm", "input_norm gives the output the input's norm; none keeps the mean")
-    use_sae: bool = setting(False, "the paper's SAE-codebook variant")
-    sae_dim: int = setting(0, "SAE width; 0 means 4 x hidden size")
-    l1_coef: float = setting(1e-3, "weight of the L1 penalty on the chosen SAE code vectors")
     mask_policy: str = setting(
         "next_best", "what takes a masked code's place: next_best (the next closest code) or zero (nothing)"
     )

@@ -7,7 +7,8 @@ value is checked against its field's type before any model loads. Every field ca
 The sections live in modules by stage; this module gathers every public name, so callers import
 from `codeunlearn.core.config` alone:
 
-- `config_fields`: `setting`, `section`, `field_doc`, `field_docs`, `unknown_choice`
+- `config_fields`: `setting`, `section`, `field_doc`, `field_docs`, `unknown_choice`,
+  `REMOVED_SETTINGS`, `removed_in_effect`, `with_removed_defaults`
 - `data_config`: `ModelConfig`, `DataConfig`, `TopicConfig`, `CONTROL_CHOICES`, `WORD_TOPIC_KINDS`
 - `codebook_config`: `BottleneckConfig`, `TrainConfig`, `MASK_CONDITIONS`, `default_search_groups`
 - `unlearn_config`: `MiningConfig`, `BaselineConfig`, `UnlearnConfig`, `MASK_METHOD`, `GRADIENT_METHODS`
@@ -29,7 +30,16 @@ from codeunlearn.core.codebook_config import (
     TrainConfig,
     default_search_groups,
 )
-from codeunlearn.core.config_fields import field_doc, field_docs, section, setting, unknown_choice
+from codeunlearn.core.config_fields import (
+    REMOVED_SETTINGS,
+    field_doc,
+    field_docs,
+    removed_in_effect,
+    section,
+    setting,
+    unknown_choice,
+    with_removed_defaults,
+)
 from codeunlearn.core.config_io import (
     commented_yaml,
     config_to_dict,
@@ -75,6 +85,7 @@ __all__ = [
     "GRADIENT_METHODS",
     "MASK_CONDITIONS",
     "MASK_METHOD",
+    "REMOVED_SETTINGS",
     "TRANSLATION_METRICS",
     "WORD_TOPIC_KINDS",
     "BaselineConfig",
@@ -102,9 +113,11 @@ __all__ = [
     "field_docs",
     "flatten_config",
     "load_config",
+    "removed_in_effect",
     "save_config",
     "section",
     "setting",
     "unknown_choice",
     "with_overrides",
+    "with_removed_defaults",
 ]

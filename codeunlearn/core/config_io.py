@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from codeunlearn.core.config_fields import field_doc
+from codeunlearn.core.config_fields import field_doc, removed_setting_error
 from codeunlearn.core.errors import ConfigError
 from codeunlearn.core.run_config import RunConfig
 
@@ -26,8 +26,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     """Build a RunConfig from an optional YAML file and `section.key=value` overrides.
 
     Raises:
-        ConfigError: an unknown key (naming the closest valid one), a wrongly typed value, or a
-            missing or unreadable file.
+        ConfigError: an unknown key (naming the closest valid one, or why it was removed), a wrongly
+            typed value, or a missing or unreadable file.
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -183,6 +183,9 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
+            removed = removed_setting_error(prefix.rstrip("."), key)
+            if removed is not None:
+                raise removed
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")

@@ -31,14 +31,6 @@ class MiningConfig:
     min_enrichment: float = setting(
         2.0, "the smallest forget-over-control firing-rate ratio a selected code may have"
     )
-    # A small topic (150 examples) gets few codes under p <= 1e-3, and masking them all can leave the
-    # forget gate unmet with the retain gate far off; calibration's validation split, not a fixed
-    # significance level, then decides how many more to mask.
-    rank_past_p_value: bool = setting(
-        False,
-        "calibration may go on past the codes under max_p_value: next the codes passing min_count and "
-        "min_enrichment, most significant first",
-    )
     batch_size: int = setting(32, "texts per batch while counting code firings")
     # "topic_words": for a keyword/regex topic with its word-swap control, only the topic words in D_T
     # and the words that replaced them in the control (codeunlearn.data.positions)

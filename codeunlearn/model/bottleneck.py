@@ -1,12 +1,11 @@
 """The discrete codebook bottleneck: every hidden vector is rebuilt from its top-k codes.
 
-The module holds what is saved with the model (the codes, the SAE's weights, the mask of disabled
-codes) and the config it was built with. How it searches codes and treats masked ones while serving
+The module holds what is saved with the model (the codes and the mask of disabled codes) and the
+config it was built with. How it searches codes and treats masked ones while serving
 is a `ServingPolicy` put in force with `serve`; that, the mask's prompt detectors and the state a
 forward carries to cached decoding steps live in one `ServingState`, which is never saved.
 
-Shapes: B batch, T tokens, d hidden width, C codes, k codes chosen per token, e code width
-(d, or the SAE width in the SAE-codebook variant).
+Shapes: B batch, T tokens, d hidden width (the codes' width too), C codes, k codes chosen per token.
 """
 
 from __future__ import annotations
@@ -38,13 +37,12 @@ class BottleneckOutput:
     hidden: torch.Tensor  # (B, T, d) the vector that replaces the input downstream
     codes: torch.Tensor  # (B, T, k) int64 chosen code ids, NO_CODE where none was used
     recon_error: torch.Tensor  # (B, T) ||x' - x||^2 / ||x||^2, zero at passed-through positions
-    l1: torch.Tensor  # (B, T) mean |value| of the chosen code vectors (SAE variant), else zeros
 
 
 class CodebookBottleneck(nn.Module):
     """C learnable codes; each token keeps k codes (the most cosine-similar, or chosen by pursuit) and
     is replaced by their combination (mean or least-squares fit; optionally rescaled to the input's
-    norm, optionally through an SAE).
+    norm).
 
     `config` is the configuration the bottleneck was built (or loaded) with; its search and mask
     fields are only the policy it serves under until `serve` puts another in force (see `policy`).
@@ -55,16 +53,7 @@ class CodebookBottleneck(nn.Module):
         config.validate()
         self.config = config
         self.hidden_dim = hidden_dim
-        code_dim = hidden_dim
-        if config.use_sae:
-            code_dim = config.sae_dim or 4 * hidden_dim
-            self.encoder = nn.Linear(hidden_dim, code_dim)
-            self.decoder = nn.Linear(code_dim, hidden_dim)
-            with torch.no_grad():  # start near the identity: decoder inverts the encoder
-                self.decoder.weight.copy_(torch.linalg.pinv(self.encoder.weight))
-                self.decoder.bias.copy_(-self.decoder.weight @ self.encoder.bias)
-        self.code_dim = code_dim
-        self.codes = nn.Parameter(torch.randn(config.n_codes, code_dim) / code_dim**0.5)
+        self.codes = nn.Parameter(torch.randn(config.n_codes, hidden_dim) / hidden_dim**0.5)
         self.register_buffer("mask", torch.zeros(config.n_codes, dtype=torch.bool))
         self.register_load_state_dict_post_hook(_after_load)
         self._search = CodeSearch()
@@ -94,10 +83,6 @@ class CodebookBottleneck(nn.Module):
         self._serving.policy = policy
         self._serving.forget_carried()
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The vector codes are compared with: x itself, or the SAE's ReLU features. (..., d) -> (..., e)"""
-        return F.relu(self.encoder(x)) if self.config.use_sae else x
-
     @torch.no_grad()
     def select(self, h: torch.Tensor) -> torch.Tensor:
         """Top-k code ids by cosine similarity, with masked codes excluded under `next_best`.
@@ -109,7 +94,7 @@ class CodebookBottleneck(nn.Module):
         (codeunlearn.model.code_index).
 
         Args:
-            h: (N, e) encoded vectors.
+            h: (N, d) input vectors.
         Returns:
             (N, k) int64 code ids, most similar first.
         """
@@ -119,7 +104,7 @@ class CodebookBottleneck(nn.Module):
 
     @torch.no_grad()
     def code_ids(self, h: torch.Tensor) -> torch.Tensor:
-        """The code ids `forward` reports for encoded vectors h (N, e): masked ones are NO_CODE under
+        """The code ids `forward` reports for input vectors h (N, d): masked ones are NO_CODE under
         `zero`. For callers that only count codes and need no rebuilt vectors. (N, k) int64
 
         The N vectors are taken as unrelated tokens, so the context gate does not apply; for tokens of
@@ -173,36 +158,32 @@ class CodebookBottleneck(nn.Module):
         at_bos = _starts_at_bos(seq, position_ids)
         start = 1 if self.config.skip_first_token and at_bos else 0
         body = x[:, start:]  # (B, T', d)
-        h = self.encode(body)
-        ids = self.select(h.reshape(-1, self.code_dim)).view(batch, seq - start, -1)  # (B, T', k)
+        ids = self.select(body.reshape(-1, self.hidden_dim)).view(batch, seq - start, -1)  # (B, T', k)
         if torch.is_grad_enabled():  # training: the optimizer step that follows may change the codes unseen
             self._search.forget_derived_codes()
-        chosen = self.codes[ids]  # (B, T', k, e)
+        chosen = self.codes[ids]  # (B, T', k, d)
         kept = None
         if self._is_dropping():
             kept = ~self._forward_dropped(x, ids, start, at_bos)  # (B, T', k)
             ids = ids.masked_fill(~kept, NO_CODE)
-        rebuilt = self._rebuild(chosen, h, kept)  # (B, T', d)
+        rebuilt = self._rebuild(chosen, body, kept)  # (B, T', d)
         if self.config.rescale == "input_norm":
             # The scale is the one the unmasked output would get, so that the kept codes are not scaled
             # up to make good a dropped code's share of the norm.
-            unmasked = rebuilt if kept is None else self._rebuild(chosen, h, None)
+            unmasked = rebuilt if kept is None else self._rebuild(chosen, body, None)
             rebuilt = rebuilt * (
                 body.norm(dim=-1, keepdim=True) / unmasked.norm(dim=-1, keepdim=True).clamp_min(1e-6)
             )
         recon = (rebuilt - body.detach()).pow(2).sum(-1) / body.detach().pow(2).sum(-1).clamp_min(1e-6)
-        l1 = chosen.abs().mean(dim=(-1, -2)) if self.config.use_sae else torch.zeros_like(recon)
         return BottleneckOutput(
             hidden=torch.cat([x[:, :start], rebuilt.to(x.dtype)], dim=1),
             codes=F.pad(ids, (0, 0, start, 0), value=NO_CODE),
             recon_error=F.pad(recon, (start, 0)),
-            l1=F.pad(l1, (start, 0)),
         )
 
     def _rebuild(self, chosen: torch.Tensor, h: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
-        """The combination of the chosen codes (..., k, e) in the residual's space, before rescaling."""
-        z = COMBINATIONS[self.config.combine](chosen, h, kept)  # (..., e)
-        return self.decoder(z) if self.config.use_sae else z
+        """The combination of the chosen codes (..., k, d), before rescaling."""
+        return COMBINATIONS[self.config.combine](chosen, h, kept)  # (..., d)
 
     def _is_dropping(self) -> bool:
         """Whether masked codes' slots are emptied now: the zero policy, with some code masked."""
@@ -230,7 +211,7 @@ class CodebookBottleneck(nn.Module):
 
     @torch.no_grad()
     def reset_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
-        """Overwrite codes `code_ids` (n,) with `vectors` (n, e): initialisation and dead-code re-seeding."""
+        """Overwrite codes `code_ids` (n,) with `vectors` (n, d): initialisation and dead-code re-seeding."""
         self.codes[code_ids] = vectors.to(self.codes.dtype)
         self._search.regroup()  # even while holding groups
 

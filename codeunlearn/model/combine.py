@@ -13,8 +13,8 @@ def combine_mean(chosen: torch.Tensor, h: torch.Tensor, kept: torch.Tensor | Non
     """The chosen codes' mean (Codebook Features, the paper). chosen (..., k, e), h (..., e), kept
     (..., k) bool or None: a slot not kept (a masked code under the `zero` policy) adds nothing.
 
-    Straight-through: the value is the mean, the gradient also reaches h (so the SAE encoder and the
-    layers below learn) as if code selection were the identity.
+    Straight-through: the value is the mean, the gradient also reaches h (so the layers below learn)
+    as if code selection were the identity.
     """
     if kept is not None:
         chosen = chosen * kept.unsqueeze(-1).to(chosen.dtype)

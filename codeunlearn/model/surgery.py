@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from codeunlearn.core.config import BottleneckConfig
+from codeunlearn.core.config import REMOVED_SETTINGS, BottleneckConfig, removed_in_effect
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.model.bottleneck import BottleneckOutput, CodebookBottleneck
 
@@ -324,7 +324,8 @@ def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
     """Rebuild a CodebookModel saved by `save_codebook_model`, mask included.
 
     Raises:
-        CodebookError: the directory does not hold a saved codebook model.
+        CodeunlearnError: the directory does not hold a saved codebook model, or holds one built with a
+            setting since removed (see `saved_bottleneck_config`).
     """
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -336,9 +337,7 @@ def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
             f"{directory} holds no codebook model (no codebook_config.json): run `codeunlearn train` first"
         )
     meta = json.loads(meta_path.read_text())
-    config = BottleneckConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["bottleneck"].items()}
-    )
+    config = saved_bottleneck_config(meta["bottleneck"], directory)
     is_seq2seq = AutoConfig.from_pretrained(directory / "base").is_encoder_decoder
     auto_class = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     model = auto_class.from_pretrained(directory / "base", dtype="float32").to(device).eval()
@@ -348,6 +347,27 @@ def load_codebook_model(directory: Path, device: str = "cpu") -> CodebookModel:
     codebook_model = insert_bottleneck(model, tokenizer, config, meta["base_name"])
     codebook_model.bottleneck.load_state_dict(load_file(directory / "bottleneck.safetensors", device=device))
     return codebook_model
+
+
+def saved_bottleneck_config(saved: dict[str, Any], directory: Path) -> BottleneckConfig:
+    """The BottleneckConfig of a saved model's `codebook_config.json`. Settings removed since it was
+    saved are dropped where they held what the code does now.
+
+    Raises:
+        CodeunlearnError: the model was built with a removed setting in effect (the SAE variant).
+    """
+    removed = REMOVED_SETTINGS["bottleneck"]
+    in_effect = removed_in_effect("bottleneck", saved)
+    if in_effect:
+        named = ", ".join(f"bottleneck.{key}={saved[key]!r}" for key in in_effect)
+        raise CodeunlearnError(
+            f"{directory} holds a model built with {named}, which was removed "
+            f"({removed[in_effect[0]].reason}): train the model again (`codeunlearn train`), or load it "
+            f"with an older release of codeunlearn (git log -S {in_effect[0]})"
+        )
+    return BottleneckConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k not in removed}
+    )
 
 
 def weights_hash(model_dir: Path) -> str:

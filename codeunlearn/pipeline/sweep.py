@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codeunlearn.core.config import RunConfig
+from codeunlearn.core.config import RunConfig, with_removed_defaults
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.paths import RunPaths, open_run
 from codeunlearn.data.tables import batch_texts, corpus_sides, write_json
@@ -97,11 +97,12 @@ def settings_key(config: RunConfig, codebook: str) -> str:
         "seed": config.seed,
         "topic": topic,
         "control": config.topic.control,
-        "mining": asdict(config.mining),
+        # removed settings at their old defaults, so that a sweep made while they existed resumes
+        "mining": with_removed_defaults("mining", asdict(config.mining)),
         "calibration": asdict(config.calibration),
         "gates": asdict(config.gates),
         "random_seed": config.eval.random_seed,
-        "serving": asdict(config.bottleneck),
+        "serving": with_removed_defaults("bottleneck", asdict(config.bottleneck)),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

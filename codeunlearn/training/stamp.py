@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from codeunlearn.core.config import RunConfig
+from codeunlearn.core.config import REMOVED_SETTINGS, RunConfig, removed_in_effect
 from codeunlearn.core.paths import run_paths
 
 STAMP_FILE = "training_config.json"
@@ -22,7 +22,8 @@ def trained_model_matches(config: RunConfig) -> bool:
 # Settings that do not change what training produces: speed knobs, the mask policy and gate (training never
 # runs with a mask; `load_model` applies the configured policy), and the translation setting's
 # decoding and scoring. And settings added after models were first saved, compared only when set
-# away from the value they had before they existed.
+# away from the value they had before they existed; settings removed since (REMOVED_SETTINGS) are
+# compared only where a stamp holds them in effect, which the current config cannot match.
 _TRAINING_NEUTRAL = {
     "bottleneck": (
         "chunk_tokens",
@@ -48,12 +49,16 @@ def same_training(stored: dict, current: dict) -> bool:
 
     def comparable(stamp: dict) -> dict:
         sections = {}
-        for section in _TRAINING_NEUTRAL:
+        for section in {*_TRAINING_NEUTRAL, *REMOVED_SETTINGS}:
+            values = stamp.get(section, {})
             added = _ADDED_LATER.get(section, {})
+            inert = set(REMOVED_SETTINGS.get(section, {})) - set(removed_in_effect(section, values))
             sections[section] = {
                 k: v
-                for k, v in stamp.get(section, {}).items()
-                if k not in _TRAINING_NEUTRAL[section] and not (k in added and v == added[k])
+                for k, v in values.items()
+                if k not in _TRAINING_NEUTRAL.get(section, ())
+                and not (k in added and v == added[k])
+                and k not in inert
             }
         return {**stamp, **sections}
 

@@ -88,12 +88,12 @@ class _TrainState:
             )
 
     @torch.no_grad()
-    def recent_vectors(self, codebook_model: CodebookModel) -> torch.Tensor | None:
-        """Encoded inputs (N, e) at the content positions of the last cached batch."""
+    def recent_vectors(self) -> torch.Tensor | None:
+        """Bottleneck inputs (N, d) at the content positions of the last cached batch."""
         if self.recent_site is None:
             return None
         site, content = self.recent_site
-        return codebook_model.bottleneck.encode(site[content]).detach()
+        return site[content].detach()
 
     @torch.no_grad()
     def reseed(self, codebook_model: CodebookModel, seed: int, parallel: DataParallel | None = None) -> None:
@@ -104,7 +104,7 @@ class _TrainState:
         """
         parallel = parallel or DataParallel()
         self.usage = sum_counts(self.usage, parallel, codebook_model.device)
-        recent = gather_rows(self.recent_vectors(codebook_model), parallel)
+        recent = gather_rows(self.recent_vectors(), parallel)
         dead = torch.nonzero(self.usage == 0).flatten()
         self.dead_share = dead.numel() / self.usage.numel()
         if dead.numel() and recent is not None and len(recent):

@@ -67,7 +67,7 @@ def init_codes(
     generator = torch.Generator().manual_seed(config.seed)
     samples = torch.cat([content_vectors(h, b) for h, b in zip(activations, batches, strict=True)])
     picks = torch.randperm(len(samples), generator=generator)[: config.init_vectors]
-    samples = bottleneck.encode(samples[picks].to(codebook_model.device)).cpu()
+    samples = samples[picks].cpu()
     if len(samples) < 2 * bottleneck.n_codes:
         # The unclustered codes start as copies of single activations; measured at C = 16,384 on
         # the default job, 12,288 activations left the codebook 0.09 nats worse than 49,152.
@@ -149,8 +149,7 @@ def _step(
     # content positions (real tokens after position 0) are as many as next-token targets; `where`,
     # not boolean indexing, which would wait for the device to count the positions
     recon = content_sum(output.recon_error, content) / n_targets
-    l1 = content_sum(output.l1, content) / n_targets
-    loss = nll + config.recon_coef * recon + codebook_model.bottleneck.config.l1_coef * l1
+    loss = nll + config.recon_coef * recon
     site = (hidden, content) if hidden is not None else None
     return _StepOutput(loss, nll.detach(), recon.detach(), counted_codes(output.codes, content), site)
 

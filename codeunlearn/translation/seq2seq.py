@@ -183,7 +183,7 @@ def capturing_site(codebook_model: CodebookModel) -> Iterator[list[torch.Tensor]
 def translation_step(
     codebook_model: CodebookModel, batch: TranslationBatch, config: TrainConfig
 ) -> _StepOutput:
-    """Loss on the target tokens plus the bottleneck's reconstruction (and L1) terms, for one batch."""
+    """Loss on the target tokens plus the bottleneck's reconstruction term, for one batch."""
     batch = batch.to(codebook_model.device)
     with recording(codebook_model) as outputs, capturing_site(codebook_model) as inputs:
         loss = codebook_model.model(
@@ -195,7 +195,6 @@ def translation_step(
     n_content = content.sum().clamp_min(1)
     recon = content_sum(output.recon_error, content) / n_content
     total = loss + config.recon_coef * recon
-    total = total + codebook_model.bottleneck.config.l1_coef * content_sum(output.l1, content) / n_content
     codes = counted_codes(output.codes, content)
     return _StepOutput(total, loss.detach(), recon.detach(), codes, (hidden.detach(), content))
 

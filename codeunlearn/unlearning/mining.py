@@ -88,7 +88,7 @@ def site_codes(codebook_model: CodebookModel, batch: Batch) -> torch.Tensor:
     device_type = codebook_model.device.type
     with bypassed(codebook_model), torch.autocast(device_type, torch.bfloat16, enabled=device_type == "cuda"):
         hidden, _ = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)  # (B, T, d)
-        codes[content] = bottleneck.select(bottleneck.encode(hidden[content]))  # (N, k), N content tokens
+        codes[content] = bottleneck.select(hidden[content])  # (N, k), N content tokens
     return bottleneck.without_dropped(codes)  # over whole sequences, for the context gate
 
 

@@ -20,7 +20,7 @@ from codeunlearn.data.topics import Splits, topic_pattern
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.unlearning.masks import Mask, mask_from_codes
 from codeunlearn.unlearning.mining import count_codes
-from codeunlearn.unlearning.selection import CodeCounts, SelectedCodes, past_p_value, select_codes
+from codeunlearn.unlearning.selection import CodeCounts, SelectedCodes, select_codes
 from codeunlearn.unlearning.topic_detector import PromptSet, TopicDetector, fit_prompt_detector
 
 SPLITS = ("forget", "control", "retain")  # counted in this order; retain only when given
@@ -119,15 +119,10 @@ def fit_detector(
 
 
 def rank_eligible(forget: CodeCounts, control: CodeCounts, mining: MiningConfig) -> list[int]:
-    """Every code the selection rule finds eligible, best first, ties by lower code id; then, with
-    `mining.rank_past_p_value`, the codes that miss only the p-value threshold (`past_p_value`)."""
+    """Every code the selection rule finds eligible, best first, ties by lower code id."""
     eligible = select_codes(forget, control, replace(mining, n_select=0))
     order = np.lexsort((eligible.code_ids, -eligible.scores))
-    ranked = eligible.code_ids[order].tolist()
-    if mining.rank_past_p_value:
-        taken = set(ranked)
-        ranked += [code for code in past_p_value(forget, control, mining) if code not in taken]
-    return ranked
+    return eligible.code_ids[order].tolist()
 
 
 def mine_mask(

@@ -217,21 +217,6 @@ def select_codes(forget: CodeCounts, control: CodeCounts, config: MiningConfig) 
     )
 
 
-def past_p_value(forget: CodeCounts, control: CodeCounts, config: MiningConfig) -> list[int]:
-    """Codes that pass `min_count` and `min_enrichment` but not `max_p_value`, most significant first
-    (ties by lower id): where a small topic's codes run out before its gates are met, the next codes
-    to try. Held-out validation, not the p-value, then says how many of them to mask."""
-    enrich = enrichment(forget, control)
-    p_values = chi2_p_values(forget, control)
-    near = (
-        (forget.token_counts >= config.min_count)
-        & (enrich >= config.min_enrichment)
-        & ~(p_values <= config.max_p_value)
-    )
-    ids = np.flatnonzero(near)
-    return ids[np.lexsort((ids, p_values[ids]))].tolist()
-
-
 def random_codes(n_codes: int, n_select: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """A random set of codes of the same size as a selection, for the random-mask control.
 

@@ -44,7 +44,7 @@ def test_a_masked_version_serves_under_the_configured_policy_and_gate(trained: S
     local = load_model(config)
     mask = load_mask(trained.run_dir / "masks" / "active.json")
     apply_mask(local, mask)
-    h = local.bottleneck.encode(local.bottleneck.codes.detach()[:40] + 0.1)
+    h = local.bottleneck.codes.detach()[:40] + 0.1
     codes = served.codebook_model.bottleneck.code_ids(h)
     assert codes.eq(local.bottleneck.code_ids(h)).all()
     sequences = h.view(2, 20, -1)  # the context gate counts gated tokens along each sequence

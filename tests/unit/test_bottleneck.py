@@ -53,16 +53,6 @@ def test_gradients_reach_codebook_and_input():
     assert bottleneck.codes.grad[used].abs().sum(-1).gt(0).all()
 
 
-def test_sae_variant_trains_encoder_decoder_and_codes():
-    bottleneck = make(use_sae=True, sae_dim=48)
-    x = torch.randn(2, 6, 16, requires_grad=True)
-    out = bottleneck(x)
-    assert out.l1[:, 1:].gt(0).all()
-    (out.hidden.sum() + out.l1.sum()).backward()
-    for parameter in (bottleneck.encoder.weight, bottleneck.decoder.weight, bottleneck.codes):
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
-
-
 @pytest.mark.parametrize("policy", ["next_best", "zero"])
 def test_masked_code_is_never_selected(policy):
     bottleneck = make(mask_policy=policy)

@@ -212,7 +212,7 @@ def test_the_pipeline_loads_a_model_with_the_configured_search(tokenizer, tmp_pa
     zero = load_model(load_config(None, [*overrides, "bottleneck.mask_policy=zero"])).bottleneck
     assert zero.policy.mask_policy == "zero"
     zero.set_masked(torch.arange(8))
-    h = torch.randn(32, zero.code_dim)
+    h = torch.randn(32, zero.hidden_dim)
     assert (zero.code_ids(h)[zero.select(h) < 8] == NO_CODE).all()  # zero: masked slots stay empty
     with pytest.raises(ConfigError, match="mask_policy='skip'"):
         zero.serve(replace(zero.policy, mask_policy="skip"))

@@ -3,8 +3,6 @@ source by name."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from codeunlearn.core.config import BottleneckConfig, MiningConfig
@@ -13,7 +11,7 @@ from codeunlearn.model.surgery import insert_bottleneck
 from codeunlearn.unlearning.masks import mask_from_codes
 from codeunlearn.unlearning.mining import count_codes
 from codeunlearn.unlearning.recipe import TopicBatches, mine_mask, rank_eligible, with_source
-from codeunlearn.unlearning.selection import CodeCounts, past_p_value, select_codes
+from codeunlearn.unlearning.selection import CodeCounts, select_codes
 
 # Loose thresholds: a handful of texts on a tiny random model still has eligible codes.
 MINING = MiningConfig(n_select=3, min_count=1, max_p_value=1.0, min_enrichment=0.0)
@@ -59,19 +57,3 @@ def test_with_source_replaces_a_source_of_the_same_name():
     updated = with_source(active, mask_from_codes(16, "food", [4]))
     assert {s.name: s.code_ids for s in updated.sources} == {"animal": (3,), "food": (4,)}
     assert updated.code_ids == (3, 4)
-
-
-def test_ranking_past_the_p_value_appends_near_misses_most_significant_first():
-    def counts(tokens):
-        return CodeCounts(np.array(tokens), np.array(tokens), 10_000, 10_000)
-
-    # 0: significant; 1 and 2: enriched but too few firings for p <= 1e-3 (1 the more significant);
-    # 3: not enriched; 4: under min_count
-    forget, control = counts([200, 14, 9, 10, 4, 0]), counts([20, 3, 2, 10, 0, 0])
-    strict = MiningConfig(min_count=5, max_p_value=1e-3, min_enrichment=2.0)
-    assert rank_eligible(forget, control, strict) == [0]
-    assert rank_eligible(forget, control, replace(strict, rank_past_p_value=True)) == [0, 1, 2]
-    # the near misses are exactly those the thresholds would take at a looser p-value
-    assert set(past_p_value(forget, control, strict)) == set(
-        select_codes(forget, control, replace(strict, max_p_value=1.0, n_select=0)).code_ids.tolist()
-    ) - {0}
