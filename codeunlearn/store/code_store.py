@@ -40,7 +40,7 @@ from codeunlearn.unlearning.code_statistics import CodeCounts
 
 logger = logging.getLogger(__name__)
 
-READ_ATTEMPTS = 5  # reads of a store whose files a concurrent writer replaces
+READ_ATTEMPTS = 10  # reads of a store whose files a concurrent writer replaces (about 1 s of waits in all)
 
 # run_id and split become path parts, so they are kept to characters that are safe in paths and globs.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
