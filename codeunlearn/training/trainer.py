@@ -22,6 +22,7 @@ from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch, token_nll
 from codeunlearn.model.bottleneck import NO_CODE
 from codeunlearn.model.code_init import kmeans_codes, sample_codes
+from codeunlearn.model.precision import bf16_autocast
 from codeunlearn.model.surgery import (
     CodebookModel,
     bypassed,
@@ -44,7 +45,7 @@ COLLAPSED_SHARE = 0.9  # dead-code share past which training is reported as coll
 def site_activations(codebook_model: CodebookModel, batches: list[Batch]) -> list[torch.Tensor]:
     """Residual output of the bottleneck layer for each batch (B, T, d), bottleneck bypassed."""
     device = codebook_model.device
-    with bypassed(codebook_model):
+    with bypassed(codebook_model), bf16_autocast(device):
         return [
             forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
             for b in progress(batches, desc="layers below the bottleneck")
@@ -309,14 +310,13 @@ def _train_step(
     use_bottleneck: bool,
     parallel: _Parallel | None = None,
 ) -> _StepOutput:
-    device_type = codebook_model.device.type
     optimizer.zero_grad(set_to_none=True)
     if batch.input_ids.shape[0] == 0:  # fewer rows than processes: this one only joins the gradient sum
         zero = torch.zeros((), device=codebook_model.device)
         out = _StepOutput(zero, zero, zero, None)
     else:
         n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        with bf16_autocast(codebook_model.device):
             out = _step(codebook_model, batch, hidden, config, use_bottleneck, n_targets)
         out.loss.backward()
     if parallel is not None:
