@@ -16,7 +16,6 @@ from torch import nn
 
 from codeunlearn.core.config import BaselineConfig
 from codeunlearn.data.batching import Batch
-from codeunlearn.model.precision import bf16_autocast
 
 
 @dataclass
@@ -54,8 +53,8 @@ class Method(ABC):
 
 
 def autocast_for(device: torch.device) -> torch.autocast:
-    """bf16 where the device multiplies bf16 natively, as codebook training runs; fp32 elsewhere."""
-    return bf16_autocast(device)
+    """bf16 on a GPU, as codebook training runs; full precision on a CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def epoch_orders(n_batches: int, epochs: int, seed: int) -> Iterator[int]:

@@ -1,15 +1,20 @@
-"""Where the model's matrix products run in bf16: the one switch training and mining share.
+"""The precision codebook training runs in: bf16 autocast where the hardware multiplies bf16 natively.
 
-bf16 autocast is used only where the hardware multiplies bf16 matrices natively: a CUDA GPU, or a CPU
-with AMX or AVX512-BF16 (oneDNN's bf16 kernels). Elsewhere bf16 is emulated and slower than fp32,
-so those machines stay in full precision. Evaluation never autocasts: its NLLs are fp32 figures.
+That is a CUDA GPU, or a CPU with AMX or AVX512-BF16 (oneDNN's bf16 kernels): there the layers above
+the bottleneck train about 1.6x faster on the 2-core machine (docs/results/training-speed.md). Elsewhere
+bf16 is emulated and slower than fp32, so those machines train in full precision. Parameters and the
+optimizer state stay fp32 everywhere; only the matrix products run in bf16. Mining, evaluation and
+serving do not use this: the codes a mask is mined on are the ones fp32 serving chooses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @functools.cache
@@ -17,13 +22,23 @@ def _cpu_has_bf16_units() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def uses_bf16(device: torch.device | str) -> bool:
-    """True where bf16 autocast speeds up this device's matrix products."""
+def trains_in_bf16(device: torch.device | str) -> bool:
+    """True where bf16 autocast speeds up training on this device."""
     device_type = torch.device(device).type
     return device_type == "cuda" or (device_type == "cpu" and _cpu_has_bf16_units())
 
 
-def bf16_autocast(device: torch.device | str) -> torch.autocast:
-    """bf16 autocast on a device that multiplies bf16 natively; a no-op context elsewhere."""
+@contextlib.contextmanager
+def training_precision(device: torch.device | str) -> Iterator[None]:
+    """bf16 autocast where the device multiplies bf16 natively (a no-op elsewhere).
+
+    On a CPU, attention takes the plain-math kernel: the CPU flash-attention kernel's bf16 backward
+    is about 8x slower than its fp32 one, which cost most of what bf16 gained.
+    """
     device_type = torch.device(device).type
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=uses_bf16(device))
+    enabled = trains_in_bf16(device)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled))
+        if enabled and device_type == "cpu":
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield

@@ -23,6 +23,7 @@ from codeunlearn.data.topics import Splits, build_splits, read_splits, write_spl
 from codeunlearn.evaluation.calibrated import calibrate_topic, held_out_pool, texts_of, validation_of
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
+from codeunlearn.model.precision import trains_in_bf16
 from codeunlearn.model.surgery import (
     CodebookModel,
     decoder_layers,
@@ -99,7 +100,13 @@ def train_codebook(config: RunConfig) -> TrainResult:
     texts = training_texts(config)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
     batches = batch_texts(texts, tokenizer, config.data.max_length, config.train.batch_size)
-    log.info("training %s codebook on %d examples (%d batches)", config.train.mode, len(texts), len(batches))
+    log.info(
+        "training %s codebook on %d examples (%d batches, %s)",
+        config.train.mode,
+        len(texts),
+        len(batches),
+        "bf16 autocast" if trains_in_bf16(device) else "fp32",
+    )
     checkpoint_dir = _checkpoints_for(config, paths) if parallel.is_main else paths.checkpoint_dir
     distributed.barrier(parallel)  # stale checkpoints are gone before any process resumes
     result = train(codebook_model, batches, config.train, checkpoint_dir=checkpoint_dir)

@@ -22,7 +22,7 @@ from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch, token_nll
 from codeunlearn.model.bottleneck import NO_CODE
 from codeunlearn.model.code_init import kmeans_codes, sample_codes
-from codeunlearn.model.precision import bf16_autocast
+from codeunlearn.model.precision import training_precision
 from codeunlearn.model.surgery import (
     CodebookModel,
     bypassed,
@@ -45,7 +45,7 @@ COLLAPSED_SHARE = 0.9  # dead-code share past which training is reported as coll
 def site_activations(codebook_model: CodebookModel, batches: list[Batch]) -> list[torch.Tensor]:
     """Residual output of the bottleneck layer for each batch (B, T, d), bottleneck bypassed."""
     device = codebook_model.device
-    with bypassed(codebook_model), bf16_autocast(device):
+    with bypassed(codebook_model), training_precision(device):
         return [
             forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
             for b in progress(batches, desc="layers below the bottleneck")
@@ -207,7 +207,7 @@ def _train(
     optimizer = torch.optim.AdamW(
         [dict(g, lr=lrs[g["name"]]) for g in groups],
         weight_decay=config.weight_decay,
-        **({"fused": True} if codebook_model.device.type == "cuda" else {}),
+        fused=codebook_model.device.type in ("cuda", "cpu"),  # one kernel per step: ~9% of a CPU step
     )
     parallel = current_data_parallel()
     local = [local_slice(batch, parallel) for batch in batches]  # this process's rows of each batch
@@ -316,7 +316,7 @@ def _train_step(
         out = _StepOutput(zero, zero, zero, None)
     else:
         n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
-        with bf16_autocast(codebook_model.device):
+        with training_precision(codebook_model.device):
             out = _step(codebook_model, batch, hidden, config, use_bottleneck, n_targets)
         out.loss.backward()
     if parallel is not None:

@@ -11,7 +11,6 @@ import torch
 from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch
 from codeunlearn.model.bottleneck import NO_CODE
-from codeunlearn.model.precision import bf16_autocast
 from codeunlearn.model.surgery import CodebookModel, bypassed, forward_to_site
 from codeunlearn.unlearning.selection import CodeCounts
 
@@ -51,8 +50,7 @@ def count_codes(codebook_model: CodebookModel, batches: list[Batch], desc: str =
     """Count code firings over `batches`, computing only the layers up to the bottleneck.
 
     Codes are chosen for content tokens only (no padding, no BOS) and never turned back into vectors;
-    counts stay on the device until the end. Where the device multiplies bf16 natively
-    (model/precision.py) the layers run under bf16 autocast, as in training.
+    counts stay on the device until the end. On a GPU the layers run under bf16 autocast, as in training.
     """
     n_codes = codebook_model.bottleneck.n_codes
     device = codebook_model.device
@@ -87,7 +85,8 @@ def site_codes(codebook_model: CodebookModel, batch: Batch) -> torch.Tensor:
     content = batch.attention_mask.bool().clone()
     content[:, 0] = False  # BOS passes through the bottleneck
     codes = torch.full((*content.shape, bottleneck.config.top_k), NO_CODE, device=content.device)
-    with bypassed(codebook_model), bf16_autocast(codebook_model.device):
+    device_type = codebook_model.device.type
+    with bypassed(codebook_model), torch.autocast(device_type, torch.bfloat16, enabled=device_type == "cuda"):
         hidden, _ = forward_to_site(codebook_model, batch.input_ids, batch.attention_mask)  # (B, T, d)
         codes[content] = bottleneck.select(hidden[content])  # (N, k), N content tokens
     return bottleneck.without_dropped(codes)  # over whole sequences, for the context gate
