@@ -10,6 +10,7 @@ no causal halving), over a stated peak: the measured dense matmul ceiling, or --
 
     python bench/bench_training.py                                   # CPU, small shape
     python bench/bench_training.py --shape smollm2-135m --peak-tflops 989   # CUDA, bf16 autocast
+    python bench/bench_training.py --precision fp32    # as the CPU figures before train.precision
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import gc
 import torch
 from common import (
     SHAPES,
-    autocast,
     base_parser,
     build_model,
     device_name,
@@ -35,6 +35,7 @@ from common import (
 )
 
 from codeunlearn.core.config import TrainConfig
+from codeunlearn.model.precision import training_precision
 from codeunlearn.model.surgery import bypassed, forward_to_site, remove_bottleneck
 from codeunlearn.training.trainer import _train_step, compiled_layers, trainable_parameters
 
@@ -47,7 +48,7 @@ def optimizer_for(codebook_model, mode: str, use_bottleneck: bool) -> torch.opti
 
 def time_step(codebook_model, batch, hidden, mode: str, use_bottleneck: bool, args) -> float:
     """Median seconds of one optimizer step of `_train_step` in `mode`."""
-    config = TrainConfig(mode=mode, lr=1e-6, base_lr=1e-6)
+    config = TrainConfig(mode=mode, lr=1e-6, base_lr=1e-6, precision=args.precision)
     optimizer = optimizer_for(codebook_model, mode, use_bottleneck)
     codebook_model.model.train(mode == "joint")
 
@@ -72,7 +73,7 @@ def time_codebook(codebook_model, hidden: torch.Tensor, args) -> float:
     source = hidden.detach().requires_grad_(True)
 
     def step() -> None:
-        with autocast(codebook_model.device):
+        with training_precision(codebook_model.device, args.precision):
             out = bottleneck(source)
             loss = out.hidden.float().pow(2).mean() + out.recon_error.mean()
         loss.backward()
@@ -85,7 +86,7 @@ def time_codebook(codebook_model, hidden: torch.Tensor, args) -> float:
 def time_all(codebook_model, batch, args) -> dict[str, float]:
     """Seconds of a base, joint and frozen step, and of the bottleneck's own forward + backward."""
     device = codebook_model.device
-    with torch.no_grad(), bypassed(codebook_model), autocast(device):
+    with torch.no_grad(), bypassed(codebook_model), training_precision(device, args.precision):
         ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
         hidden = forward_to_site(codebook_model, ids, attention)[0]
     hidden = hidden.float()  # as `site_activations` caches it for modes frozen/above
@@ -117,6 +118,9 @@ def figures(n_codes: int, times: dict[str, float], tokens: int, flops: float, pe
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="train.precision of the steps"
+    )
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="peak for MFU; 0: measured matmul")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile each decoder layer, as train.compile=true does"

@@ -198,6 +198,9 @@ class TrainConfig:
     # The bottleneck stays eager; off by default: the first compile takes tens of seconds (about 40 s
     # on a 2-core CPU)
     compile: bool = setting(False, "torch.compile each decoder layer's forward, meant for GPU runs")
+    precision: str = setting(
+        "auto", "auto (bf16 autocast where the device multiplies bf16 natively, else fp32), fp32 or bf16"
+    )
     # So that the codes also cover text the model meets outside the corpus: debian-handbook is the
     # English Debian Administrator's Handbook, which the general-text probe never reads
     general_text: str = setting(
@@ -219,6 +222,8 @@ class TrainConfig:
                 f"train.general_text={self.general_text!r} is neither 'debian-handbook' nor a file: give a "
                 "text file (passages separated by blank lines), 'debian-handbook', or '' for none"
             )
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'")
         if self.init not in ("kmeans", "sample"):
             raise ConfigError(f"train.init={self.init!r}: use 'kmeans' or 'sample'")
         if self.batch_size < 1 or self.epochs <= 0:

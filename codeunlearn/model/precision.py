@@ -22,21 +22,24 @@ def _cpu_has_bf16_units() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def trains_in_bf16(device: torch.device | str) -> bool:
-    """True where bf16 autocast speeds up training on this device."""
+def trains_in_bf16(device: torch.device | str, precision: str = "auto") -> bool:
+    """Whether training runs under bf16 autocast: `precision` (train.precision) says so, or, for
+    "auto", the device multiplies bf16 natively."""
+    if precision != "auto":
+        return precision == "bf16"
     device_type = torch.device(device).type
     return device_type == "cuda" or (device_type == "cpu" and _cpu_has_bf16_units())
 
 
 @contextlib.contextmanager
-def training_precision(device: torch.device | str) -> Iterator[None]:
-    """bf16 autocast where the device multiplies bf16 natively (a no-op elsewhere).
+def training_precision(device: torch.device | str, precision: str = "auto") -> Iterator[None]:
+    """bf16 autocast where `trains_in_bf16` says so (a no-op elsewhere).
 
     On a CPU, attention takes the plain-math kernel: the CPU flash-attention kernel's bf16 backward
     is about 8x slower than its fp32 one, which cost most of what bf16 gained.
     """
     device_type = torch.device(device).type
-    enabled = trains_in_bf16(device)
+    enabled = trains_in_bf16(device, precision)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled))
         if enabled and device_type == "cpu":

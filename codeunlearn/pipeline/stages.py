@@ -105,7 +105,7 @@ def train_codebook(config: RunConfig) -> TrainResult:
         config.train.mode,
         len(texts),
         len(batches),
-        "bf16 autocast" if trains_in_bf16(device) else "fp32",
+        "bf16 autocast" if trains_in_bf16(device, config.train.precision) else "fp32",
     )
     checkpoint_dir = _checkpoints_for(config, paths) if parallel.is_main else paths.checkpoint_dir
     distributed.barrier(parallel)  # stale checkpoints are gone before any process resumes

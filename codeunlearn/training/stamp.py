@@ -39,7 +39,7 @@ _TRAINING_NEUTRAL = {
 }
 _ADDED_LATER = {
     "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
-    "train": {"general_text": "", "general_fraction": 0.25},
+    "train": {"general_text": "", "general_fraction": 0.25, "precision": "auto"},
     "translation": {"whole_targets": False},
 }
 

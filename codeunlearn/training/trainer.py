@@ -42,10 +42,13 @@ COLLAPSED_SHARE = 0.9  # dead-code share past which training is reported as coll
 
 
 @torch.no_grad()
-def site_activations(codebook_model: CodebookModel, batches: list[Batch]) -> list[torch.Tensor]:
-    """Residual output of the bottleneck layer for each batch (B, T, d), bottleneck bypassed."""
+def site_activations(
+    codebook_model: CodebookModel, batches: list[Batch], precision: str = "auto"
+) -> list[torch.Tensor]:
+    """Residual output of the bottleneck layer for each batch (B, T, d), bottleneck bypassed, in the
+    precision training runs in (train.precision)."""
     device = codebook_model.device
-    with bypassed(codebook_model), training_precision(device):
+    with bypassed(codebook_model), training_precision(device, precision):
         return [
             forward_to_site(codebook_model, b.input_ids.to(device), b.attention_mask.to(device))[0]
             for b in progress(batches, desc="layers below the bottleneck")
@@ -211,13 +214,15 @@ def _train(
     )
     parallel = current_data_parallel()
     local = [local_slice(batch, parallel) for batch in batches]  # this process's rows of each batch
-    cached = _local_activations(codebook_model, local) if config.mode != "joint" else None
+    cached = _local_activations(codebook_model, local, config.precision) if config.mode != "joint" else None
     state = _TrainState(codebook_model.bottleneck.n_codes, codebook_model.device)
     if checkpoint_dir is not None:
         resume_checkpoint(codebook_model, optimizer, state, checkpoint_dir, use_bottleneck)
     if state.step == 0 and use_bottleneck and parallel.is_main:
-        full = cached if not parallel.is_distributed else None
-        init_codes(codebook_model, full or site_activations(codebook_model, batches), batches, config)
+        full = (cached if not parallel.is_distributed else None) or site_activations(
+            codebook_model, batches, config.precision
+        )
+        init_codes(codebook_model, full, batches, config)
     trained = [p for group in groups for p in group["params"]]
     broadcast_from_main([*trained, *codebook_model.bottleneck.buffers()], parallel)
     total = math.ceil(config.epochs * len(batches))
@@ -316,7 +321,7 @@ def _train_step(
         out = _StepOutput(zero, zero, zero, None)
     else:
         n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
-        with training_precision(codebook_model.device):
+        with training_precision(codebook_model.device, config.precision):
             out = _step(codebook_model, batch, hidden, config, use_bottleneck, n_targets)
         out.loss.backward()
     if parallel is not None:
@@ -325,8 +330,10 @@ def _train_step(
     return out
 
 
-def _local_activations(codebook_model: CodebookModel, local: list[Batch]) -> list[torch.Tensor | None]:
+def _local_activations(
+    codebook_model: CodebookModel, local: list[Batch], precision: str
+) -> list[torch.Tensor | None]:
     """Cached site activations of this process's slices (None for an empty slice)."""
     present = [batch for batch in local if batch.input_ids.shape[0]]
-    computed = iter(site_activations(codebook_model, present))
+    computed = iter(site_activations(codebook_model, present, precision))
     return [next(computed) if batch.input_ids.shape[0] else None for batch in local]

@@ -211,7 +211,8 @@ def train_translation(
         [dict(g, lr=lrs[g["name"]]) for g in groups], weight_decay=config.weight_decay
     )
     n_init = max(1, math.ceil(config.init_vectors / max(1, batches[0].n_tokens)))
-    init_codes(codebook_model, site_activations(codebook_model, batches[:n_init]), batches[:n_init], config)
+    start = site_activations(codebook_model, batches[:n_init], precision="fp32")  # as this loop trains
+    init_codes(codebook_model, start, batches[:n_init], config)
     total = math.ceil(config.epochs * len(batches))
     state = _TrainState(codebook_model.bottleneck.n_codes, codebook_model.device)
     codebook_model.model.train(config.mode == "joint")
