@@ -129,6 +129,7 @@ def calibrate_size(
         max_retain_drop,
         calibration.search,
         describe,
+        calibration.forget_margin,
     )
 
 

@@ -99,7 +99,10 @@ def settings_key(config: RunConfig, codebook: str) -> str:
         "control": config.topic.control,
         # removed settings at their old defaults, so that a sweep made while they existed resumes
         "mining": with_removed_defaults("mining", asdict(config.mining)),
-        "calibration": asdict(config.calibration),
+        # a margin of 0 was the only behaviour before the setting, so such sweeps resume
+        "calibration": {
+            k: v for k, v in asdict(config.calibration).items() if not (k == "forget_margin" and v == 0)
+        },
         "gates": asdict(config.gates),
         "random_seed": config.eval.random_seed,
         "serving": with_removed_defaults("bottleneck", asdict(config.bottleneck)),

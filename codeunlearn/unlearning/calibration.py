@@ -87,8 +87,10 @@ def calibrate(
     max_retain_drop: float,
     search: str = "bisect",
     describe: str = "",
+    forget_margin: float = 0.0,
 ) -> Calibration:
-    """The smallest size in `sizes` whose validation point clears both gates.
+    """The smallest size in `sizes` whose validation point clears both gates, with the forget gate
+    raised by `forget_margin` where a size within the retain gate reaches it.
 
     Args:
         sizes: Candidate S' values, ascending (see `candidate_sizes`).
@@ -96,6 +98,9 @@ def calibrate(
         min_forget_drop, max_retain_drop: The gates, as promotion applies them on the test split.
         search: "bisect" (assumes drops grow with S', scores ~log2(len(sizes)) + 1 points) or "grid".
         describe: Said after the best point when nothing passes (e.g. "the topic has 140 forget examples").
+        forget_margin: Headroom over the forget gate on validation, since the test split's drop scatters
+            around the validation drop; where no size within the retain gate has it, the smallest size
+            clearing the plain gates is chosen, so the margin never rejects a topic.
     """
     if search not in SEARCHES:
         raise ValueError(f"search={search!r}: use one of {', '.join(SEARCHES)}")
@@ -113,11 +118,14 @@ def calibrate(
         for index in range(len(sizes)):
             at(index)
     else:
-        first_forgetting = _bisect(sizes, at, min_forget_drop)
-        if at(first_forgetting).retain_drop > max_retain_drop:
-            _bisect_retain(first_forgetting, at, max_retain_drop)  # for the nearest miss
+        aimed = _bisect(sizes, at, min_forget_drop + forget_margin)
+        if at(aimed).failures(min_forget_drop + forget_margin, max_retain_drop):
+            first_forgetting = _bisect(sizes, at, min_forget_drop)  # reuses the points scored so far
+            if at(first_forgetting).retain_drop > max_retain_drop:
+                _bisect_retain(first_forgetting, at, max_retain_drop)  # for the nearest miss
     frontier = [scored[s] for s in sorted(scored)]
-    passing = [p for p in frontier if not p.failures(min_forget_drop, max_retain_drop)]
+    with_margin = [p for p in frontier if not p.failures(min_forget_drop + forget_margin, max_retain_drop)]
+    passing = with_margin or [p for p in frontier if not p.failures(min_forget_drop, max_retain_drop)]
     if passing:
         return Calibration(passing[0], frontier, best=passing[0])
     best = _nearest_miss(frontier, max_retain_drop)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from codeunlearn.core.config import CalibrationConfig, ConfigError
 from codeunlearn.unlearning.calibration import Point, calibrate, candidate_sizes, frontier_markdown
 
 GRID = [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
@@ -57,6 +58,33 @@ def test_a_topic_no_size_forgets_enough_is_rejected_at_its_largest_safe_size():
     assert result.best.retain_drop <= 0.05 and scored[0] == 1024 and 768 in scored and len(scored) <= 5
 
 
+@pytest.mark.parametrize("search", ["bisect", "grid"])
+def test_a_margin_aims_past_the_gate_where_the_retain_gate_allows(search):
+    score, scored = curve()  # forget = S' / 320: 0.8 at 256, 0.9 at 288; retain 0.00005 * S'
+    grid = [*GRID, 288]
+    grid.sort()
+    plain = calibrate(grid, score, 0.8, 0.05, search=search)
+    aimed = calibrate(grid, score, 0.8, 0.05, search=search, forget_margin=0.1)
+    assert plain.chosen.n_select == 256 and aimed.chosen.n_select == 288
+    assert aimed.chosen.forget_drop >= 0.9
+    if search == "bisect":
+        assert len(scored) <= 2 * (math.ceil(math.log2(len(grid))) + 1)
+
+
+def test_a_margin_the_retain_gate_forbids_falls_back_to_the_plain_gates():
+    score, scored = curve(retain_slope=0.00019)  # retain 0.049 at 256 (passes), 0.055 at 288 (fails)
+    grid = sorted([*GRID, 288])
+    result = calibrate(grid, score, 0.8, 0.05, forget_margin=0.1)
+    assert result.chosen is not None and result.chosen.n_select == 256  # never rejected for the margin
+    assert 288 in scored  # the aimed size was tried and shown on the frontier
+    assert 288 in [p.n_select for p in result.frontier]
+
+
+def test_a_margin_the_largest_mask_cannot_reach_still_takes_the_smallest_passing_size():
+    score, _ = curve(forget_at={s: min(0.85, s / 320) for s in GRID})  # never 0.9
+    assert calibrate(GRID, score, 0.8, 0.05, forget_margin=0.1).chosen.n_select == 256
+
+
 def test_nan_drops_never_pass():
     result = calibrate([64], lambda s: Point(s, math.nan, 0.0, 0.0, 0.0), 0.8, 0.05)
     assert result.chosen is None and "forget drop nan < 0.8" in result.reason
@@ -105,3 +133,8 @@ def test_a_point_reads_back_from_its_row_with_undefined_drops_as_nan():
     back = Point.from_row(row)
     assert back.n_select == 8 and math.isnan(back.forget_drop)
     assert (back.retain_drop, back.forget_nats, back.retain_nats) == (0.5, 0.25, -0.125)
+
+
+def test_a_margin_outside_zero_to_one_is_refused_with_an_example():
+    with pytest.raises(ConfigError, match=r"forget_margin=1.5: give a share in \[0, 1\), e.g. 0.1"):
+        CalibrationConfig(forget_margin=1.5).validate()

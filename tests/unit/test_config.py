@@ -188,9 +188,10 @@ def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
     configs = Path(__file__).parents[2] / "configs"
     default, pursuit = (flatten_config(load_config(configs / f"{n}.yaml")) for n in ("default", "pursuit"))
     changed = {key for key in default if default[key] != pursuit[key]}
-    pursuit_settings = {
-        "bottleneck." + key for key in ("top_k", "combine", "mask_policy", "mask_gate", "mask_context_gate")
-    }
+    # both mask zero; the default gates at 2 of 8 codes, pursuit at 6 of 32 after 3 in context
+    pursuit_settings = {"bottleneck." + key for key in ("top_k", "combine", "mask_gate", "mask_context_gate")}
+    # pursuit keeps the library's calibration grid and no margin, as its results were measured
+    calibration = {"calibration.grid", "calibration.forget_margin"}
     gated_selection = {"mining.n_select", "mining.min_enrichment", "mining.max_p_value"}
     prompt_condition = {"bottleneck.mask_condition", "mining.detector_recall"}
     assert changed == {
@@ -199,6 +200,7 @@ def test_pursuit_config_is_the_default_with_the_pursuit_bottleneck():
         *pursuit_settings,
         *gated_selection,
         *prompt_condition,
+        *calibration,
     }
 
 
