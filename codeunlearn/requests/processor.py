@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -44,7 +43,13 @@ from codeunlearn.requests.answer import (
 )
 from codeunlearn.requests.forgotten import forgotten_topics
 from codeunlearn.requests.lineage import promote_unless_carrying
-from codeunlearn.requests.queue import OPEN_STATUSES, DeletionRequest, RequestStore, topic_hash
+from codeunlearn.requests.queue import (
+    OPEN_STATUSES,
+    DeletionRequest,
+    RequestStore,
+    failure_reason,
+    topic_hash,
+)
 from codeunlearn.requests.registry import Registry
 from codeunlearn.requests.revert import begin_revert, revert_attempt
 from codeunlearn.unlearning.active_mask import activate, read_active
@@ -165,7 +170,7 @@ class Processor:
         if run_id is not None:
             self.close_run(run_id)
         permanent = isinstance(error, CodeunlearnError)
-        reason = str(error) if permanent else f"{type(error).__name__}: {error}"
+        reason = failure_reason(error)
         retry = not permanent and request.attempts < self.config.requests.max_attempts
         log.warning(
             "request %s attempt %d failed (%s)%s; see `codeunlearn request show %s`",
@@ -177,12 +182,8 @@ class Processor:
             exc_info=not permanent,
         )
         if retry:
-            wait = timedelta(seconds=self.config.requests.backoff_s(request.attempts))
-            return self.requests.mark(
-                request,
-                "pending",
-                error=f"attempt {request.attempts}: {reason}",
-                not_before=datetime.now(UTC) + wait,
+            return self.requests.retry_later(
+                request, "pending", reason, self.config.requests.backoff_s(request.attempts)
             )
         if not permanent:
             reason = f"gave up after {request.attempts} attempts: {reason}"

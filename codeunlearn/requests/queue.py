@@ -20,7 +20,7 @@ import threading
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -160,6 +160,18 @@ class RequestStore:
         self._write(updated)
         return updated
 
+    def retry_later(
+        self, request: DeletionRequest, status: str, reason: str, backoff_s: float
+    ) -> DeletionRequest:
+        """Leave the request in `status` for another attempt in `backoff_s` seconds, saying why this
+        attempt ended."""
+        return self.mark(
+            request,
+            status,
+            error=f"attempt {request.attempts}: {reason}",
+            not_before=datetime.now(UTC) + timedelta(seconds=backoff_s),
+        )
+
     def retry(self, request_id: str) -> DeletionRequest:
         """Put a failed request back to pending, with its attempts counted from zero again."""
         request = self.get(request_id)
@@ -224,3 +236,9 @@ def _request(row: dict) -> DeletionRequest:
     if values["frontier"] is not None:
         values["frontier"] = tuple(Point.from_row(point) for point in values["frontier"])
     return DeletionRequest(**values)
+
+
+def failure_reason(error: Exception) -> str:
+    """What a person reads about a failed attempt: a CodeunlearnError says it in full, anything else
+    is named by its type."""
+    return str(error) if isinstance(error, CodeunlearnError) else f"{type(error).__name__}: {error}"

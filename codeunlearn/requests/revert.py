@@ -14,7 +14,6 @@ activated, goes back to `done` with the reason in its `error`: the deletion stay
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +25,7 @@ from codeunlearn.evaluation.calibrated import score_held_out, test_of
 from codeunlearn.evaluation.outcome import TopicOutcome
 from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.requests.lineage import promote_unless_carrying
-from codeunlearn.requests.queue import DeletionRequest, RequestStore
+from codeunlearn.requests.queue import DeletionRequest, RequestStore, failure_reason
 from codeunlearn.requests.registry import Registry
 from codeunlearn.unlearning.masks import Mask
 
@@ -172,7 +171,7 @@ def _end_attempt(processor: Processor, request: DeletionRequest, error: Exceptio
         applied = request.request_id not in _source_names(processor.active_mask())
     except Exception:  # unreadable now: never undo what may have been applied; retry later
         applied = True
-    reason = str(error) if isinstance(error, CodeunlearnError) else f"{type(error).__name__}: {error}"
+    reason = failure_reason(error)
     log.warning("revert of %s attempt %d failed: %s", request.request_id, request.attempts, reason)
     if isinstance(error, RevertRefused) and not applied:
         return processor.requests.mark(request, "done", error=f"revert refused: {reason}")
@@ -181,12 +180,8 @@ def _end_attempt(processor: Processor, request: DeletionRequest, error: Exceptio
             request, "done", error=f"revert gave up after {request.attempts} attempts: {reason}"
         )
     # retry later; once its mask is active the revert only has its promotion left, and is never undone
-    wait = timedelta(seconds=processor.config.requests.backoff_s(request.attempts))
-    return processor.requests.mark(
-        request,
-        "reverting",
-        error=f"attempt {request.attempts}: {reason}",
-        not_before=datetime.now(UTC) + wait,
+    return processor.requests.retry_later(
+        request, "reverting", reason, processor.config.requests.backoff_s(request.attempts)
     )
 
 
