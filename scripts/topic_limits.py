@@ -13,7 +13,8 @@ For every topic of a sweep it prints
 - rank correlations (Spearman) of those figures with the test forget drop, the raw forget nats and the
   forget nats per retain nat over the topics.
 
-    python scripts/topic_limits.py --run-dir runs/default-fp32 --sweep results/variants/balanced-val/sweep-wordnet.parquet
+    python scripts/topic_limits.py --run-dir runs/default-fp32 \
+        --sweep results/variants/balanced-val/sweep-wordnet.parquet
     python scripts/topic_limits.py --run-dir runs/fortunes --sweep results/sweep-fortunes.parquet
 """
 
