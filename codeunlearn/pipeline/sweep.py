@@ -88,6 +88,16 @@ def corpus_name(corpus: str) -> str:
     return path.stem if path.suffix or len(path.parts) > 1 else corpus
 
 
+# Settings added after sweeps were first keyed, at the value that was the only behaviour before them:
+# left out of the key at that value, so that a sweep made before the setting existed resumes.
+_ADDED_SINCE_SWEEPS = {"calibration": {"forget_margin": 0.0}}
+
+
+def _without_added_defaults(section: str, values: dict) -> dict:
+    added = _ADDED_SINCE_SWEEPS.get(section, {})
+    return {k: v for k, v in values.items() if not (k in added and v == added[k])}
+
+
 def settings_key(config: RunConfig, codebook: str) -> str:
     """A digest of everything a topic's result depends on besides the topic."""
     topic = {k: v for k, v in asdict(config.topic).items() if k.startswith("max_") or k.startswith("keyword")}
@@ -99,10 +109,7 @@ def settings_key(config: RunConfig, codebook: str) -> str:
         "control": config.topic.control,
         # removed settings at their old defaults, so that a sweep made while they existed resumes
         "mining": with_removed_defaults("mining", asdict(config.mining)),
-        # a margin of 0 was the only behaviour before the setting, so such sweeps resume
-        "calibration": {
-            k: v for k, v in asdict(config.calibration).items() if not (k == "forget_margin" and v == 0)
-        },
+        "calibration": _without_added_defaults("calibration", asdict(config.calibration)),
         "gates": asdict(config.gates),
         "random_seed": config.eval.random_seed,
         "serving": with_removed_defaults("bottleneck", asdict(config.bottleneck)),

@@ -138,3 +138,21 @@ def test_a_point_reads_back_from_its_row_with_undefined_drops_as_nan():
 def test_a_margin_outside_zero_to_one_is_refused_with_an_example():
     with pytest.raises(ConfigError, match=r"forget_margin=1.5: give a share in \[0, 1\), e.g. 0.1"):
         CalibrationConfig(forget_margin=1.5).validate()
+
+
+def test_a_sweep_keyed_before_the_margin_existed_resumes_at_a_zero_margin_only():
+    import dataclasses
+
+    from codeunlearn.core.run_config import RunConfig
+    from codeunlearn.pipeline.sweep import settings_key
+
+    @dataclasses.dataclass(frozen=True)
+    class CalibrationBeforeMargin:
+        grid: tuple[int, ...] = CalibrationConfig().grid
+        search: str = CalibrationConfig().search
+
+    config = RunConfig()
+    before = dataclasses.replace(config, calibration=CalibrationBeforeMargin())
+    assert settings_key(before, "codebook") == settings_key(config, "codebook")
+    aimed = dataclasses.replace(config, calibration=CalibrationConfig(forget_margin=0.1))
+    assert settings_key(aimed, "codebook") != settings_key(config, "codebook")
