@@ -9,7 +9,8 @@
 #   bash scripts/install.sh --all    also everything the tests and the other settings read: the test tools,
 #                                    the translation setting (Debian's Bibles and manuals, sacrebleu, nltk,
 #                                    pysword, the MiniLM encoder), the general-text probe's manuals and
-#                                    the second corpus (Debian's fortunes, configs/fortunes.yaml)
+#                                    the other corpora (Debian's fortunes, configs/fortunes.yaml, and
+#                                    Webster's 1913 dictionary, dict-gcide, configs/gcide.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,8 @@ esac
 
 # Debian packages, each checked by a file it installs: WordNet always; with --all the verse-aligned
 # English/Spanish Bibles (configs/translation.yaml) and the English/French Debian manuals
-# (configs/translation-fr.yaml, the general-text probe and training mixtures), and the fortune files
-# (configs/fortunes.yaml).
+# (configs/translation-fr.yaml, the general-text probe and training mixtures), the fortune files
+# (configs/fortunes.yaml) and the GCIDE dictionary (configs/gcide.yaml).
 missing_debs=()
 [ -f /usr/share/wordnet/data.noun ] || missing_debs+=(wordnet-base)
 if $all; then
@@ -34,6 +35,7 @@ if $all; then
   [ -f /usr/share/debian-reference/index.fr.html ] || missing_debs+=(debian-reference-fr)
   [ -f /usr/share/doc/debian-handbook/html/fr-FR/index.html ] || missing_debs+=(debian-handbook)
   [ -f /usr/share/games/fortunes/food ] || missing_debs+=(fortunes)
+  [ -f /usr/share/dictd/gcide.dict.dz ] || missing_debs+=(dict-gcide)
 fi
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then

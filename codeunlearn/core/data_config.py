@@ -19,6 +19,10 @@ WORD_TOPIC_KINDS: tuple[str, ...] = ("keywords", "regex")
 # (codeunlearn.data.fortunes).
 FORTUNES_CORPUS = "fortunes"
 FORTUNES_DIR = "/usr/share/games/fortunes"
+# The third: Webster's 1913 dictionary in Debian's `dict-gcide`, one text per sense with a field label
+# such as Zool. or Law (codeunlearn.data.gcide).
+GCIDE_CORPUS = "gcide"
+GCIDE_PATH = "/usr/share/dictd/gcide.dict.dz"
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,8 @@ class DataConfig:
 
     corpus: str = setting(
         "wordnet",
-        "wordnet, fortunes (Debian's fortune files by category), a .parquet/.json/.jsonl/.csv file, "
-        "or a datasets hub id",
+        "wordnet, fortunes (Debian's fortune files by category), gcide (Webster's 1913 senses by field "
+        "label), a .parquet/.json/.jsonl/.csv file, or a datasets hub id",
     )
     text_column: str = setting("text", "the corpus column holding each example's text")
     label_column: str | None = setting("label", "the corpus column holding each example's topic label")
@@ -63,11 +67,14 @@ class DataConfig:
 
     @property
     def source_path(self) -> Path:
-        """Where the corpus lies on disk: the WordNet or fortunes directory, else `corpus` as a path."""
+        """Where the corpus lies on disk: the WordNet or fortunes directory, the GCIDE database, else
+        `corpus` as a path."""
         if self.corpus == "wordnet":
             return Path(self.wordnet_dir)
         if self.corpus == FORTUNES_CORPUS:
             return Path(FORTUNES_DIR)
+        if self.corpus == GCIDE_CORPUS:
+            return Path(GCIDE_PATH)
         return Path(self.corpus)
 
 

@@ -18,9 +18,10 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from codeunlearn.core.config import DataConfig
-from codeunlearn.core.data_config import FORTUNES_CORPUS, FORTUNES_DIR
+from codeunlearn.core.data_config import FORTUNES_CORPUS, FORTUNES_DIR, GCIDE_CORPUS, GCIDE_PATH
 from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
 from codeunlearn.data.fortunes import read_fortunes
+from codeunlearn.data.gcide import read_gcide
 from codeunlearn.data.wordnet import read_wordnet
 
 logger = logging.getLogger(__name__)
@@ -33,8 +34,9 @@ def load_corpus(config: DataConfig) -> pa.Table:
     """Load the configured corpus with columns `id` (unique string), `text` and `label` first.
 
     `data.text_column` and `data.label_column` apply to files and hub datasets; WordNet already
-    names its columns `text` and `label` (the lexname) and keeps its other columns, and `fortunes`
-    (Debian's fortune files) labels each text by its category file.
+    names its columns `text` and `label` (the lexname) and keeps its other columns, `fortunes`
+    (Debian's fortune files) labels each text by its category file, and `gcide` each 1913 dictionary
+    sense by its field label.
 
     Args:
         config: The data section of the run configuration.
@@ -53,6 +55,9 @@ def load_corpus(config: DataConfig) -> pa.Table:
     elif config.corpus == FORTUNES_CORPUS:
         table = read_fortunes(FORTUNES_DIR)
         source = f"fortunes at {FORTUNES_DIR}"
+    elif config.corpus == GCIDE_CORPUS:
+        table = read_gcide(GCIDE_PATH)
+        source = f"GCIDE at {GCIDE_PATH}"
     else:
         table, source = _read_source(config.corpus, config.hub_split, config.label_column)
         table = _standardise_columns(table, config, source)
