@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from codeunlearn.core.errors import MissingAssetError
+from codeunlearn.data.labelled_texts import single_label_rows
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +48,13 @@ def read_fortunes(directory: str | Path) -> pa.Table:
             f"no fortune files in {root}: install Debian's `fortunes` package (bash scripts/install.sh "
             "--all, or apt-get install fortunes), or set data.corpus to your own labelled file"
         )
-    texts: dict[str, set[str]] = {}
-    rows: list[tuple[str, str]] = []
-    for path in files:
-        for text in _fortunes_of(path):
-            if text not in texts:
-                rows.append((text, path.name))
-            texts.setdefault(text, set()).add(path.name)
-    kept = [(text, label) for text, label in rows if len(texts[text]) == 1]
+    kept, dropped = single_label_rows((text, path.name) for path in files for text in _fortunes_of(path))
     logger.info(
         "fortunes in %s: %s texts in %d categories (%s filed under several, dropped)",
         root,
         f"{len(kept):,}",
         len(files),
-        f"{len(rows) - len(kept):,}",
+        f"{dropped:,}",
     )
     counts: dict[str, int] = {}
     ids = []

@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from codeunlearn.core.errors import MissingAssetError
+from codeunlearn.data.labelled_texts import single_label_rows
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ MIN_WORDS = 3  # a definition of fewer words is a cross-reference ("See Abacus."
 
 _SOURCE_LINE = re.compile(r"^\s*\[([^\]]*(?:Webster|WordNet|PJC|Century)[^\]]*)\]\s*$")
 _SENSE_NUMBER = re.compile(r"^\s*(?:\d+\.|\([a-z]\))\s*")
-_FIELD_LABEL = re.compile(r"^\(([A-Z][A-Za-z\[\]\"]*\.?(?: ?& ?[A-Z][A-Za-z\[\]\"]*\.?)*)\)\s*")
-_HEAD_LABEL = re.compile(r"\(([A-Z][A-Za-z\[\]\"]*\.?(?: ?& ?[A-Z][A-Za-z\[\]\"]*\.?)*)\)\s*$")
+_LABEL = r"\(([A-Z][A-Za-z\[\]\"]*\.?(?: ?& ?[A-Z][A-Za-z\[\]\"]*\.?)*)\)\s*"  # (Zool.), (Anat. & Zool.)
+_FIELD_LABEL = re.compile("^" + _LABEL)  # a sense's own label, before its definition
+_HEAD_LABEL = re.compile(_LABEL + "$")  # the entry's label, ending its head
 _SKIPPED_STARTS = ("Note:", "Syn:", "Syn.", "{", "--", "Usage:", "Var.")
 _QUOTATION = re.compile(r"\s\"")
 _CITATION = re.compile(r"\s--\s?[A-Z][^;]*$")
@@ -91,20 +93,16 @@ def read_gcide(path: str | Path) -> pa.Table:
     opener = gzip.open if source.suffix in (".dz", ".gz") else open
     with opener(source, "rt", encoding="utf-8", errors="replace") as handle:
         content = handle.read()
-    labels_of: dict[str, set[str]] = {}
-    rows: list[tuple[str, str, str]] = []
-    for sense in iter_senses(content):
-        text = f"{sense.headword}: {sense.definition}"
-        if text not in labels_of:
-            rows.append((text, sense.label, sense.headword))
-        labels_of.setdefault(text, set()).add(sense.label)
-    kept = [row for row in rows if len(labels_of[row[0]]) == 1]
+    kept, dropped = single_label_rows(
+        (f"{sense.headword}: {sense.definition}", sense.label, sense.headword)
+        for sense in iter_senses(content)
+    )
     logger.info(
         "GCIDE at %s: %s labelled senses under %d field labels (%s under several, dropped)",
         source,
         f"{len(kept):,}",
         len({label for _, label, _ in kept}),
-        f"{len(rows) - len(kept):,}",
+        f"{dropped:,}",
     )
     # An id from the text itself keeps every sense on its side of the train/test split when a new
     # release of the dictionary (or of this parser) adds or drops other senses.

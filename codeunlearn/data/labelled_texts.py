@@ -1,0 +1,28 @@
+"""Texts that carry one label only: a built-in corpus drops a text filed under several labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Row = tuple[str, ...]  # (text, label, anything else the reader keeps)
+
+
+def single_label_rows(rows: Iterable[Row]) -> tuple[list[Row], int]:
+    """The first row of each text whose every row has the same label, in order, and how many texts
+    were dropped for having several: such a text would be one topic's text and another's retain text.
+
+    Args:
+        rows: (text, label, ...) tuples; repeats of a text under one label collapse to the first.
+
+    Returns:
+        (kept rows, number of distinct texts dropped).
+    """
+    labels_of: dict[str, set[str]] = {}
+    first: list[Row] = []
+    for row in rows:
+        text, label = row[0], row[1]
+        if text not in labels_of:
+            first.append(row)
+        labels_of.setdefault(text, set()).add(label)
+    kept = [row for row in first if len(labels_of[row[0]]) == 1]
+    return kept, len(first) - len(kept)
