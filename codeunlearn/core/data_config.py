@@ -12,7 +12,7 @@ from codeunlearn.core.config_fields import setting, unknown_choice
 from codeunlearn.core.errors import ConfigError
 
 # The control-set constructions `topic.control` may name (codeunlearn.data.controls builds them).
-CONTROL_CHOICES: tuple[str, ...] = ("auto", "swap", "length_matched", "random")
+CONTROL_CHOICES: tuple[str, ...] = ("auto", "swap", "length_matched", "balanced", "random")
 # Topic kinds given as words, the ones a control can swap and a mining position can point at.
 WORD_TOPIC_KINDS: tuple[str, ...] = ("keywords", "regex")
 # The second built-in corpus: Debian's `fortunes` package, one labelled text per fortune
@@ -110,10 +110,12 @@ class TopicConfig:
         "labels; 0: none",
     )
     # The control set D~_T (codeunlearn.data.controls): "swap" the topic's words for neutral ones (a word
-    # topic only), a "length_matched" or "random" sample of non-topic examples
+    # topic only), a "length_matched", label-"balanced" length-matched or "random" sample of non-topic
+    # examples
     control: str = setting(
         "auto",
-        "control set: swap, length_matched or random; auto is swap for a word topic, else length_matched",
+        "control set: swap, length_matched, balanced or random; auto is swap for a word topic, else "
+        "length_matched",
     )
     # The keyword-free probe (codeunlearn.data.topic_words): held-out forget examples with none of the
     # topic's N most indicative words, ranked on the train side. A word topic's own words are its

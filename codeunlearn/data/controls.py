@@ -6,6 +6,10 @@
   topic given as words (keywords or a regex) has words to swap.
 - `length_matched`: non-topic examples, each about as long (in characters) as the forget example it
   stands for, so that code firings that track length cancel out.
+- `balanced`: length-matched too, but drawn from non-topic examples balanced over labels (each label
+  takes its turn, as the retain sets do), so that a corpus with a few big labels does not make the
+  control mostly those labels: a code shared with many small labels then looks as common as the
+  retain sets will find it.
 - `random`: as many non-topic examples drawn at random, with no length matching.
 - `auto` (the default): `swap` for a word topic, else `length_matched`.
 
@@ -39,6 +43,7 @@ NEUTRAL_WORDS: tuple[str, ...] = (
 # What the manifest records as `control_method` (names kept from before `topic.control` existed).
 WORD_SWAP = "word_swap"
 LENGTH_MATCHED = "length_matched_sample"
+BALANCED = "balanced_length_matched_sample"
 RANDOM_SAMPLE = "random_sample"
 
 # forget examples, non-topic pool, the topic's pattern (None: no words), draw -> control, replacement words
@@ -164,6 +169,29 @@ def length_matched_sample(
     return control.append_column("source_id", forget.column("id").slice(0, len(picks))), []
 
 
+# How many times the forget set's size the label-balanced pool holds, so that length matching still
+# finds a near length for most forget examples.
+BALANCED_POOL_FACTOR = 4
+
+
+def balanced_sample(
+    forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, draw: Draw
+) -> tuple[pa.Table, list[str]]:
+    """`length_matched_sample` from the pool's first rows when every label takes its turn.
+
+    Args:
+        forget: The forget examples.
+        pool: The non-topic examples (`label` null for an unlabelled corpus: one value, no balancing).
+        pattern: Unused.
+        draw: Orders the pool within each label, and the rows of one length.
+
+    Returns:
+        Pool rows with `source_id`, at most one per forget example, and no words.
+    """
+    balanced = draw.first_balanced(pool, BALANCED_POOL_FACTOR * forget.num_rows)
+    return length_matched_sample(forget, balanced, pattern, draw)
+
+
 def random_sample(
     forget: pa.Table, pool: pa.Table, pattern: re.Pattern[str] | None, draw: Draw
 ) -> tuple[pa.Table, list[str]]:
@@ -223,6 +251,7 @@ CONTROL_METHODS: dict[str, ControlMethod] = {
     for method in (
         ControlMethod("swap", WORD_SWAP, word_swap),
         ControlMethod("length_matched", LENGTH_MATCHED, length_matched_sample),
+        ControlMethod("balanced", BALANCED, balanced_sample),
         ControlMethod("random", RANDOM_SAMPLE, random_sample),
     )
 }

@@ -15,6 +15,7 @@ from codeunlearn.core.errors import CodeunlearnError, ConfigError
 from codeunlearn.core.paths import RunPaths
 from codeunlearn.data.controls import (
     CONTROL_METHODS,
+    balanced_sample,
     control_method,
     length_matched_sample,
     random_sample,
@@ -101,6 +102,27 @@ def _key_order(ids: list[str], draw: Draw) -> list[str]:
     return [ids[i] for i in np.argsort(draw.keys(ids), kind="stable")]
 
 
+def test_balanced_gives_a_small_label_its_turn_where_length_matching_would_not() -> None:
+    # One big label of 90 rows and three small ones of 3 rows, every row the forget examples' length.
+    labels = ["big"] * 90 + ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    pool = pa.table({"id": [f"p{i}" for i in range(99)], "text": ["x" * 10] * 99, "label": labels})
+    forget = _table("f", [10] * 6)
+    draw = Draw(0, "control_train")
+    balanced, words = balanced_sample(forget, pool, None, draw)
+    plain, _ = length_matched_sample(forget, pool, None, draw)
+    assert words == [] and balanced.num_rows == 6
+    assert balanced.column("source_id").to_pylist() == [f"f{i}" for i in range(6)]
+    counts = pc.value_counts(balanced.column("label")).to_pylist()
+    assert sorted(count["counts"] for count in counts) != [6]  # not all from the big label
+    assert {count["values"] for count in counts} - {"big"}  # small labels take part
+    assert balanced.equals(balanced_sample(forget, pool, None, draw)[0])
+    assert _n_labels(plain) <= _n_labels(balanced)
+
+
+def _n_labels(table: pa.Table) -> int:
+    return pc.count_distinct(table.column("label")).as_py()
+
+
 def test_length_matched_takes_equal_lengths_in_key_order_whatever_else_the_pool_holds() -> None:
     draw = Draw(3, "control_train")
     pool = _table("p", [10] * 12 + [30] * 12)
@@ -173,13 +195,13 @@ def test_an_unknown_control_names_the_valid_ones() -> None:
         control_method(TopicConfig(label="noun.food", control="lenght_matched"))
     message = str(error.value)
     assert "topic.control='lenght_matched'" in message and "did you mean length_matched?" in message
-    assert "auto, swap, length_matched, random" in message
+    assert "auto, swap, length_matched, balanced, random" in message
 
 
 def test_control_is_checked_when_the_config_loads() -> None:
     with pytest.raises(ConfigError, match="no words to swap"):
         load_config(None, ["topic.control=swap"])  # the default topic is the label noun.food
-    with pytest.raises(ConfigError, match="use one of auto, swap, length_matched, random"):
+    with pytest.raises(ConfigError, match="use one of auto, swap, length_matched, balanced, random"):
         load_config(None, ["topic.control=shuffled"])
     assert load_config(None, ["topic.keywords=[love]", "topic.control=swap"]).topic.control == "swap"
     with pytest.raises(ConfigError, match="topic.control=random swaps none"):
