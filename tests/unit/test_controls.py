@@ -112,9 +112,7 @@ def test_balanced_gives_a_small_label_its_turn_where_length_matching_would_not()
     plain, _ = length_matched_sample(forget, pool, None, draw)
     assert words == [] and balanced.num_rows == 6
     assert balanced.column("source_id").to_pylist() == [f"f{i}" for i in range(6)]
-    counts = pc.value_counts(balanced.column("label")).to_pylist()
-    assert sorted(count["counts"] for count in counts) != [6]  # not all from the big label
-    assert {count["values"] for count in counts} - {"big"}  # small labels take part
+    assert set(balanced.column("label").to_pylist()) - {"big"}  # small labels take part
     assert balanced.equals(balanced_sample(forget, pool, None, draw)[0])
     assert _n_labels(plain) <= _n_labels(balanced)
 
