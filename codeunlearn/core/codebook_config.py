@@ -10,7 +10,9 @@ from codeunlearn.core.config_fields import setting, unknown_choice
 from codeunlearn.core.errors import ConfigError
 
 # What decides where a mask acts (BottleneckConfig.mask_condition).
-MASK_CONDITIONS: tuple[str, ...] = ("none", "prompt")
+MASK_CONDITIONS: tuple[str, ...] = ("none", "prompt", "text")
+# The conditions that read the mask's topic detectors (mining.detector_recall fits them).
+DETECTOR_CONDITIONS: tuple[str, ...] = ("prompt", "text")
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,16 @@ class BottleneckConfig:
     # has every code at its tokens emptied and the mask's codes emptied at every later token; an
     # unflagged prompt's text is not masked. Text without a prompt keeps the gates above. Needs the
     # zero policy and masks mined with mining.detector_recall > 0.
+    # "text": the gates everywhere, and in a text whose detector score, read on the mean of its inputs
+    # so far, reaches the threshold, the mask's codes at every token from there on (the gate of 1
+    # there); causal, so a generated text is masked as its scored text is.
     mask_condition: str = setting(
-        "none", "where a mask acts: none (the gates everywhere) or prompt (where a detector flags it)"
+        "none",
+        "where a mask acts: none (the gates everywhere), prompt (where a detector flags the prompt) or "
+        "text (the gates, and every masked code once a detector flags the text so far)",
+    )
+    mask_detect_after: int = setting(
+        4, "text condition: tokens of a text (after BOS) its detector reads before it may flag the text"
     )
     skip_first_token: bool = setting(True, "leave position 0 alone: it is always BOS and carries no content")
     chunk_tokens: int = setting(4096, "tokens per similarity chunk; memory grows as chunk_tokens x n_codes")
@@ -90,10 +100,16 @@ class BottleneckConfig:
             raise unknown_choice(
                 "bottleneck.mask_condition", self.mask_condition, MASK_CONDITIONS, "a condition"
             )
-        if self.mask_condition == "prompt" and self.mask_policy != "zero":
+        if self.mask_condition in DETECTOR_CONDITIONS and self.mask_policy != "zero":
             raise ConfigError(
-                f"bottleneck.mask_condition=prompt empties code slots, but bottleneck.mask_policy="
-                f"{self.mask_policy!r}: set bottleneck.mask_policy=zero, or bottleneck.mask_condition=none"
+                f"bottleneck.mask_condition={self.mask_condition} empties code slots, but bottleneck."
+                f"mask_policy={self.mask_policy!r}: set bottleneck.mask_policy=zero, or "
+                "bottleneck.mask_condition=none"
+            )
+        if self.mask_detect_after < 1:
+            raise ConfigError(
+                f"bottleneck.mask_detect_after={self.mask_detect_after}: use 1 or more (tokens a text's "
+                "detector reads before it may flag the text)"
             )
 
     def validate(self, n_layers: int | None = None) -> None:
@@ -136,6 +152,11 @@ class BottleneckConfig:
                 f"bottleneck.layer={self.layer}, but the model has {n_layers} decoder layers: "
                 f"set it between 0 and {n_layers - 1} (YAML or --bottleneck.layer)"
             )
+
+    @property
+    def reads_detectors(self) -> bool:
+        """Whether the mask acts by its topic detectors (mask_condition prompt or text)."""
+        return self.mask_condition in DETECTOR_CONDITIONS
 
     @property
     def n_search_groups(self) -> int:
@@ -208,6 +229,11 @@ class TrainConfig:
         "prose mixed into training: '' (none), debian-handbook, or a file of passages split by blank lines",
     )
     general_fraction: float = setting(0.25, "share of max_examples drawn from general_text (when it is set)")
+    # The gold standard an unlearning method is measured against: the model retrained without the
+    # topic (scripts/retrain_reference.py compares it with a mask)
+    exclude_labels: tuple[str, ...] = setting(
+        (), "labels whose train-split texts training leaves out (a leave-topic-out reference model)"
+    )
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "above", "joint"):

@@ -10,7 +10,8 @@ from `codeunlearn.core.config` alone:
 - `config_fields`: `setting`, `section`, `field_doc`, `field_docs`, `unknown_choice`,
   `REMOVED_SETTINGS`, `removed_in_effect`, `with_removed_defaults`
 - `data_config`: `ModelConfig`, `DataConfig`, `TopicConfig`, `CONTROL_CHOICES`, `WORD_TOPIC_KINDS`
-- `codebook_config`: `BottleneckConfig`, `TrainConfig`, `MASK_CONDITIONS`, `default_search_groups`
+- `codebook_config`: `BottleneckConfig`, `TrainConfig`, `MASK_CONDITIONS`, `DETECTOR_CONDITIONS`,
+  `default_search_groups`
 - `unlearn_config`: `MiningConfig`, `BaselineConfig`, `UnlearnConfig`, `MASK_METHOD`, `GRADIENT_METHODS`
 - `evaluation_config`: `EvalConfig`, `ProbeConfig`, `DefinitionConfig`, `GeneralTextConfig`,
   `TranslationConfig`, `GatesConfig`, `TRANSLATION_METRICS`, `DEBIAN_REFERENCE`
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from codeunlearn.core.calibration_config import CALIBRATION_SEARCHES, CalibrationConfig, SweepConfig
 from codeunlearn.core.codebook_config import (
+    DETECTOR_CONDITIONS,
     MASK_CONDITIONS,
     BottleneckConfig,
     TrainConfig,
@@ -83,6 +85,7 @@ __all__ = [
     "CONTROL_CHOICES",
     "DEBIAN_REFERENCE",
     "GRADIENT_METHODS",
+    "DETECTOR_CONDITIONS",
     "MASK_CONDITIONS",
     "MASK_METHOD",
     "REMOVED_SETTINGS",

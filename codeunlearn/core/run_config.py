@@ -61,10 +61,11 @@ class RunConfig:
                 "mining.positions=all"
             )
         self.bottleneck.validate()
-        if self.bottleneck.mask_condition == "prompt" and not self.mining.detector_recall:
+        if self.bottleneck.reads_detectors and not self.mining.detector_recall:
             raise ConfigError(
-                "bottleneck.mask_condition=prompt masks what the topic's prompt detector flags, but "
-                "mining.detector_recall=0 fits none: set mining.detector_recall (e.g. 0.35)"
+                f"bottleneck.mask_condition={self.bottleneck.mask_condition} masks what the topic's "
+                "detector flags, but mining.detector_recall=0 fits none: set mining.detector_recall "
+                "(e.g. 0.35 for prompt, 0.9 for text)"
             )
         self.train.validate()
         self.mining.validate(self.bottleneck.n_codes)

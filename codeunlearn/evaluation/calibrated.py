@@ -22,6 +22,7 @@ from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.unlearning.calibration import Calibration, Point, calibrate, candidate_sizes
 from codeunlearn.unlearning.masks import Mask, mask_from_codes
 from codeunlearn.unlearning.recipe import MinedMask, with_source
+from codeunlearn.unlearning.topic_detector import TopicDetector
 
 LOWER_FROZEN = ("frozen", "above")  # training modes that leave the layers below the bottleneck as the base's
 
@@ -67,10 +68,16 @@ def texts_of(splits: Splits, sides: tuple[str, ...] = ("val", "test")) -> dict[s
 
 
 def top_mask(
-    ranked: Sequence[int], size: int, n_codes: int, name: str, rule: str = "", **provenance: str
+    ranked: Sequence[int],
+    size: int,
+    n_codes: int,
+    name: str,
+    rule: str = "",
+    detector: TopicDetector | None = None,
+    **provenance: str,
 ) -> Mask:
-    """The mask of the `size` best-ranked codes."""
-    return mask_from_codes(n_codes, name, list(ranked[:size]), rule=rule, **provenance)
+    """The mask of the `size` best-ranked codes (with the topic's detector, when it has one)."""
+    return mask_from_codes(n_codes, name, list(ranked[:size]), rule=rule, detector=detector, **provenance)
 
 
 def score_held_out(pool: TextPool, held_out: HeldOut, mask: Mask | None, random: Mask | None = None) -> dict:
@@ -114,12 +121,14 @@ def calibrate_size(
     max_retain_drop: float,
     describe: str = "",
     active: Mask | None = None,
+    detector: TopicDetector | None = None,
 ) -> Calibration:
     """Choose S' for one topic from its validation rows (see codeunlearn.unlearning.calibration); each
-    size is scored with the `active` mask in force beside it, as it would be served."""
+    size is scored with the `active` mask in force beside it, as it would be served, and with the
+    topic's `detector` (bottleneck.mask_condition=text reads it)."""
 
     def mask_of(size: int) -> Mask:
-        own = top_mask(ranked, size, n_codes, "calibration")
+        own = top_mask(ranked, size, n_codes, "calibration", detector=detector)
         return with_source(active, own) if active is not None and active.sources else own
 
     return calibrate(
@@ -163,6 +172,7 @@ def calibrate_topic(
     gates: GatesConfig,
     n_mined: int,
     active: Mask | None = None,
+    detector: TopicDetector | None = None,
 ) -> Calibration:
     """`calibrate_size` with the config's grid and gates, its rejection told in the topic's numbers."""
     return calibrate_size(
@@ -176,4 +186,5 @@ def calibrate_topic(
         describe=f"the topic has {n_mined} forget examples to mine and {len(validation.forget)} to "
         f"validate on, {len(ranked)} eligible codes",
         active=active,
+        detector=detector,
     )

@@ -82,6 +82,7 @@ def build(
                 "context_gate": config.bottleneck.mask_context_gate,
                 "context_after": config.bottleneck.mask_context_after,
                 "condition": config.bottleneck.mask_condition,
+                "detect_after": config.bottleneck.mask_detect_after,
                 "detectors": {name: d.digest for name, d in sorted(mask.detectors.items())},
             },
             "data": _data_block(run_dir / "data" / "topic"),

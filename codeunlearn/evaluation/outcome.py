@@ -35,12 +35,16 @@ _NO_RISE = 1e-6
 def random_control(mask: Mask, n_select: int, seed: int) -> Mask:
     """The random-mask control of `mask`: `n_select` codes drawn with `seed` among the codes `mask` leaves
     unmasked (a draw that overlapped the mined codes would credit them to chance), as a mask named
-    "random" over the same codebook."""
+    "random" over the same codebook, with the detector of a one-source mask."""
     excluded = np.asarray(mask.code_ids, dtype=np.int64)
     # a mask holding most of a small codebook leaves fewer codes than it mined: draw what is left
     n_select = min(n_select, mask.n_codes - len(excluded))
     codes = random_codes(mask.n_codes, n_select, seed, exclude=excluded)
-    return mask_from_codes(mask.n_codes, "random", codes.tolist())
+    # Under mask_condition=text the mined codes act where the detector flags; random codes must be
+    # given the same chance, so a mask of one detector lends it to its control.
+    detectors = list(mask.detectors.values())
+    detector = detectors[0] if len(detectors) == 1 and len(mask.sources) == 1 else None
+    return mask_from_codes(mask.n_codes, "random", codes.tolist(), detector=detector)
 
 
 @dataclass(frozen=True)

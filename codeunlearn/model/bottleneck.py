@@ -24,7 +24,7 @@ from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.model.code_search import CodeSearch
 from codeunlearn.model.combine import COMBINATIONS
 from codeunlearn.model.serving import PromptDetectors, PromptScope, ServingPolicy, ServingState
-from codeunlearn.model.zero_policy import NO_CODE, gated_slots, prompt_slots
+from codeunlearn.model.zero_policy import NO_CODE, gated_slots, prompt_slots, text_slots
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,7 +129,7 @@ class CodebookBottleneck(nn.Module):
             self._serving.detectors = None
             return
         self._serving.detectors = PromptDetectors.stacked(detectors, self.codes.device)
-        self._serving.forget_prompt_flags()
+        self._serving.forget_carried()
 
     @contextlib.contextmanager
     def prompted(self, lengths: torch.Tensor | None = None) -> Iterator[None]:
@@ -192,7 +192,8 @@ class CodebookBottleneck(nn.Module):
 
     def _forward_dropped(self, x: torch.Tensor, ids: torch.Tensor, start: int, at_bos: bool) -> torch.Tensor:
         """The slots a forward empties, like ids (B, T', k): by the prompt detectors inside `prompted`
-        under mask_condition="prompt", else by the gates, carrying the context gate's count."""
+        under mask_condition="prompt", else by the gates, carrying the context gate's count, and under
+        mask_condition="text" also by the detectors on the text so far, carrying their reading."""
         serving = self._serving
         if serving.prompt is not None and serving.policy.mask_condition == "prompt":
             dropped = prompt_slots(self.mask, serving.detectors, serving.prompt, x, ids, start, at_bos)
@@ -200,6 +201,16 @@ class CodebookBottleneck(nn.Module):
                 return dropped
             return self._dropped(ids, None)[0]  # a cached step of no prompted forward: no prompt known
         dropped, serving.gated_so_far = self._dropped(ids, None if at_bos else serving.gated_so_far)
+        if serving.policy.mask_condition == "text" and serving.detectors is not None:
+            flagged, serving.text_scan = text_slots(
+                self.mask,
+                serving.detectors,
+                x[:, start:],
+                ids,
+                serving.policy.mask_detect_after,
+                None if at_bos else serving.text_scan,
+            )
+            dropped = dropped | flagged
         return dropped
 
     def _dropped(

@@ -33,7 +33,8 @@ class ServingPolicy:
     mask_gate: int
     mask_context_gate: int
     mask_context_after: int
-    mask_condition: str  # "none", or "prompt" for the mask's prompt detectors
+    mask_condition: str  # "none", or "prompt" / "text" for the mask's topic detectors
+    mask_detect_after: int
 
     @classmethod
     def of(cls, config: BottleneckConfig) -> ServingPolicy:
@@ -67,7 +68,7 @@ class ServingPolicy:
 
 @dataclass(frozen=True, eq=False)
 class PromptDetectors:
-    """The mask's topic detectors as x . w + c >= 0: weight (S, d), offset (S,)."""
+    """The mask's topic detectors as x . w + c >= 0 on a mean input x: weight (S, d), offset (S,)."""
 
     weight: torch.Tensor
     offset: torch.Tensor
@@ -92,6 +93,17 @@ class PromptDetectors:
 
 
 @dataclass
+class TextScan:
+    """What mask_condition="text" carries from a forward to the cached decoding steps extending it,
+    per sequence: the detectors' summed scores x . w of its inputs so far (B, S), how many inputs
+    (B,), and whether a detector has flagged it (B,)."""
+
+    sums: torch.Tensor
+    count: torch.Tensor
+    flagged: torch.Tensor
+
+
+@dataclass
 class PromptScope:
     """Inside `CodebookBottleneck.prompted`: each row's prompt length (B,), BOS counted (None: the
     whole first forward), and whether its prompt was flagged (B,), set by the forward that saw it."""
@@ -110,6 +122,7 @@ class ServingState:
     # context gate: per sequence, the tokens gated at mask_gate so far, carried from a forward over
     # whole sequences to the cached decoding steps that extend them (B,)
     gated_so_far: torch.Tensor | None = None
+    text_scan: TextScan | None = None  # mask_condition="text": the detectors' reading so far
 
     def forget_prompt_flags(self) -> None:
         """A new mask or detector: a prompt flagged before must be judged again."""
@@ -119,4 +132,5 @@ class ServingState:
     def forget_carried(self) -> None:
         """A new mask or policy: nothing carried from earlier forwards applies."""
         self.gated_so_far = None
+        self.text_scan = None
         self.forget_prompt_flags()

@@ -1,6 +1,6 @@
 """Which chosen code slots the `zero` mask policy empties: the gates (a token's count of masked
-codes, and the context gate over the earlier tokens of its text) and the prompt condition (the
-mask's prompt detectors).
+codes, and the context gate over the earlier tokens of its text), the prompt condition (the mask's
+detectors on a prompt) and the text condition (the detectors on the text so far).
 
 Shapes: B batch, T tokens, k codes chosen per token; ids are chosen code ids, NO_CODE in unused slots.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.model.serving import PromptDetectors, PromptScope, ServingPolicy
+from codeunlearn.model.serving import PromptDetectors, PromptScope, ServingPolicy, TextScan
 
 NO_CODE = -1  # code id reported for a zeroed slot or a position the bottleneck passes through
 
@@ -102,3 +102,45 @@ def prompt_slots(
         return None
     emptied = torch.where(in_prompt.unsqueeze(-1), ids != NO_CODE, masked_slots(mask, ids))
     return emptied & flags[:, None, None]
+
+
+def text_slots(
+    mask: torch.Tensor,
+    detectors: PromptDetectors,
+    body: torch.Tensor,
+    ids: torch.Tensor,
+    detect_after: int,
+    carried: TextScan | None,
+) -> tuple[torch.Tensor, TextScan]:
+    """The masked codes' slots that mask_condition="text" empties beside the gates, like ids (B, T', k):
+    in each row, at every token from the first one where a detector flags the mean of the row's
+    inputs so far (after BOS; not before `detect_after` of them).
+
+    The mean score is the score of the mean (the detectors are linear), so a running sum of each
+    token's score is all a cached decoding step needs.
+
+    Args:
+        mask: (C,) bool, the masked codes.
+        detectors: the mask's topic detectors.
+        body: (B, T', d) the bottleneck's input at the positions of ids (BOS left out).
+        ids: (B, T', k) chosen code ids.
+        detect_after: inputs a row's detectors read before they may flag it (mask_detect_after).
+        carried: the reading through the previous forward of the same rows, or None where they start.
+    Returns:
+        The emptied slots, and the reading through this forward's last token.
+    """
+    batch, seq, _ = body.shape
+    scores = body.float() @ detectors.weight.T  # (B, T', S)
+    if carried is None or carried.sums.shape[0] != batch:
+        carried = TextScan(
+            scores.new_zeros(batch, scores.shape[-1]),
+            scores.new_zeros(batch),
+            torch.zeros(batch, dtype=torch.bool, device=body.device),
+        )
+    sums = scores.cumsum(dim=1) + carried.sums.unsqueeze(1)
+    count = torch.arange(1, seq + 1, device=body.device, dtype=scores.dtype) + carried.count.unsqueeze(1)
+    hit = ((sums / count.unsqueeze(-1) + detectors.offset) >= 0).any(-1) & (count >= detect_after)
+    flagged = hit.cummax(dim=1).values | carried.flagged.unsqueeze(1)  # (B, T')
+    if seq:
+        carried = TextScan(sums[:, -1], count[:, -1], flagged[:, -1])
+    return masked_slots(mask, ids) & flagged.unsqueeze(-1), carried

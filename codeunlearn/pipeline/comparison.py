@@ -30,7 +30,7 @@ from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.pipeline.training_texts import training_texts
 from codeunlearn.unlearning.masks import Mask, apply_mask
 from codeunlearn.unlearning.recipe import TopicBatches, detector_data, mine_mask
-from codeunlearn.unlearning.topic_detector import PromptSet, prompt_set
+from codeunlearn.unlearning.topic_detector import PromptSet, prompt_set, text_set
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ def _negatives(config: RunConfig, codebook_model: CodebookModel) -> _Negatives |
     if not config.mining.detector_recall:
         return None
     started = time.perf_counter()
-    prompts = prompt_set(
+    of_texts = text_set if config.bottleneck.mask_condition == "text" else prompt_set
+    prompts = of_texts(
         codebook_model, other_train_texts(config, config.mining.detector_negatives), config.data.max_length
     )
     return _Negatives(prompts, time.perf_counter() - started)

@@ -171,7 +171,7 @@ def mine(config: RunConfig, codebook_model: CodebookModel | None = None) -> Sele
             with_retain=True,
         ),
         config.mining,
-        detector_data(config),
+        detector_data(config, splits=splits),
         on_counts=lambda split, counts: store.replace_counts(run_id, split, config.topic.key, counts),
         data_hash=data_hash,
         counts_run=run_id,
@@ -233,6 +233,7 @@ def _calibrate(
         config.gates,
         splits.forget_train.num_rows,
         _active_besides(read_active(paths), config.topic.key),
+        detector=mined.detector,
     )
     if calibration.passed:
         log.info("calibration chose S' = %d on the validation split", calibration.chosen.n_select)
@@ -309,14 +310,14 @@ def propose_mask(config: RunConfig, n_codes: int | None = None) -> Candidate:
         counts_run=selection["counts_run"],
         detector=TopicDetector.from_dict(selection["detector"]) if "detector" in selection else None,
     )
-    if config.bottleneck.mask_condition == "prompt" and new.sources[0].detector is None:
+    if config.bottleneck.reads_detectors and new.sources[0].detector is None:
         raise CodeunlearnError(
-            f"bottleneck.mask_condition=prompt, but {paths.selection_file} holds no prompt detector: run "
-            "`codeunlearn mine` with mining.detector_recall > 0 first"
+            f"bottleneck.mask_condition={config.bottleneck.mask_condition}, but {paths.selection_file} "
+            "holds no topic detector: run `codeunlearn mine` with mining.detector_recall > 0 first"
         )
     candidate = propose(paths, new)  # re-unlearning a topic replaces its earlier codes
-    if config.bottleneck.mask_condition == "prompt":
-        check_detectors(candidate.mask)  # a candidate that fails here is never activated
+    if config.bottleneck.reads_detectors:  # a candidate that fails here is never activated
+        check_detectors(candidate.mask, config.bottleneck.mask_condition)
     return candidate
 
 

@@ -41,10 +41,12 @@ from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
+from codeunlearn.pipeline.sweep_detectors import TextFeatures
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.text_codes import add_firings, codebook_key, counted_texts, summed_counts
 from codeunlearn.unlearning.mining import text_firings
 from codeunlearn.unlearning.recipe import rank_eligible
+from codeunlearn.unlearning.topic_detector import TopicDetector
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def corpus_name(corpus: str) -> str:
 
 # Settings added after sweeps were first keyed, at the value that was the only behaviour before them:
 # left out of the key at that value, so that a sweep made before the setting existed resumes.
-_ADDED_SINCE_SWEEPS = {"calibration": {"forget_margin": 0.0}}
+_ADDED_SINCE_SWEEPS = {"calibration": {"forget_margin": 0.0}, "bottleneck": {"mask_detect_after": 4}}
 
 
 def _without_added_defaults(section: str, values: dict) -> dict:
@@ -112,7 +114,9 @@ def settings_key(config: RunConfig, codebook: str) -> str:
         "calibration": _without_added_defaults("calibration", asdict(config.calibration)),
         "gates": asdict(config.gates),
         "random_seed": config.eval.random_seed,
-        "serving": with_removed_defaults("bottleneck", asdict(config.bottleneck)),
+        "serving": _without_added_defaults(
+            "bottleneck", with_removed_defaults("bottleneck", asdict(config.bottleneck))
+        ),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -132,6 +136,7 @@ class Sweep:
         self.store = CodeStore(self.paths.store_dir)
         self._model: CodebookModel | None = None
         self._pool: TextPool | None = None
+        self._text_features: TextFeatures | None = None
 
     @property
     def codebook_model(self) -> CodebookModel:
@@ -142,6 +147,12 @@ class Sweep:
     @property
     def codebook(self) -> str:
         return codebook_key(weights_hash(self.paths.model_dir), self.config.data.max_length)
+
+    @property
+    def text_features_path(self) -> Path:
+        """The cached mean inputs of training texts: they depend on the codebook alone, so every sweep
+        of it (whatever its settings) shares them."""
+        return self.paths.root / "sweep" / f"text-features-{self.codebook}.npz"
 
     def where(self) -> SweepPaths:
         key = settings_key(self.config, self.codebook)
@@ -191,6 +202,16 @@ class Sweep:
             )
         return self._pool
 
+    def detector(self, topic: str, splits: Splits) -> TopicDetector | None:
+        """The topic's text detector under bottleneck.mask_condition=text, else None."""
+        if self.config.bottleneck.mask_condition != "text":
+            return None
+        if self._text_features is None:
+            self._text_features = TextFeatures(
+                self.codebook_model, self.train, self.config, self.text_features_path
+            )
+        return self._text_features.detector(topic, splits)
+
     # ------------------------------------------------------------ one topic
 
     def answer(self, topic: str, splits: Splits) -> dict:
@@ -205,8 +226,16 @@ class Sweep:
         ranked = rank_eligible(forget, control, config.mining)
         validation, test = validation_of(splits), test_of(splits)
         pool.add(*zip(*texts_of(splits).items(), strict=True), desc=f"scoring {topic} held-out texts")
+        detector = self.detector(topic, splits)
         calibration = calibrate_topic(
-            pool, validation, ranked, n_codes, config.calibration, config.gates, len(forget_ids)
+            pool,
+            validation,
+            ranked,
+            n_codes,
+            config.calibration,
+            config.gates,
+            len(forget_ids),
+            detector=detector,
         )
         row = {
             "topic": topic,
@@ -217,9 +246,11 @@ class Sweep:
             "n_eligible": len(ranked),
             **calibration.summary(),
         }
+        if detector is not None:
+            row["detector_recall"] = detector.recall
         size = calibration.best.n_select if calibration.best else 0
         if size:  # a rejected topic's test figures are those of its nearest miss
-            mask = top_mask(ranked, size, n_codes, topic, rule=config.mining.rule)
+            mask = top_mask(ranked, size, n_codes, topic, rule=config.mining.rule, detector=detector)
             nll = score_held_out(pool, test, mask, random_control(mask, size, config.eval.random_seed))
             outcome = TopicOutcome.from_nll(nll)
             row |= test_figures(nll, outcome, config)

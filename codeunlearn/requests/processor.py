@@ -225,8 +225,8 @@ class Processor:
         pool = self.pool(splits)
         own, calibration = self._calibrated(request, splits, mined, pool, run_id)
         mask = with_source(self.active_mask(), own)
-        if self.config.bottleneck.mask_condition == "prompt":
-            check_detectors(mask)  # before anything is registered or saved
+        if self.config.bottleneck.reads_detectors:  # before anything is registered or saved
+            check_detectors(mask, self.config.bottleneck.mask_condition)
         outcome = self._evaluate(pool, splits, mask, len(own.code_ids))
         version = self.registry.find_mask_version(mask.digest, request.request_id)
         if version is None:
@@ -283,7 +283,7 @@ class Processor:
                 config.mining, topic, config.data.max_length, splits, self.codebook_model.tokenizer
             ),
             config.mining,
-            detector_data(config),
+            detector_data(config, splits=splits),
             on_counts=lambda split, counts: self.requests.store.replace_counts(
                 request.request_id, split, request.request_id, counts
             ),
@@ -325,6 +325,7 @@ class Processor:
             self.config.gates,
             splits.forget_train.num_rows,
             self._active_besides(request.request_id),
+            detector=mined.detector,
         )
         self.registry.log_dict(run_id, calibration.summary(), "calibration.json")
         self.registry.log_params(run_id, calibration_params(calibration))

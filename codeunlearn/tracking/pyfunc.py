@@ -50,6 +50,7 @@ class CodebookPyfunc(mlflow.pyfunc.PythonModel):
                     mask_context_gate=int(serving.get("mask_context_gate", 0)),
                     mask_context_after=int(serving.get("mask_context_after", 1)),
                     mask_condition=serving.get("mask_condition", "none"),
+                    mask_detect_after=int(serving.get("mask_detect_after", 4)),
                 )
             )
         self.mask = load_mask(Path(context.artifacts["mask"])) if "mask" in context.artifacts else None

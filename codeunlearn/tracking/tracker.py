@@ -275,6 +275,7 @@ class Tracker:
             "mask_context_gate": bottleneck.mask_context_gate,
             "mask_context_after": bottleneck.mask_context_after,
             "mask_condition": bottleneck.mask_condition,
+            "mask_detect_after": bottleneck.mask_detect_after,
         }
 
     def find_mask_version(self, digest: str | None, request_key: str) -> str | None:

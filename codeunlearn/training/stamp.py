@@ -33,13 +33,14 @@ _TRAINING_NEUTRAL = {
         "mask_context_gate",
         "mask_context_after",
         "mask_condition",
+        "mask_detect_after",
     ),
     "train": ("compile",),
     "translation": ("metrics", "target_keywords", "max_new_tokens", "max_eval_examples", "wordnet_synonyms"),
 }
 _ADDED_LATER = {
     "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
-    "train": {"general_text": "", "general_fraction": 0.25, "precision": "auto"},
+    "train": {"general_text": "", "general_fraction": 0.25, "precision": "auto", "exclude_labels": []},
     "translation": {"whole_targets": False},
 }
 

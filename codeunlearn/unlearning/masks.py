@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from codeunlearn.core.config import DETECTOR_CONDITIONS
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.file_lock import write_durably
 from codeunlearn.model.surgery import CodebookModel
@@ -97,17 +98,17 @@ def apply_mask(codebook_model: CodebookModel, mask: Mask | None) -> None:
         raise CodeunlearnError(
             f"mask is over {mask.n_codes} codes but the model's codebook has {bottleneck.n_codes}"
         )
-    if mask is not None and bottleneck.policy.mask_condition == "prompt":
-        check_detectors(mask)
+    if mask is not None and bottleneck.policy.mask_condition in DETECTOR_CONDITIONS:
+        check_detectors(mask, bottleneck.policy.mask_condition)
     bottleneck.set_masked(torch.tensor(mask.code_ids if mask else [], dtype=torch.long))
     bottleneck.set_detectors([d.as_linear() for d in mask.detectors.values()] if mask else [])
 
 
-def check_detectors(mask: Mask) -> None:
-    """Refuse a mask for mask_condition=prompt unless every source carries a prompt detector: a
-    source without one would act only on the prompts another source's detector flags. A mask with no
-    detector at all passes (scored on text without prompts, as evaluation's sweeps are); a prompted
-    forward refuses it (CodebookBottleneck).
+def check_detectors(mask: Mask, condition: str = "prompt") -> None:
+    """Refuse a mask for mask_condition=prompt or text (`condition`) unless every source carries a
+    detector: a source without one would act only where another source's detector flags. A mask with
+    no detector at all passes (the gates alone: scored on text without prompts, as evaluation's sweeps
+    are, or a random-mask control); a prompted forward refuses it (CodebookBottleneck).
 
     Raises:
         CodeunlearnError: some sources carry a detector and some do not.
@@ -115,8 +116,8 @@ def check_detectors(mask: Mask) -> None:
     missing = [source.name for source in mask.sources if source.detector is None]
     if missing and len(missing) < len(mask.sources):
         raise CodeunlearnError(
-            f"bottleneck.mask_condition=prompt, but mask source(s) {', '.join(missing)} carry no prompt "
-            "detector: mine them with mining.detector_recall > 0 and unlearn again, or use "
+            f"bottleneck.mask_condition={condition}, but mask source(s) {', '.join(missing)} carry no "
+            "topic detector: mine them with mining.detector_recall > 0 and unlearn again, or use "
             "bottleneck.mask_condition=none"
         )
 

@@ -21,20 +21,28 @@ from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.unlearning.masks import Mask, mask_from_codes
 from codeunlearn.unlearning.mining import count_codes
 from codeunlearn.unlearning.selection import CodeCounts, SelectedCodes, select_codes
-from codeunlearn.unlearning.topic_detector import PromptSet, TopicDetector, fit_prompt_detector
+from codeunlearn.unlearning.topic_detector import (
+    PromptSet,
+    TopicDetector,
+    fit_prompt_detector,
+    fit_text_detector,
+    prompt_features,
+)
 
 SPLITS = ("forget", "control", "retain")  # counted in this order; retain only when given
 
 
 @dataclass(frozen=True)
 class DetectorData:
-    """What a prompt detector is fitted on: the topic's texts against other texts (or their
-    `prompt_set`, computed once for several detectors)."""
+    """What a topic detector is fitted on: the topic's texts against other texts (or their
+    `prompt_set`, computed once for several detectors); on the texts' prompts, or on the whole texts
+    for bottleneck.mask_condition=text."""
 
     topic_texts: Sequence[str]
     others: Sequence[str] | PromptSet
     max_length: int
     seed: int = 0
+    whole_texts: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,18 +71,31 @@ class MinedMask:
 
 
 def detector_data(
-    config: RunConfig, topic_texts: Sequence[str] | None = None, others: PromptSet | None = None
+    config: RunConfig,
+    topic_texts: Sequence[str] | None = None,
+    others: PromptSet | None = None,
+    splits: Splits | None = None,
 ) -> DetectorData | None:
-    """The texts the topic's prompt detector is fitted on, when mining.detector_recall > 0: `topic_texts`
+    """The texts the topic's detector is fitted on, when mining.detector_recall > 0: `topic_texts`
     (default: every training text of the topic) against `others` (default: mining.detector_negatives
-    training texts outside the topic, drawn with the run's seed)."""
+    training texts outside the topic, drawn with the run's seed).
+
+    A text detector (bottleneck.mask_condition=text) with the topic's `splits` given is fitted on
+    mining's own texts of the topic (forget_train) and leaves the validation rows out of the others,
+    so that calibration judges it on texts it never saw."""
     if not config.mining.detector_recall:
         return None
+    whole = config.bottleneck.mask_condition == "text"
+    if whole and splits is not None and topic_texts is None:
+        topic_texts = splits.forget_train.column("text").to_pylist()
     if topic_texts is None or others is None:
         topic_side, other_side = train_side_texts(config, config.mining.detector_negatives)
         topic_texts = topic_side if topic_texts is None else topic_texts
+        if others is None and whole and splits is not None:
+            held = set(splits.retain_val.column("text").to_pylist())
+            other_side = [text for text in other_side if text not in held]
         others = other_side if others is None else others
-    return DetectorData(topic_texts, others, config.data.max_length, config.seed)
+    return DetectorData(topic_texts, others, config.data.max_length, config.seed, whole_texts=whole)
 
 
 def counted_spans(mining: MiningConfig, topic: TopicConfig, splits: Splits) -> dict[str, list[list[Span]]]:
@@ -106,13 +127,23 @@ def topic_batches(
 def fit_detector(
     codebook_model: CodebookModel, mining: MiningConfig, data: DetectorData | None
 ) -> TopicDetector | None:
-    """The topic's prompt detector when mining.detector_recall > 0 (and data is given), else None.
+    """The topic's detector (of prompts, or of whole texts) when mining.detector_recall > 0 (and data
+    is given), else None.
 
     Raises:
         CodeunlearnError: the topic's texts have too few prompts (see `fit_prompt_detector`).
     """
     if not mining.detector_recall or data is None:
         return None
+    if data.whole_texts:
+        others = data.others
+        other_features = (
+            others.features
+            if isinstance(others, PromptSet)
+            else prompt_features(codebook_model, others, data.max_length)
+        )
+        topic_features = prompt_features(codebook_model, data.topic_texts, data.max_length)
+        return fit_text_detector(topic_features, other_features, mining.detector_recall, seed=data.seed)
     return fit_prompt_detector(
         codebook_model, data.topic_texts, data.others, mining.detector_recall, data.max_length, seed=data.seed
     )

@@ -1,4 +1,5 @@
-"""A linear detector of a topic on the bottleneck's input: is this prompt about the forgotten topic?
+"""A linear detector of a topic on the bottleneck's input: is this prompt (or text) about the
+forgotten topic?
 
 The codes a mask holds do not tell a topic's lemmas from its neighbours' (code weights that flag 40%
 of noun.food lemmas flag 16-19% of plant, animal and substance lemmas), but the residual they are
@@ -13,6 +14,8 @@ training data, never on the evaluation data.
 Its features are those of a prompt: the bottleneck's input averaged over the prompt's tokens after
 BOS (`prompt_features`), where the prompt of a "term: definition" text is the text through its
 first ':' (`prompt_of`), tokenised on its own as the knowledge probe and a served request are.
+A text detector (bottleneck.mask_condition=text) averages over the whole text instead
+(`fit_text_detector`); the bottleneck applies it to the mean of each text's inputs so far.
 """
 
 from __future__ import annotations
@@ -181,8 +184,9 @@ def prompt_features(
 
 @dataclass(frozen=True)
 class PromptSet:
-    """The prompts of some texts and their features (`prompt_features`), computed once so that several
-    detectors fitted against the same other texts do not recompute them."""
+    """The prompts of some texts (or the whole texts, `text_set`) and their features
+    (`prompt_features`), computed once so that several detectors fitted against the same other texts
+    do not recompute them."""
 
     prompts: tuple[str, ...]
     features: np.ndarray  # (len(prompts), d)
@@ -197,6 +201,14 @@ def prompt_set(codebook_model: CodebookModel, texts: Sequence[str], max_length: 
             prompts, np.zeros((0, codebook_model.model.config.hidden_size), np.float32), len(texts)
         )
     return PromptSet(prompts, prompt_features(codebook_model, prompts, max_length), len(texts))
+
+
+def text_set(codebook_model: CodebookModel, texts: Sequence[str], max_length: int) -> PromptSet:
+    """Whole `texts` with their features, for text detectors (bottleneck.mask_condition=text)."""
+    texts = tuple(texts)
+    if not texts:
+        return PromptSet(texts, np.zeros((0, codebook_model.model.config.hidden_size), np.float32), 0)
+    return PromptSet(texts, prompt_features(codebook_model, texts, max_length), len(texts))
 
 
 def fit_prompt_detector(
@@ -233,5 +245,27 @@ def fit_prompt_detector(
     )
     features = np.concatenate([prompt_features(codebook_model, topic, max_length), other_features])
     labels = np.arange(len(features)) < len(topic)
+    detector, _ = fit_at_recall(features, labels, recall, seed=seed)
+    return detector
+
+
+def fit_text_detector(
+    topic_features: np.ndarray, other_features: np.ndarray, recall: float, seed: int = 0
+) -> TopicDetector:
+    """The detector of the topic's whole texts against other texts, from their mean inputs
+    (`prompt_features` of the texts themselves), its threshold at `recall` of the topic's texts in
+    5-fold cross-validation (`fit_at_recall`).
+
+    Raises:
+        CodeunlearnError: fewer than MIN_TOPIC_PROMPTS topic texts, or no other text.
+    """
+    if len(topic_features) < MIN_TOPIC_PROMPTS or not len(other_features):
+        raise CodeunlearnError(
+            f"a text detector needs at least {MIN_TOPIC_PROMPTS} texts of the topic and 1 other text; "
+            f"got {len(topic_features)} and {len(other_features)}: give the topic more examples, or set "
+            "bottleneck.mask_condition=none"
+        )
+    features = np.concatenate([topic_features, other_features])
+    labels = np.arange(len(features)) < len(topic_features)
     detector, _ = fit_at_recall(features, labels, recall, seed=seed)
     return detector

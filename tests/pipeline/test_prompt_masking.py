@@ -87,6 +87,6 @@ def test_prompt_condition_refuses_a_mask_mined_without_a_detector(make_setup):
     run_all(setup.config)
     prompted = dataclasses.replace(make_setup("p", **PROMPTED).config, run_dir=setup.config.run_dir)
     before = open_run(prompted).active_mask.read_text()
-    with pytest.raises(CodeunlearnError, match="holds no prompt detector"):
+    with pytest.raises(CodeunlearnError, match="holds no topic detector"):
         pipeline.unlearn(prompted)
     assert open_run(prompted).active_mask.read_text() == before  # nothing half-written

@@ -105,3 +105,39 @@ def test_topic_counts_are_the_stored_firings_of_its_texts(trained: Setup):
     assert per_code == len(
         set(splits.forget_train.column("id").to_pylist()) | set(splits.control_train.column("id").to_pylist())
     )
+
+
+def test_a_text_conditioned_sweep_fits_each_topic_a_detector_on_features_computed_once(trained: Setup):
+    base = trained.config
+    config = replace(
+        base,
+        bottleneck=replace(base.bottleneck, mask_policy="zero", mask_gate=2, mask_condition="text"),
+        mining=replace(base.mining, detector_recall=0.9),
+        sweep=SweepConfig(topics=(LABELS[0],), min_examples=100),
+    )
+    config.validate()
+    sweep = Sweep(config)
+    (row,) = sweep.run()
+    assert row["detector_recall"] == 0.9 and row["status"] in ("passed", "failed", "rejected", "not_learned")
+    features = sweep.text_features_path
+    stamp = features.stat().st_mtime_ns
+    splits = sweep.splits(LABELS[0])
+    mined = set(map(str, splits.forget_train.column("id").to_pylist()))
+    validated = set(map(str, splits.forget_val.column("id").to_pylist()))
+    held = set(map(str, splits.retain_val.column("id").to_pylist()))
+    cached = sweep._text_features
+    own, others = cached.fitting_ids(LABELS[0], splits)
+    # the detector never reads a validation text: mining's own topic texts and others outside validation
+    assert set(own) == mined and others and not (validated | held) & {*own, *others}
+    assert not {cached.labels[i] for i in others} & {LABELS[0]}
+
+    # Another topic of the same sweep, in a new process: the features are read back, not recomputed.
+    other = Sweep(replace(config, sweep=SweepConfig(topics=(LABELS[1],), min_examples=100)))
+    assert other.where() == sweep.where()
+    (second,) = other.run()
+    assert second["detector_recall"] == 0.9
+    # (the tiny corpus is under mining.detector_negatives: the first topic computed every text)
+    assert features.stat().st_mtime_ns == stamp and len(other._text_features._rows) == len(cached._rows)
+    assert Sweep(replace(config, bottleneck=replace(config.bottleneck, mask_condition="none"))).where() != (
+        sweep.where()
+    )

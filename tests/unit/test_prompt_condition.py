@@ -158,7 +158,7 @@ def test_a_masks_detectors_are_saved_hashed_and_checked(tmp_path):
     assert loaded == with_detector and loaded.digest == with_detector.digest
     check_detectors(with_detector)
     check_detectors(plain)  # no detector at all: scored on text without prompts
-    with pytest.raises(CodeunlearnError, match="carry no prompt detector"):
+    with pytest.raises(CodeunlearnError, match="carry no topic detector"):
         check_detectors(with_detector.union(mask_from_codes(32, "request-1", [3])))
 
 

@@ -85,3 +85,27 @@ def test_models_trained_before_the_mixture_existed_are_still_reused():
     assert same_training(before, current)
     mixed = training_stamp(RunConfig(train=TrainConfig(general_text="debian-handbook")))
     assert not same_training(before, mixed)
+
+
+def test_excluded_labels_leave_training_but_not_its_size(tmp_path):
+    paths = RunPaths(tmp_path / "run")
+    paths.corpus_dir.mkdir(parents=True)
+    labels = ["Law", "Bot.", "Zool."] * 20
+    texts = [f"lemma{i}: a gloss of {label}" for i, label in enumerate(labels)]
+    pq.write_table(
+        pa.table({"id": [str(i) for i in range(60)], "text": texts, "label": labels}),
+        paths.corpus_dir / "train.parquet",
+    )
+    everything = training_texts(config_for(paths))
+    without = training_texts(config_for(paths, exclude_labels=("Law",)))
+    assert any(t.endswith("Law") for t in everything)
+    assert len(without) == 20 and not any(t.endswith("Law") for t in without)
+    with pytest.raises(ConfigError, match=r"\['Laws'\] not among the corpus's labels"):
+        training_texts(config_for(paths, exclude_labels=("Laws",)))
+    with pytest.raises(ConfigError, match="needs a labelled corpus"):
+        training_texts(config_for(corpus_run(tmp_path / "plain"), exclude_labels=("Law",)))
+    # a model trained before the setting existed is the same training as one with nothing excluded
+    stamp = training_stamp(config_for(paths))
+    old = {**stamp, "train": {k: v for k, v in stamp["train"].items() if k != "exclude_labels"}}
+    assert same_training(old, stamp)
+    assert not same_training(stamp, training_stamp(config_for(paths, exclude_labels=("Law",))))
