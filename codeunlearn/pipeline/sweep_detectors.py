@@ -1,6 +1,6 @@
 """Text detectors for a sweep under bottleneck.mask_condition=text: the mean inputs of the training
-texts are computed once per sweep (and kept beside its results), so a topic's detector costs one
-logistic fit, not another pass over the corpus.
+texts are computed once per codebook (cached in the run's sweep directory, shared by its sweeps), so a
+topic's detector costs one logistic fit, not another pass over the corpus.
 
 A topic's detector is fitted on mining's own texts of the topic (forget_train) against the sample's
 texts of other labels, leaving out the topic's validation rows, so that calibration judges the
