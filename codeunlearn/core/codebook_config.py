@@ -234,6 +234,22 @@ class TrainConfig:
     exclude_labels: tuple[str, ...] = setting(
         (), "labels whose train-split texts training leaves out (a leave-topic-out reference model)"
     )
+    # Gradient routing on the codebook (codeunlearn/training/code_routes.py): each label keeps codes
+    # of its own, so that a label's mask need not take codes its neighbours share
+    route_codes: int = setting(
+        0, "codes reserved per label: a label's texts train on them and the shared ones only (0: off)"
+    )
+    route_min_examples: int = setting(
+        150, "labels with at least this many examples (train and test sides) reserve route_codes codes"
+    )
+    # Serving chooses among all codes: without this loss a routed label's tokens are served another
+    # label's reserved codes (measured on GCIDE: 46% of Bot.'s slots, docs/results/sweep.md)
+    route_coef: float = setting(
+        1.0, "weight of the loss that keeps codes a token may not choose out of its top k when served"
+    )
+    route_margin: float = setting(
+        0.05, "cosine margin by which those codes must fall below the k-th chosen one"
+    )
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "above", "joint"):
@@ -252,6 +268,16 @@ class TrainConfig:
             raise ConfigError(f"train.precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'")
         if self.init not in ("kmeans", "sample"):
             raise ConfigError(f"train.init={self.init!r}: use 'kmeans' or 'sample'")
+        if self.route_coef < 0 or self.route_margin < 0:
+            raise ConfigError(
+                f"train.route_coef={self.route_coef}, train.route_margin={self.route_margin}: "
+                "both must be 0 or more"
+            )
+        if self.route_codes < 0 or self.route_min_examples < 1:
+            raise ConfigError(
+                f"train.route_codes={self.route_codes}, train.route_min_examples={self.route_min_examples}: "
+                "set route_codes to 0 (off) or a positive count, route_min_examples to 1 or more"
+            )
         if self.batch_size < 1 or self.epochs <= 0:
             raise ConfigError(
                 f"train.batch_size={self.batch_size}, train.epochs={self.epochs}: both must be positive"

@@ -21,7 +21,7 @@ from torch import nn
 
 from codeunlearn.core.config import BottleneckConfig
 from codeunlearn.core.errors import CodeunlearnError
-from codeunlearn.model.code_search import CodeSearch
+from codeunlearn.model.code_search import CodeSearch, routed_topk
 from codeunlearn.model.combine import COMBINATIONS
 from codeunlearn.model.serving import PromptDetectors, PromptScope, ServingPolicy, ServingState
 from codeunlearn.model.zero_policy import NO_CODE, gated_slots, prompt_slots, text_slots
@@ -37,6 +37,8 @@ class BottleneckOutput:
     hidden: torch.Tensor  # (B, T, d) the vector that replaces the input downstream
     codes: torch.Tensor  # (B, T, k) int64 chosen code ids, NO_CODE where none was used
     recon_error: torch.Tensor  # (B, T) ||x' - x||^2 / ||x||^2, zero at passed-through positions
+    # (B, T) under `routed`: how far codes a token may not choose reach into its top k (see `routed`)
+    route_error: torch.Tensor | None = None
 
 
 class CodebookBottleneck(nn.Module):
@@ -58,6 +60,8 @@ class CodebookBottleneck(nn.Module):
         self.register_load_state_dict_post_hook(_after_load)
         self._search = CodeSearch()
         self._serving = ServingState(ServingPolicy.of(config))
+        self._routes: torch.Tensor | None = None  # (B, C) bool while `routed`: the codes each row may choose
+        self._route_margin = 0.0
 
     @property
     def n_codes(self) -> int:
@@ -143,6 +147,22 @@ class CodebookBottleneck(nn.Module):
         finally:
             self._serving.prompt = None
 
+    @contextlib.contextmanager
+    def routed(self, allowed: torch.Tensor, margin: float = 0.0) -> Iterator[None]:
+        """Forwards inside choose each row's codes among `allowed` (B, C) bool only: training's code
+        routes (codeunlearn.training.code_routes). Exact search; the mask does not apply.
+
+        Serving chooses among all codes, so each forward also reports as `route_error` the sum, over
+        the codes a token may not choose, of how far each one's similarity reaches above the token's
+        k-th allowed similarity less `margin`: a loss that pushes a code out of the reach of the
+        tokens that may not choose it, so that serving chooses what training did.
+        """
+        self._routes, self._route_margin = allowed, margin
+        try:
+            yield
+        finally:
+            self._routes = None
+
     def holding_groups(self) -> contextlib.AbstractContextManager[None]:
         """Keep the grouped search's grouping while the codes take small steps (training): regrouping
         every step would cost a tree build per step; `reset_codes` still regroups."""
@@ -158,7 +178,11 @@ class CodebookBottleneck(nn.Module):
         at_bos = _starts_at_bos(seq, position_ids)
         start = 1 if self.config.skip_first_token and at_bos else 0
         body = x[:, start:]  # (B, T', d)
-        ids = self.select(body.reshape(-1, self.hidden_dim)).view(batch, seq - start, -1)  # (B, T', k)
+        route_error = None
+        if self._routes is not None:
+            ids, route_error = self._routed_select(body)  # (B, T', k), (B, T')
+        else:
+            ids = self.select(body.reshape(-1, self.hidden_dim)).view(batch, seq - start, -1)  # (B, T', k)
         if torch.is_grad_enabled():  # training: the optimizer step that follows may change the codes unseen
             self._search.forget_derived_codes()
         chosen = self.codes[ids]  # (B, T', k, d)
@@ -179,7 +203,19 @@ class CodebookBottleneck(nn.Module):
             hidden=torch.cat([x[:, :start], rebuilt.to(x.dtype)], dim=1),
             codes=F.pad(ids, (0, 0, start, 0), value=NO_CODE),
             recon_error=F.pad(recon, (start, 0)),
+            route_error=None if route_error is None else F.pad(route_error, (start, 0)),
         )
+
+    def _routed_select(self, body: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k code ids (B, T', k) of body (B, T', d), each row among its routes' allowed codes, and
+        each token's route error (B, T'), differentiable in the codes (see `routed`)."""
+        batch, seq, _ = body.shape
+        units = F.normalize(body.detach().reshape(-1, self.hidden_dim).float(), dim=-1)  # (N, d)
+        allowed = self._routes.to(body.device).repeat_interleave(seq, dim=0)  # (N, C)
+        sims = units @ F.normalize(self.codes.float(), dim=-1).T  # (N, C), with the codes' gradient
+        ids, kth = routed_topk(sims.detach(), allowed, self.config.top_k)
+        reach = (sims - kth.unsqueeze(1) + self._route_margin).clamp_min(0).masked_fill(allowed, 0.0)
+        return ids.view(batch, seq, -1), reach.sum(-1).view(batch, seq)
 
     def _rebuild(self, chosen: torch.Tensor, h: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
         """The combination of the chosen codes (..., k, d), before rescaling."""

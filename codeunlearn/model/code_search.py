@@ -183,6 +183,18 @@ def coarse_then_exact(
     return candidates.gather(1, best)
 
 
+def routed_topk(sims: torch.Tensor, allowed: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top_k codes among its allowed ones (training's code routes).
+
+    Args:
+        sims: (n, C) similarities; allowed: (n, C) bool.
+    Returns:
+        (n, top_k) int64 ids, highest first, and (n,) the k-th highest allowed similarity.
+    """
+    values, ids = sims.masked_fill(~allowed, float("-inf")).topk(top_k, dim=-1)
+    return ids, values[:, -1]
+
+
 def chunked_topk(
     units: torch.Tensor, codes: torch.Tensor, excluded: torch.Tensor | None, top_k: int, chunk_codes: int
 ) -> torch.Tensor:

@@ -31,7 +31,7 @@ from codeunlearn.model.surgery import (
     save_codebook_model,
     weights_hash,
 )
-from codeunlearn.pipeline.training_texts import training_texts
+from codeunlearn.pipeline.training_texts import training_routes, training_sample
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.training import distributed
 from codeunlearn.training.stamp import STAMP_FILE, same_training, training_stamp
@@ -97,7 +97,8 @@ def train_codebook(config: RunConfig) -> TrainResult:
     device = distributed.process_device(assets.pick_device(config.model.device), parallel)
     model, tokenizer = assets.load_pretrained(config.model.name, device)
     config.bottleneck.validate(n_layers=len(decoder_layers(model)))
-    texts = training_texts(config)
+    texts, labels = training_sample(config)
+    routes = training_routes(config, labels)
     codebook_model = insert_bottleneck(model, tokenizer, config.bottleneck, config.model.name)
     batches = batch_texts(texts, tokenizer, config.data.max_length, config.train.batch_size)
     log.info(
@@ -109,12 +110,14 @@ def train_codebook(config: RunConfig) -> TrainResult:
     )
     checkpoint_dir = _checkpoints_for(config, paths) if parallel.is_main else paths.checkpoint_dir
     distributed.barrier(parallel)  # stale checkpoints are gone before any process resumes
-    result = train(codebook_model, batches, config.train, checkpoint_dir=checkpoint_dir)
+    result = train(codebook_model, batches, config.train, checkpoint_dir=checkpoint_dir, routes=routes)
     if not parallel.is_main:
         return result
     previous = codebook_weights(paths)
     save_codebook_model(codebook_model, paths.model_dir)
     write_json(paths.model_dir / STAMP_FILE, training_stamp(config))
+    if routes is not None:
+        routes.routes.save(paths.model_dir)
     follow_codebook(config, previous)
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)  # the saved model supersedes them
     write_json(

@@ -12,6 +12,7 @@ from codeunlearn.core.config import ConfigError, RunConfig
 from codeunlearn.core.paths import run_paths
 from codeunlearn.data.tables import read_table
 from codeunlearn.evaluation.general_text import training_passages
+from codeunlearn.training.code_routes import CodeRoutes, TextRoutes
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +25,55 @@ def training_texts(config: RunConfig) -> list[str]:
     Raises:
         ConfigError: an excluded label the train partition does not hold (a typo would exclude nothing).
     """
+    return training_sample(config)[0]
+
+
+def training_sample(config: RunConfig) -> tuple[list[str], list[str | None]]:
+    """The training texts (as `training_texts`) and each one's label (None: unlabelled or general text)."""
     train = config.train
     n_general = round(train.general_fraction * train.max_examples) if train.general_text else 0
     train_rows = read_table(run_paths(config).corpus_dir / "train.parquet")
     if train.exclude_labels:
         train_rows = _without_labels(train_rows, train.exclude_labels)
     rng = np.random.default_rng(train.seed)
-    picks = rng.permutation(train_rows.num_rows)[: train.max_examples - n_general]
+    picks = sorted(rng.permutation(train_rows.num_rows)[: train.max_examples - n_general])
     texts = train_rows.column("text").to_pylist()
-    corpus = [texts[i] for i in sorted(picks)]
+    labels = train_rows.column("label").to_pylist() if "label" in train_rows.column_names else None
+    corpus = [texts[i] for i in picks]
+    corpus_labels = [labels[i] for i in picks] if labels else [None] * len(corpus)
     if not n_general:
-        return corpus
+        return corpus, corpus_labels
     general = training_passages(train.general_text, n_general, train.seed)
     log.info("training texts: %d corpus examples and %d general-text passages", len(corpus), len(general))
-    return corpus + general  # batching groups texts by length and training shuffles the batches
+    # batching groups texts by length and training shuffles the batches
+    return corpus + general, corpus_labels + [None] * len(general)
+
+
+def training_routes(config: RunConfig, labels: list[str | None]) -> TextRoutes | None:
+    """The code routes of training texts with these labels (train.route_codes; None when off): every
+    label with train.route_min_examples examples over both sides of the corpus reserves its codes.
+
+    Raises:
+        ConfigError: routes asked of an unlabelled corpus, or more codes reserved than the codebook has.
+    """
+    train = config.train
+    if not train.route_codes:
+        return None
+    sides = [read_table(run_paths(config).corpus_dir / f"{side}.parquet") for side in ("train", "test")]
+    if "label" not in sides[0].column_names:
+        raise ConfigError("train.route_codes needs a labelled corpus (data.label_column); this one has none")
+    counts = pc.value_counts(pa.concat_arrays([side.column("label").combine_chunks() for side in sides]))
+    minimum = train.route_min_examples
+    routed = sorted(row["values"] for row in counts.to_pylist() if row["values"] and row["counts"] >= minimum)
+    bottleneck = config.bottleneck
+    routes = CodeRoutes.reserve(routed, train.route_codes, bottleneck.n_codes, bottleneck.top_k)
+    log.info(
+        "code routes: %d labels reserve %d codes each, %d shared",
+        len(routed),
+        routes.per_label,
+        routes.n_shared,
+    )
+    return TextRoutes(routes, routes.route_ids(labels))
 
 
 def _without_labels(rows: pa.Table, labels: tuple[str, ...]) -> pa.Table:

@@ -40,7 +40,16 @@ _TRAINING_NEUTRAL = {
 }
 _ADDED_LATER = {
     "bottleneck": {"coarse_candidates": 0, "search": "exact", "search_groups": 0, "search_probes": 8},
-    "train": {"general_text": "", "general_fraction": 0.25, "precision": "auto", "exclude_labels": []},
+    "train": {
+        "general_text": "",
+        "general_fraction": 0.25,
+        "precision": "auto",
+        "exclude_labels": [],
+        "route_codes": 0,
+        "route_min_examples": 150,
+        "route_coef": 1.0,
+        "route_margin": 0.05,
+    },
     "translation": {"whole_targets": False},
 }
 

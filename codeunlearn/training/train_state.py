@@ -96,8 +96,15 @@ class _TrainState:
         return site[content].detach()
 
     @torch.no_grad()
-    def reseed(self, codebook_model: CodebookModel, seed: int, parallel: DataParallel | None = None) -> None:
-        """Codes unused since the last call restart at recent inputs, so no code stays dead weight.
+    def reseed(
+        self,
+        codebook_model: CodebookModel,
+        seed: int,
+        parallel: DataParallel | None = None,
+        kept: torch.Tensor | None = None,
+    ) -> None:
+        """Codes unused since the last call restart at recent inputs, so no code stays dead weight;
+        codes `kept` (C,) bool never do (a label's reserved codes: recent inputs are other labels').
 
         Under data parallelism, usage is summed and recent inputs gathered over processes first, so
         every process re-seeds as one process would on the global batches.
@@ -105,8 +112,11 @@ class _TrainState:
         parallel = parallel or DataParallel()
         self.usage = sum_counts(self.usage, parallel, codebook_model.device)
         recent = gather_rows(self.recent_vectors(), parallel)
-        dead = torch.nonzero(self.usage == 0).flatten()
-        self.dead_share = dead.numel() / self.usage.numel()
+        unused = self.usage == 0
+        self.dead_share = int(unused.sum()) / self.usage.numel()
+        if kept is not None:
+            unused &= ~kept.to(unused.device)
+        dead = torch.nonzero(unused).flatten()
         if dead.numel() and recent is not None and len(recent):
             generator = torch.Generator().manual_seed(seed)
             picks = torch.randint(len(recent), (dead.numel(),), generator=generator)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from codeunlearn.core.config import TrainConfig
+from codeunlearn.core.config import ConfigError, TrainConfig
 from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch, token_nll
 from codeunlearn.model.bottleneck import NO_CODE
@@ -33,6 +33,7 @@ from codeunlearn.model.surgery import (
     recording,
 )
 from codeunlearn.training.checkpoint import resume_checkpoint, save_checkpoint
+from codeunlearn.training.code_routes import TextRoutes
 from codeunlearn.training.distributed import DataParallel, broadcast_from_main, local_slice, sum_gradients
 from codeunlearn.training.distributed import current as current_data_parallel
 from codeunlearn.training.train_state import TrainResult, _StepOutput, _TrainState
@@ -64,14 +65,27 @@ def content_vectors(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 @torch.no_grad()
 def init_codes(
-    codebook_model: CodebookModel, activations: list[torch.Tensor], batches: list[Batch], config: TrainConfig
+    codebook_model: CodebookModel,
+    activations: list[torch.Tensor],
+    batches: list[Batch],
+    config: TrainConfig,
+    routes: TextRoutes | None = None,
 ) -> None:
-    """Start the codes from real activations (k-means or a sample) so training starts near the identity."""
+    """Start the codes from real activations (k-means or a sample) so training starts near the identity;
+    with `routes`, each label's reserved codes from its own texts' activations."""
     bottleneck = codebook_model.bottleneck
     generator = torch.Generator().manual_seed(config.seed)
     samples = torch.cat([content_vectors(h, b) for h, b in zip(activations, batches, strict=True)])
     picks = torch.randperm(len(samples), generator=generator)[: config.init_vectors]
     samples = samples[picks].cpu()
+    if routes is not None:
+        _init_routed_codes(codebook_model, activations, batches, config, routes, generator)
+        shared = torch.arange(routes.routes.n_reserved, bottleneck.n_codes)
+        _reset_unit_codes(codebook_model, shared, _initial_codes(samples, len(shared), config, generator))
+        log.info(
+            "initialised %d shared codes by %s from %d activations", len(shared), config.init, len(samples)
+        )
+        return
     if len(samples) < 2 * bottleneck.n_codes:
         # The unclustered codes start as copies of single activations; measured at C = 16,384 on
         # the default job, 12,288 activations left the codebook 0.09 nats worse than 49,152.
@@ -82,16 +96,57 @@ def init_codes(
             len(samples),
             3 * bottleneck.n_codes,
         )
+    codes = _initial_codes(samples, bottleneck.n_codes, config, generator)
+    _reset_unit_codes(codebook_model, torch.arange(bottleneck.n_codes), codes)
+    log.info("initialised %d codes by %s from %d activations", bottleneck.n_codes, config.init, len(samples))
+
+
+def _init_routed_codes(
+    codebook_model: CodebookModel,
+    activations: list[torch.Tensor],
+    batches: list[Batch],
+    config: TrainConfig,
+    routes: TextRoutes,
+    generator: torch.Generator,
+) -> None:
+    """Each routed label's reserved codes from its own texts' activations (k-means or a sample)."""
+    by_route: dict[int, list[torch.Tensor]] = {}
+    for hidden, batch in zip(activations, batches, strict=True):
+        valid = batch.attention_mask.bool().to(hidden.device).clone()
+        valid[:, 0] = False
+        for row, route in enumerate(routes.route_ids[batch.rows].tolist()):
+            by_route.setdefault(route, []).append(hidden[row][valid[row]].cpu())
+    for index, label in enumerate(routes.routes.labels):
+        samples = torch.cat(by_route.get(index) or [torch.zeros(0, codebook_model.bottleneck.hidden_dim)])
+        if not len(samples):
+            raise ConfigError(
+                f"train.route_codes: label {label!r} has no training text: raise train.max_examples or "
+                "train.route_min_examples"
+            )
+        reserved = torch.tensor(list(routes.routes.reserved(label)))
+        _reset_unit_codes(codebook_model, reserved, _initial_codes(samples, len(reserved), config, generator))
+    log.info(
+        "reserved %d codes for each of %d labels, initialised from their own texts",
+        routes.routes.per_label,
+        len(routes.routes.labels),
+    )
+
+
+def _initial_codes(
+    samples: torch.Tensor, n_codes: int, config: TrainConfig, generator: torch.Generator
+) -> torch.Tensor:
     if config.init == "kmeans":
-        codes = kmeans_codes(samples, bottleneck.n_codes, config.kmeans_iters, generator)
-    else:
-        codes = sample_codes(samples, bottleneck.n_codes, generator)
+        return kmeans_codes(samples, n_codes, config.kmeans_iters, generator)
+    return sample_codes(samples, n_codes, generator)
+
+
+def _reset_unit_codes(codebook_model: CodebookModel, code_ids: torch.Tensor, codes: torch.Tensor) -> None:
+    bottleneck = codebook_model.bottleneck
     if bottleneck.config.rescale == "input_norm":
         # Output norm comes from the input, so only directions matter; unit codes also make the
         # optimizer's step size mean the same thing whatever the activations' scale (~250 here).
         codes = torch.nn.functional.normalize(codes, dim=-1)
-    bottleneck.reset_codes(torch.arange(bottleneck.n_codes), codes.to(codebook_model.device))
-    log.info("initialised %d codes by %s from %d activations", bottleneck.n_codes, config.init, len(samples))
+    bottleneck.reset_codes(code_ids.to(codebook_model.device), codes.to(codebook_model.device))
 
 
 def trainable_parameters(codebook_model: CodebookModel, mode: str, use_bottleneck: bool = True) -> list[dict]:
@@ -154,6 +209,8 @@ def _step(
     # not boolean indexing, which would wait for the device to count the positions
     recon = content_sum(output.recon_error, content) / n_targets
     loss = nll + config.recon_coef * recon
+    if output.route_error is not None:
+        loss = loss + config.route_coef * content_sum(output.route_error, content) / n_targets
     site = (hidden, content) if hidden is not None else None
     return _StepOutput(loss, nll.detach(), recon.detach(), counted_codes(output.codes, content), site)
 
@@ -181,19 +238,21 @@ def train(
     config: TrainConfig,
     checkpoint_dir: Path | None = None,
     use_bottleneck: bool = True,
+    routes: TextRoutes | None = None,
 ) -> TrainResult:
     """Train the codebook (or, with use_bottleneck False, the reference without one) in place.
 
     Args:
         batches: padded training batches; their order is shuffled per epoch with config.seed.
         checkpoint_dir: where to checkpoint every config.checkpoint_every steps and resume from.
+        routes: the codes each training text may choose (train.route_codes), or None for all.
     Returns:
         Steps, tokens, timings and the last loss, reconstruction error and dead-code share.
     """
     if not use_bottleneck:
         with bypassed(codebook_model):
-            return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck)
-    return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck)
+            return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck, None)
+    return _train(codebook_model, batches, config, checkpoint_dir, use_bottleneck, routes)
 
 
 def _train(
@@ -202,6 +261,7 @@ def _train(
     config: TrainConfig,
     checkpoint_dir: Path | None,
     use_bottleneck: bool,
+    routes: TextRoutes | None,
 ) -> TrainResult:
     config.validate()
     torch.manual_seed(config.seed)
@@ -222,9 +282,10 @@ def _train(
         full = (cached if not parallel.is_distributed else None) or site_activations(
             codebook_model, batches, config.precision
         )
-        init_codes(codebook_model, full, batches, config)
+        init_codes(codebook_model, full, batches, config, routes)
     trained = [p for group in groups for p in group["params"]]
     broadcast_from_main([*trained, *codebook_model.bottleneck.buffers()], parallel)
+    kept = routes.routes.code_routes() >= 0 if routes is not None else None  # reserved codes stay theirs
     total = math.ceil(config.epochs * len(batches))
     codebook_model.model.train(config.mode == "joint")
     started, tokens = time.perf_counter(), 0
@@ -248,11 +309,12 @@ def _train(
                 config,
                 use_bottleneck,
                 _Parallel(parallel, trained, float(batches[index].attention_mask[:, 1:].sum())),
+                routes,
             )
             tokens += batches[index].n_tokens
             state.record(out)
             if use_bottleneck and config.reseed_every and (step + 1) % config.reseed_every == 0:
-                state.reseed(codebook_model, config.seed + step, parallel)
+                state.reseed(codebook_model, config.seed + step, parallel, kept)
             state.step = step + 1
             bar.update(1)
             if state.step % state.FLUSH_EVERY == 0 or state.step == total:
@@ -314,6 +376,7 @@ def _train_step(
     config: TrainConfig,
     use_bottleneck: bool,
     parallel: _Parallel | None = None,
+    routes: TextRoutes | None = None,
 ) -> _StepOutput:
     optimizer.zero_grad(set_to_none=True)
     if batch.input_ids.shape[0] == 0:  # fewer rows than processes: this one only joins the gradient sum
@@ -321,7 +384,11 @@ def _train_step(
         out = _StepOutput(zero, zero, zero, None)
     else:
         n_targets = parallel.global_targets / parallel.data_parallel.world_size if parallel else None
-        with training_precision(codebook_model.device, config.precision):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(training_precision(codebook_model.device, config.precision))
+            if routes is not None:
+                allowed = routes.allowed(batch.rows)
+                stack.enter_context(codebook_model.bottleneck.routed(allowed, config.route_margin))
             out = _step(codebook_model, batch, hidden, config, use_bottleneck, n_targets)
         out.loss.backward()
     if parallel is not None:
