@@ -30,7 +30,8 @@ from codeunlearn.core.config import BottleneckConfig, TrainConfig
 from codeunlearn.data.batching import Batch, encode_texts, make_batches, token_nll
 from codeunlearn.model import assets
 from codeunlearn.model.surgery import CodebookModel, bypassed, insert_bottleneck, recording, remove_bottleneck
-from codeunlearn.training.trainer import init_codes, site_activations
+from codeunlearn.training.code_start import init_codes
+from codeunlearn.training.trainer import site_activations
 
 
 def split_batches(run_dir: Path, codebook_model: CodebookModel, name: str, limit: int) -> list[Batch]:

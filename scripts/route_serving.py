@@ -26,7 +26,8 @@ from codeunlearn.data.tables import batch_texts, read_table
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel
 from codeunlearn.training.code_routes import ROUTES_FILE, CodeRoutes
-from codeunlearn.training.trainer import content_vectors, site_activations
+from codeunlearn.training.code_start import content_vectors
+from codeunlearn.training.trainer import site_activations
 
 N_TEXTS = 200
 

@@ -243,12 +243,13 @@ class TrainConfig:
         150, "labels with at least this many examples (train and test sides) reserve route_codes codes"
     )
     # Serving chooses among all codes: without this loss a routed label's tokens are served another
-    # label's reserved codes (measured on GCIDE: 46% of Bot.'s slots, docs/results/sweep.md)
+    # label's reserved codes (measured on GCIDE: 47% of Bot.'s slots); weight 1 at margin 0.05 pushed
+    # the reserved codes out of every token's reach (docs/results/sweep.md, variant 4)
     route_coef: float = setting(
-        1.0, "weight of the loss that keeps codes a token may not choose out of its top k when served"
+        0.1, "weight of the loss that keeps codes a token may not choose out of its top k when served"
     )
     route_margin: float = setting(
-        0.05, "cosine margin by which those codes must fall below the k-th chosen one"
+        0.0, "cosine margin by which those codes must fall below the k-th chosen one"
     )
 
     def validate(self) -> None:

@@ -5,7 +5,9 @@ This is gradient routing (Cloud et al., 2024, "Gradient Routing: Masking Gradien
 Computation in Neural Networks") on a codebook: a reserved code is trained on its label's texts
 alone, and the layers above learn to read it as that label's, so masking a label's reserved codes
 takes away what the model routed through them without the codes its other labels share. Serving is
-unrestricted: the routes only shape training, and a trained model never needs the labels.
+unrestricted, since a served text has no label; training's route loss (train.route_coef, computed in
+CodebookBottleneck.routed) keeps the codes a text may not choose out of its reach, so that serving
+chooses what training did.
 
 Shapes: B batch rows, C codes, n texts.
 """

@@ -47,8 +47,8 @@ _ADDED_LATER = {
         "exclude_labels": [],
         "route_codes": 0,
         "route_min_examples": 150,
-        "route_coef": 1.0,
-        "route_margin": 0.05,
+        "route_coef": 0.1,
+        "route_margin": 0.0,
     },
     "translation": {"whole_targets": False},
 }

@@ -27,6 +27,7 @@ from codeunlearn.core.progress import progress
 from codeunlearn.data.batching import Batch, bos_id, make_batches
 from codeunlearn.data.positions import Span, token_flags
 from codeunlearn.model.surgery import CodebookModel, recording, site_module
+from codeunlearn.training.code_start import init_codes
 from codeunlearn.training.trainer import (
     TrainResult,
     _batch_order,
@@ -35,7 +36,6 @@ from codeunlearn.training.trainer import (
     _TrainState,
     content_sum,
     counted_codes,
-    init_codes,
     site_activations,
     trainable_parameters,
 )

@@ -18,9 +18,10 @@ from codeunlearn.model.bottleneck import NO_CODE, CodebookBottleneck
 from codeunlearn.model.surgery import insert_bottleneck
 from codeunlearn.pipeline.training_texts import training_routes, training_sample
 from codeunlearn.training.code_routes import SHARED, CodeRoutes, TextRoutes
+from codeunlearn.training.code_start import content_vectors
 from codeunlearn.training.stamp import same_training, training_stamp
 from codeunlearn.training.train_state import _TrainState
-from codeunlearn.training.trainer import content_vectors, site_activations, train
+from codeunlearn.training.trainer import site_activations, train
 
 from ..conftest import make_tiny
 
@@ -112,7 +113,15 @@ def test_the_route_loss_keeps_serving_to_the_codes_training_chose(tokenizer, tex
     shares = {}
     for coef in (0.0, 1.0):
         codebook_model, batches, routes, labels = setup_routed(tokenizer, texts)
-        config = TrainConfig(mode="above", epochs=6, lr=3e-2, reseed_every=0, kmeans_iters=2, route_coef=coef)
+        config = TrainConfig(
+            mode="above",
+            epochs=6,
+            lr=3e-2,
+            reseed_every=0,
+            kmeans_iters=2,
+            route_coef=coef,
+            route_margin=0.05,
+        )
         train(codebook_model, batches, config, routes=routes)
         shares[coef] = served_reserved_share(codebook_model, batches, labels)
     assert shares[1.0] < shares[0.0]
