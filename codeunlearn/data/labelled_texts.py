@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 Row = tuple[str, ...]  # (text, label, anything else the reader keeps)
 
 
@@ -26,3 +29,9 @@ def single_label_rows(rows: Iterable[Row]) -> tuple[list[Row], int]:
         labels_of.setdefault(text, set()).add(label)
     kept = [row for row in first if len(labels_of[row[0]]) == 1]
     return kept, len(first) - len(kept)
+
+
+def label_counts(*sides: pa.Table) -> dict[str, int]:
+    """Rows per label over the corpus sides given (train and test), unlabelled rows left out."""
+    labels = pa.concat_arrays([side.column("label").combine_chunks() for side in sides])
+    return {row["values"]: row["counts"] for row in pc.value_counts(labels).to_pylist() if row["values"]}

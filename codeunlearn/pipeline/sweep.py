@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from codeunlearn.core.config import RunConfig, with_removed_defaults
 from codeunlearn.core.errors import CodeunlearnError
 from codeunlearn.core.paths import RunPaths, open_run
+from codeunlearn.data.labelled_texts import label_counts
 from codeunlearn.data.tables import batch_texts, corpus_sides, write_json
 from codeunlearn.data.topics import Splits, build_splits
 from codeunlearn.evaluation.calibrated import (
@@ -71,17 +71,16 @@ class SweepPaths:
 
 def sweep_topics(train: pa.Table, test: pa.Table, min_examples: int, only: tuple[str, ...] = ()) -> list[str]:
     """Labels with at least `min_examples` rows over both sides (or `only`, checked), sorted."""
-    labels = pa.concat_arrays([train.column("label").combine_chunks(), test.column("label").combine_chunks()])
-    counts = {row["values"]: row["counts"] for row in pc.value_counts(labels).to_pylist()}
+    counts = label_counts(train, test)
     if only:
         unknown = [t for t in only if t not in counts]
         if unknown:
             raise CodeunlearnError(
                 f"sweep.topics names labels the corpus does not have: {unknown}; labels are e.g. "
-                f"{sorted(k for k in counts if k)[:5]}"
+                f"{sorted(counts)[:5]}"
             )
         return sorted(only)
-    return sorted(label for label, n in counts.items() if label and n >= min_examples)
+    return sorted(label for label, n in counts.items() if n >= min_examples)
 
 
 def corpus_name(corpus: str) -> str:

@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 
 from codeunlearn.core.config import ConfigError, RunConfig
 from codeunlearn.core.paths import run_paths
-from codeunlearn.data.tables import read_table
+from codeunlearn.data.labelled_texts import label_counts
+from codeunlearn.data.tables import corpus_sides, read_table
 from codeunlearn.evaluation.general_text import training_passages
 from codeunlearn.training.code_routes import CodeRoutes, TextRoutes
 
@@ -59,12 +60,10 @@ def training_routes(config: RunConfig, labels: list[str | None]) -> TextRoutes |
     train = config.train
     if not train.route_codes:
         return None
-    sides = [read_table(run_paths(config).corpus_dir / f"{side}.parquet") for side in ("train", "test")]
+    sides = corpus_sides(run_paths(config))
     if "label" not in sides[0].column_names:
         raise ConfigError("train.route_codes needs a labelled corpus (data.label_column); this one has none")
-    counts = pc.value_counts(pa.concat_arrays([side.column("label").combine_chunks() for side in sides]))
-    minimum = train.route_min_examples
-    routed = sorted(row["values"] for row in counts.to_pylist() if row["values"] and row["counts"] >= minimum)
+    routed = sorted(label for label, n in label_counts(*sides).items() if n >= train.route_min_examples)
     bottleneck = config.bottleneck
     routes = CodeRoutes.reserve(routed, train.route_codes, bottleneck.n_codes, bottleneck.top_k)
     log.info(
