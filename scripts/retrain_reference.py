@@ -1,73 +1,201 @@
 """Exact unlearning as the yardstick: how far a model retrained without a topic falls on the scale the
 gates read (normalised drop: 0 = codebook model, 1 = base model), beside the sweep's mask.
 
-The reference is a codebook model trained as the run's (same config, same number of training texts,
-same seed) with the topic's texts left out (`train.exclude_labels`):
+A reference is a codebook model trained as the run's (same config, same number of training texts,
+same seed) with some labels' texts left out (`train.exclude_labels`):
 
     codeunlearn train -c configs/gcide.yaml run_dir=runs/gcide-lto-law \\
         tracking.state_dir=runs/gcide-lto-law/state 'train.exclude_labels=[Law]'
-    python scripts/retrain_reference.py -c configs/gcide.yaml --topic Law --reference runs/gcide-lto-law
+    python scripts/retrain_reference.py -c configs/gcide.yaml --reference runs/gcide-lto-law
 
 Its forget drop says how much of the codebook model's gain on the topic is the topic's own: a mask
 that must reach 0.8 where the retrained model reaches less must forget more than the model would know
-had it never seen the topic. Its retain drop is training noise plus what the topic taught the rest.
-Scores the topic's held-out test split, as `codeunlearn sweep` does; prints one Markdown table row.
+had it never seen the topic. A reference trained without a group of unrelated labels scores each of
+them at once; since it also lost what the others taught, its drop on a topic bounds from above the
+drop of a model retrained without that topic alone. Its retain drop (over retain rows of labels it
+did see) is training noise plus what the left-out labels taught the rest.
+
+Scores each topic's held-out test split, as `codeunlearn sweep` does, the codebook model once for
+every reference's topics. `--out DIR` writes `retrain-reference.parquet` and `.md` (with the sweep's
+mask beside each topic when `--sweep` names its Parquet table) and skips the (topic, reference) rows
+it already holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from codeunlearn.core.config import load_config
-from codeunlearn.evaluation.calibrated import held_out_pool, score_held_out, test_of, texts_of
+from codeunlearn.data.topics import Splits
+from codeunlearn.evaluation.calibrated import held_out_pool, test_of, texts_of
 from codeunlearn.evaluation.evaluator import normalized_drop
+from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.pipeline.sweep import Sweep
+from codeunlearn.training.stamp import STAMP_FILE
+
+TABLE = "retrain-reference"
+COLUMNS = (
+    "topic", "reference", "left_out", "gain_nats", "forget_drop", "forget_nats", "retain_drop",
+    "retain_nats", "forget_texts", "retain_texts",
+)  # fmt: skip
+
+
+def left_out_labels(reference: Path) -> list[str]:
+    stamp = reference / "model" / STAMP_FILE
+    if not stamp.is_file():
+        raise SystemExit(f"{reference}: no trained model ({stamp} missing); train it first (see --help)")
+    labels = json.loads(stamp.read_text())["train"].get("exclude_labels", [])
+    if not labels:
+        raise SystemExit(f"{reference}: trained without train.exclude_labels; it left no topic out")
+    return list(labels)
+
+
+def scored_pool(config, splits: dict[str, Splits], desc: str) -> TextPool:
+    model = load_model(config)
+    base, _ = assets.load_pretrained(config.model.name, model.device.type)
+    pool = held_out_pool(model, base, config.data.max_length, config.eval.batch_size, config.train.mode)
+    texts: dict[str, str] = {}
+    for topic_splits in splits.values():
+        texts.update(texts_of(topic_splits, sides=("test",)))
+    pool.add(list(texts), list(texts.values()), desc=desc)
+    return pool
+
+
+def reference_rows(config, reference: Path, splits: dict[str, Splits], codebook: TextPool) -> list[dict]:
+    left_out = left_out_labels(reference)
+    pool = scored_pool(replace(config, run_dir=str(reference)), splits, f"scoring with {reference.name}")
+    rows = []
+    for topic, topic_splits in splits.items():
+        test = test_of(topic_splits)
+        seen = [
+            i
+            for i, label in zip(
+                test.retain, topic_splits.retain_test.column("label").to_pylist(), strict=True
+            )
+            if label not in left_out
+        ]
+        nll = {
+            side: (codebook.base(ids).mean(), codebook.codebook(ids).mean(), pool.codebook(ids).mean())
+            for side, ids in (("forget", test.forget), ("retain", seen))
+        }
+        rows.append(
+            {
+                "topic": topic,
+                "reference": reference.name,
+                "left_out": ",".join(left_out),
+                "gain_nats": nll["forget"][0] - nll["forget"][1],
+                "forget_drop": normalized_drop(*nll["forget"]),
+                "forget_nats": nll["forget"][2] - nll["forget"][1],
+                "retain_drop": normalized_drop(*nll["retain"]),
+                "retain_nats": nll["retain"][2] - nll["retain"][1],
+                "forget_texts": len(test.forget),
+                "retain_texts": len(seen),
+            }
+        )
+    return rows
+
+
+def net_drop(row: dict) -> float:
+    """The forget drop net of the reference's shift on the labels it saw: training on other texts in
+    the left-out texts' place moves every text's NLL, the topic's too."""
+    return (row["forget_nats"] - row["retain_nats"]) / row["gain_nats"]
+
+
+def markdown(rows: list[dict], sweep: dict[str, dict], bar: float) -> str:
+    head = (
+        "| topic | gain (nats) | retrained: forget drop (Δnats) | retain drop (Δnats) | net forget drop | "
+        "reference | forget / retain texts |"
+    )
+    rule = "|---|---|---|---|---|---|---|"
+    if sweep:
+        head += " mask: status, forget / retain |"
+        rule += "---|"
+    lines = [head, rule]
+    for row in sorted(rows, key=lambda r: (r["topic"], len(r["left_out"]))):
+        line = (
+            f"| {row['topic']} | {row['gain_nats']:.3f} | {row['forget_drop']:.3f} "
+            f"({row['forget_nats']:+.3f}) | {row['retain_drop']:.3f} ({row['retain_nats']:+.3f}) | "
+            f"{net_drop(row):.3f} | {row['reference']} | {row['forget_texts']} / {row['retain_texts']} |"
+        )
+        if sweep:
+            mask = sweep.get(row["topic"])
+            line += (
+                f" {mask['status']}, {mask['forget_drop']:.3f} / {mask['retain_drop']:.3f} |"
+                if mask
+                else " - |"
+            )
+        lines.append(line)
+    lines.append("")
+    for reference, left_out in sorted({(r["reference"], r["left_out"]) for r in rows}):
+        lines.append(f"- {reference} was trained without {left_out.replace(',', ', ')}")
+    raw = sum(row["forget_drop"] >= bar for row in rows)
+    net = sum(net_drop(row) >= bar for row in rows)
+    lines.append(
+        f"\nThe retrained model reaches a forget drop of {bar} in {raw} of {len(rows)} rows "
+        f"({net} net of its retain shift)."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", required=True)
-    parser.add_argument("--topic", required=True, help="a label the reference was trained without")
-    parser.add_argument("--reference", required=True, help="run directory of the model trained without it")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        required=True,
+        type=Path,
+        help="run dir of a model trained without some labels (train.exclude_labels); repeat for several",
+    )
+    parser.add_argument("--topics", "--topic", default="", help="comma list (default: every left-out label)")
+    parser.add_argument("--out", type=Path, help=f"directory for {TABLE}.parquet / .md (resumes from them)")
+    parser.add_argument(
+        "--sweep", type=Path, help="a sweep's Parquet table, to show its mask beside each topic"
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     started = time.perf_counter()
     config = load_config(args.config, args.overrides)
-    reference_config = replace(config, run_dir=args.reference)
-    splits = Sweep(config).splits(args.topic)
-    test = test_of(splits)
-    texts = texts_of(splits, sides=("test",))
-    nll = {}
-    for name, run in (("codebook", config), ("reference", reference_config)):
-        codebook_model = load_model(run)
-        base, _ = assets.load_pretrained(config.model.name, codebook_model.device.type)
-        pool = held_out_pool(
-            codebook_model, base, config.data.max_length, config.eval.batch_size, config.train.mode
-        )
-        pool.add(list(texts), list(texts.values()), desc=f"scoring {args.topic} test texts ({name})")
-        scored = score_held_out(pool, test, None)
-        nll[name] = scored["codebook"]
-        nll["base"] = scored["base"]
-
-    def drop(split: str) -> float:
-        return normalized_drop(nll["base"][split], nll["codebook"][split], nll["reference"][split])
-
-    gain = nll["base"]["forget"] - nll["codebook"]["forget"]
-    print(
-        "| topic | gain (nats) | retrained: forget drop | forget Δnats | retain drop | retain Δnats | "
-        "forget / retain texts | s |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    print(
-        f"| {args.topic} | {gain:.3f} | {drop('forget'):.3f} | "
-        f"{nll['reference']['forget'] - nll['codebook']['forget']:+.3f} | {drop('retain'):.3f} | "
-        f"{nll['reference']['retain'] - nll['codebook']['retain']:+.3f} | {len(test.forget)} / "
-        f"{len(test.retain)} | {time.perf_counter() - started:.0f} |"
-    )
+    wanted = {t for t in args.topics.split(",") if t}
+    saved = args.out / f"{TABLE}.parquet" if args.out else None
+    rows = pq.read_table(saved).to_pylist() if saved and saved.is_file() else []
+    done = {(row["topic"], row["reference"]) for row in rows}
+    plan = {}
+    for reference in args.reference:
+        topics = [
+            t
+            for t in left_out_labels(reference)
+            if (not wanted or t in wanted) and (t, reference.name) not in done
+        ]
+        if topics:
+            plan[reference] = topics
+    sweep = Sweep(config)
+    splits = {reference: {t: sweep.splits(t) for t in topics} for reference, topics in plan.items()}
+    if plan:
+        every = {t: s for per_reference in splits.values() for t, s in per_reference.items()}
+        codebook = scored_pool(config, every, "scoring with the codebook model")
+        for reference in plan:
+            rows += reference_rows(config, reference, splits[reference], codebook)
+            if saved:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows]), saved)
+    mask = {}
+    if args.sweep:
+        mask = {r["topic"]: r for r in pq.read_table(args.sweep).to_pylist()}
+    text = markdown(rows, mask, config.gates.min_forget_drop)
+    if args.out:
+        (args.out / f"{TABLE}.md").write_text(text)
+    print(text)
+    print(f"{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
