@@ -11,9 +11,11 @@ same seed) with some labels' texts left out (`train.exclude_labels`):
 Its forget drop says how much of the codebook model's gain on the topic is the topic's own: a mask
 that must reach 0.8 where the retrained model reaches less must forget more than the model would know
 had it never seen the topic. A reference trained without a group of unrelated labels scores each of
-them at once; since it also lost what the others taught, its drop on a topic bounds from above the
-drop of a model retrained without that topic alone. Its retain drop (over retain rows of labels it
-did see) is training noise plus what the left-out labels taught the rest.
+them at once. It trained on other texts in their place, which moves every text's NLL: its retain drop
+(over retain rows of the labels it did see) measures that shift, and the net forget drop takes it
+out. Net of it, a group's drop leans, if anywhere, towards more forgetting than a model retrained
+without the topic alone, having lost what the other left-out labels taught too (within 0.03 on the
+three GCIDE fields measured both ways, docs/results/sweep.md).
 
 Scores each topic's held-out test split, as `codeunlearn sweep` does, the codebook model once for
 every reference's topics. `--out DIR` writes `retrain-reference.parquet` and `.md` (with the sweep's
@@ -32,7 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from codeunlearn.core.config import load_config
+from codeunlearn.core.config import RunConfig, load_config
 from codeunlearn.data.topics import Splits
 from codeunlearn.evaluation.calibrated import held_out_pool, test_of, texts_of
 from codeunlearn.evaluation.evaluator import normalized_drop
@@ -59,7 +61,7 @@ def left_out_labels(reference: Path) -> list[str]:
     return list(labels)
 
 
-def scored_pool(config, splits: dict[str, Splits], desc: str) -> TextPool:
+def scored_pool(config: RunConfig, splits: dict[str, Splits], desc: str) -> TextPool:
     model = load_model(config)
     base, _ = assets.load_pretrained(config.model.name, model.device.type)
     pool = held_out_pool(model, base, config.data.max_length, config.eval.batch_size, config.train.mode)
@@ -70,7 +72,9 @@ def scored_pool(config, splits: dict[str, Splits], desc: str) -> TextPool:
     return pool
 
 
-def reference_rows(config, reference: Path, splits: dict[str, Splits], codebook: TextPool) -> list[dict]:
+def reference_rows(
+    config: RunConfig, reference: Path, splits: dict[str, Splits], codebook: TextPool
+) -> list[dict]:
     left_out = left_out_labels(reference)
     pool = scored_pool(replace(config, run_dir=str(reference)), splits, f"scoring with {reference.name}")
     rows = []
@@ -178,6 +182,9 @@ def main() -> None:
         ]
         if topics:
             plan[reference] = topics
+    unknown = wanted - {t for reference in args.reference for t in left_out_labels(reference)}
+    if unknown:
+        raise SystemExit(f"--topics {sorted(unknown)}: no --reference was trained without them")
     sweep = Sweep(config)
     splits = {reference: {t: sweep.splits(t) for t in topics} for reference, topics in plan.items()}
     if plan:
