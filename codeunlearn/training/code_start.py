@@ -17,11 +17,16 @@ from codeunlearn.training.code_routes import TextRoutes
 log = logging.getLogger(__name__)
 
 
-def content_vectors(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """The (N, d) vectors the bottleneck really sees: real tokens, position 0 (BOS) excluded."""
+def content_mask(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """(B, T) True where the bottleneck sees a real token, position 0 (BOS) excluded."""
     valid = batch.attention_mask.bool().to(hidden.device).clone()
     valid[:, 0] = False
-    return hidden[valid]
+    return valid
+
+
+def content_vectors(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The (N, d) vectors the bottleneck really sees: real tokens, position 0 (BOS) excluded."""
+    return hidden[content_mask(hidden, batch)]
 
 
 @torch.no_grad()
@@ -73,8 +78,7 @@ def _init_routed_codes(
     """Each routed label's reserved codes from its own texts' activations (k-means or a sample)."""
     by_route: dict[int, list[torch.Tensor]] = {}
     for hidden, batch in zip(activations, batches, strict=True):
-        valid = batch.attention_mask.bool().to(hidden.device).clone()
-        valid[:, 0] = False
+        valid = content_mask(hidden, batch)
         for row, route in enumerate(routes.route_ids[batch.rows].tolist()):
             by_route.setdefault(route, []).append(hidden[row][valid[row]].cpu())
     for index, label in enumerate(routes.routes.labels):
