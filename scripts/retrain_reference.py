@@ -18,9 +18,10 @@ without the topic alone, having lost what the other left-out labels taught too (
 three GCIDE fields measured both ways, docs/results/sweep.md).
 
 Scores each topic's held-out test split, as `codeunlearn sweep` does, the codebook model once for
-every reference's topics. `--out DIR` writes `retrain-reference.parquet` and `.md` (with the sweep's
-mask beside each topic when `--sweep` names its Parquet table) and skips the (topic, reference) rows
-it already holds.
+every reference's topics. `--out DIR` writes `retrain-reference.parquet` and `.md` and skips the
+(topic, reference) rows it already holds. `--sweep` names a sweep's Parquet table: its mask is shown
+beside each topic, with whether it forgets at least as much as the retrained model (net) within the
+retain gate, on validation and on test; a comparison, not a gate.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def matches(row: dict, mask: dict, max_retain: float) -> tuple[bool, bool]:
     net = net_drop(row)
     frontier = json.loads(mask["frontier"] or "[]")
     on_val = any(p["forget_drop"] >= net and p["retain_drop"] <= max_retain for p in frontier)
-    on_test = mask["forget_drop"] >= net and mask["retain_drop"] <= max_retain
+    tested = mask.get("forget_drop") is not None
+    on_test = tested and mask["forget_drop"] >= net and mask["retain_drop"] <= max_retain
     return on_val, on_test
 
 
@@ -143,7 +145,7 @@ def markdown(rows: list[dict], sweep: dict[str, dict], bar: float, max_retain: f
         )
         if sweep:
             mask = sweep.get(row["topic"])
-            if mask:
+            if mask and mask.get("forget_drop") is not None:
                 on_val, on_test = matches(row, mask, max_retain)
                 line += (
                     f" {mask['status']}, {mask['forget_drop']:.3f} / {mask['retain_drop']:.3f} |"
