@@ -32,6 +32,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -127,6 +128,11 @@ def matches(row: dict, mask: dict, max_retain: float) -> tuple[bool, bool]:
     return on_val, on_test
 
 
+def rank_correlation(a: list[float], b: list[float]) -> float:
+    """Spearman's rho (average ranks for ties)."""
+    return float(pd.Series(a).rank().corr(pd.Series(b).rank()))
+
+
 def markdown(rows: list[dict], sweep: dict[str, dict], bar: float, max_retain: float) -> str:
     head = (
         "| topic | gain (nats) | retrained: forget drop (Δnats) | retain drop (Δnats) | net forget drop | "
@@ -174,6 +180,17 @@ def markdown(rows: list[dict], sweep: dict[str, dict], bar: float, max_retain: f
             f"retrained model reaches {bar} net; it forgets at least as much as the retrained model "
             f"(net) within a retain drop of {max_retain} on {on_val} on validation and {on_test} on test."
         )
+        tested = [(r, m) for r, m in paired if m.get("forget_drop") is not None]
+        if len(tested) > 2:
+            drops = rank_correlation([net_drop(r) for r, _ in tested], [m["forget_drop"] for _, m in tested])
+            nats = rank_correlation(
+                [r["forget_nats"] - r["retain_nats"] for r, _ in tested],
+                [m["forget_nats"] for _, m in tested],
+            )
+            lines.append(
+                "Spearman rank correlation over the rows, retrained model against the mask (test): "
+                f"{drops:.2f} of the forget drops, {nats:.2f} of the forget nats (net of the retain shift)."
+            )
     return "\n".join(lines) + "\n"
 
 
