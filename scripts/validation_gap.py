@@ -13,16 +13,10 @@ from __future__ import annotations
 import argparse
 
 from codeunlearn.core.config import load_config
-from codeunlearn.evaluation.calibrated import top_mask
+from codeunlearn.evaluation.calibrated import table_texts, top_mask
 from codeunlearn.evaluation.evaluator import normalized_drop
 from codeunlearn.pipeline.sweep import Sweep
 from codeunlearn.pipeline.training_texts import training_texts
-from codeunlearn.store.text_codes import summed_counts
-from codeunlearn.unlearning.recipe import rank_eligible
-
-
-def id_texts(table) -> dict[str, str]:
-    return dict(zip(map(str, table.column("id").to_pylist()), table.column("text").to_pylist(), strict=True))
 
 
 def main() -> None:
@@ -40,12 +34,8 @@ def main() -> None:
         if not size.isdigit():
             raise SystemExit(f"{spec!r}: give TOPIC:SIZE, e.g. noun.time:96")
         splits = sweep.splits(topic)
-        counts = [
-            summed_counts(sweep.store, sweep.codebook, list(id_texts(table)), n_codes)
-            for table in (splits.forget_train, splits.control_train)
-        ]
-        mask = top_mask(rank_eligible(*counts, config.mining), int(size), n_codes, topic)
-        val, test = id_texts(splits.forget_val), id_texts(splits.forget_test)
+        mask = top_mask(sweep.ranked_codes(splits), int(size), n_codes, topic)
+        val, test = table_texts(splits.forget_val), table_texts(splits.forget_test)
         pool.add(list({**val, **test}), list({**val, **test}.values()), desc=f"scoring {topic}")
         groups = {
             "validation, all": val,

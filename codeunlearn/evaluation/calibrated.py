@@ -56,14 +56,16 @@ def test_of(splits: Splits) -> HeldOut:
     return HeldOut.of(splits.forget_test, splits.retain_test)
 
 
+def table_texts(table: pa.Table) -> dict[str, str]:
+    """Id -> text of a split table's rows, for `TextPool.add`."""
+    return dict(zip(map(str, table.column("id").to_pylist()), table.column("text").to_pylist(), strict=True))
+
+
 def texts_of(splits: Splits, sides: tuple[str, ...] = ("val", "test")) -> dict[str, str]:
     """Id -> text of every row of the validation and/or test side, for `TextPool.add`."""
     texts: dict[str, str] = {}
     for name in (f"{split}_{side}" for side in sides for split in ("forget", "retain")):
-        table = getattr(splits, name)
-        texts.update(
-            zip(map(str, table.column("id").to_pylist()), table.column("text").to_pylist(), strict=True)
-        )
+        texts.update(table_texts(getattr(splits, name)))
     return texts
 
 

@@ -213,16 +213,24 @@ class Sweep:
 
     # ------------------------------------------------------------ one topic
 
+    def ranked_codes(self, splits: Splits) -> list[int]:
+        """The topic's eligible codes, best first, from the counted firings of its mining sets."""
+        n_codes = self.codebook_model.bottleneck.n_codes
+        forget, control = (
+            summed_counts(
+                self.store, self.codebook, [str(i) for i in table.column("id").to_pylist()], n_codes
+            )
+            for table in (splits.forget_train, splits.control_train)
+        )
+        return rank_eligible(forget, control, self.config.mining)
+
     def answer(self, topic: str, splits: Splits) -> dict:
         """Mine, calibrate on validation, score the chosen size on test: the topic's result row."""
         started = time.perf_counter()
         config, cm, pool = self.config, self.codebook_model, self.pool()
         n_codes = cm.bottleneck.n_codes
-        forget_ids = [str(i) for i in splits.forget_train.column("id").to_pylist()]
-        control_ids = [str(i) for i in splits.control_train.column("id").to_pylist()]
-        forget = summed_counts(self.store, self.codebook, forget_ids, n_codes)
-        control = summed_counts(self.store, self.codebook, control_ids, n_codes)
-        ranked = rank_eligible(forget, control, config.mining)
+        n_mined = splits.forget_train.num_rows
+        ranked = self.ranked_codes(splits)
         validation, test = validation_of(splits), test_of(splits)
         pool.add(*zip(*texts_of(splits).items(), strict=True), desc=f"scoring {topic} held-out texts")
         detector = self.detector(topic, splits)
@@ -233,12 +241,12 @@ class Sweep:
             n_codes,
             config.calibration,
             config.gates,
-            len(forget_ids),
+            n_mined,
             detector=detector,
         )
         row = {
             "topic": topic,
-            "n_forget_train": len(forget_ids),
+            "n_forget_train": n_mined,
             "n_forget_val": len(validation.forget),
             "n_forget_test": len(test.forget),
             "n_keyword_free_test": len(test.keyword_free),
