@@ -10,7 +10,8 @@
 #                                    the translation setting (Debian's Bibles and manuals, sacrebleu, nltk,
 #                                    pysword, the MiniLM encoder), the general-text probe's manuals and
 #                                    the other corpora (Debian's fortunes, configs/fortunes.yaml, and
-#                                    Webster's 1913 dictionary, dict-gcide, configs/gcide.yaml)
+#                                    Webster's 1913 dictionary, dict-gcide, configs/gcide.yaml, and the
+#                                    Python library reference, python3-doc, configs/python-docs.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ esac
 # Debian packages, each checked by a file it installs: WordNet always; with --all the verse-aligned
 # English/Spanish Bibles (configs/translation.yaml) and the English/French Debian manuals
 # (configs/translation-fr.yaml, the general-text probe and training mixtures), the fortune files
-# (configs/fortunes.yaml) and the GCIDE dictionary (configs/gcide.yaml).
+# (configs/fortunes.yaml), the GCIDE dictionary (configs/gcide.yaml) and the Python library reference
+# (configs/python-docs.yaml).
 missing_debs=()
 [ -f /usr/share/wordnet/data.noun ] || missing_debs+=(wordnet-base)
 if $all; then
@@ -36,6 +38,7 @@ if $all; then
   [ -f /usr/share/doc/debian-handbook/html/fr-FR/index.html ] || missing_debs+=(debian-handbook)
   [ -f /usr/share/games/fortunes/food ] || missing_debs+=(fortunes)
   [ -f /usr/share/dictd/gcide.dict.dz ] || missing_debs+=(dict-gcide)
+  [ -f /usr/share/doc/python3/html/library/re.html ] || missing_debs+=(python3-doc)
 fi
 if [ ${#missing_debs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then

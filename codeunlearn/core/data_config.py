@@ -23,6 +23,10 @@ FORTUNES_DIR = "/usr/share/games/fortunes"
 # such as Zool. or Law (codeunlearn.data.gcide).
 GCIDE_CORPUS = "gcide"
 GCIDE_PATH = "/usr/share/dictd/gcide.dict.dz"
+# The fourth: the Python standard library reference in Debian's `python3-doc`, one text per paragraph
+# labelled by its page, such as re or sqlite3 (codeunlearn.data.python_docs).
+PYTHON_DOCS_CORPUS = "python-docs"
+PYTHON_DOCS_DIR = "/usr/share/doc/python3/html"
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class DataConfig:
     corpus: str = setting(
         "wordnet",
         "wordnet, fortunes (Debian's fortune files by category), gcide (Webster's 1913 senses by field "
-        "label), a .parquet/.json/.jsonl/.csv file, or a datasets hub id",
+        "label), python-docs (the Python library reference's paragraphs by page), a "
+        ".parquet/.json/.jsonl/.csv file, or a datasets hub id",
     )
     text_column: str = setting("text", "the corpus column holding each example's text")
     label_column: str | None = setting("label", "the corpus column holding each example's topic label")
@@ -67,14 +72,16 @@ class DataConfig:
 
     @property
     def source_path(self) -> Path:
-        """Where the corpus lies on disk: the WordNet or fortunes directory, the GCIDE database, else
-        `corpus` as a path."""
+        """Where the corpus lies on disk: the WordNet or fortunes directory, the GCIDE database, the
+        Python library reference's pages, else `corpus` as a path."""
         if self.corpus == "wordnet":
             return Path(self.wordnet_dir)
         if self.corpus == FORTUNES_CORPUS:
             return Path(FORTUNES_DIR)
         if self.corpus == GCIDE_CORPUS:
             return Path(GCIDE_PATH)
+        if self.corpus == PYTHON_DOCS_CORPUS:
+            return Path(PYTHON_DOCS_DIR) / "library"
         return Path(self.corpus)
 
 

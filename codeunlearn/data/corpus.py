@@ -18,10 +18,18 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from codeunlearn.core.config import DataConfig
-from codeunlearn.core.data_config import FORTUNES_CORPUS, FORTUNES_DIR, GCIDE_CORPUS, GCIDE_PATH
+from codeunlearn.core.data_config import (
+    FORTUNES_CORPUS,
+    FORTUNES_DIR,
+    GCIDE_CORPUS,
+    GCIDE_PATH,
+    PYTHON_DOCS_CORPUS,
+    PYTHON_DOCS_DIR,
+)
 from codeunlearn.core.errors import CodeunlearnError, ConfigError, MissingAssetError
 from codeunlearn.data.fortunes import read_fortunes
 from codeunlearn.data.gcide import read_gcide
+from codeunlearn.data.python_docs import read_python_docs
 from codeunlearn.data.wordnet import read_wordnet
 
 logger = logging.getLogger(__name__)
@@ -35,8 +43,9 @@ def load_corpus(config: DataConfig) -> pa.Table:
 
     `data.text_column` and `data.label_column` apply to files and hub datasets; WordNet already
     names its columns `text` and `label` (the lexname) and keeps its other columns, `fortunes`
-    (Debian's fortune files) labels each text by its category file, and `gcide` each 1913 dictionary
-    sense by its field label.
+    (Debian's fortune files) labels each text by its category file, `gcide` each 1913 dictionary
+    sense by its field label, and `python-docs` each paragraph of the Python library reference by
+    its page.
 
     Args:
         config: The data section of the run configuration.
@@ -58,6 +67,9 @@ def load_corpus(config: DataConfig) -> pa.Table:
     elif config.corpus == GCIDE_CORPUS:
         table = read_gcide(GCIDE_PATH)
         source = f"GCIDE at {GCIDE_PATH}"
+    elif config.corpus == PYTHON_DOCS_CORPUS:
+        table = read_python_docs(PYTHON_DOCS_DIR)
+        source = f"the Python library reference at {PYTHON_DOCS_DIR}"
     else:
         table, source = _read_source(config.corpus, config.hub_split, config.label_column)
         table = _standardise_columns(table, config, source)
