@@ -13,6 +13,9 @@ from codeunlearn.core.errors import ConfigError
 
 # The control-set constructions `topic.control` may name (codeunlearn.data.controls builds them).
 CONTROL_CHOICES: tuple[str, ...] = ("auto", "swap", "length_matched", "balanced", "random")
+# Which train-side rows validation splits are drawn from (codeunlearn.data.topics): any, or first those
+# the codebook did not train on, as none of the test split's were.
+VAL_ROWS_CHOICES: tuple[str, ...] = ("any", "unseen")
 # Topic kinds given as words, the ones a control can swap and a mining position can point at.
 WORD_TOPIC_KINDS: tuple[str, ...] = ("keywords", "regex")
 # The second built-in corpus: Debian's `fortunes` package, one labelled text per fortune
@@ -116,6 +119,14 @@ class TopicConfig:
         "train-side retain examples that calibration scores settings on, shared evenly among the other "
         "labels; 0: none",
     )
+    # A text the codebook trained on has a larger gain over the base model than an unseen one, so the
+    # same rise in nats reads as a smaller normalised drop on it: validation rows the codebook saw judge
+    # a mask more harshly than the test split, all of whose rows are unseen.
+    val_rows: str = setting(
+        "any",
+        "validation rows: any train-side row, or unseen: first the rows the codebook did not train on "
+        "(as the test split's), then others where too few are left",
+    )
     # The control set D~_T (codeunlearn.data.controls): "swap" the topic's words for neutral ones (a word
     # topic only), a "length_matched", label-"balanced" length-matched or "random" sample of non-topic
     # examples
@@ -161,6 +172,10 @@ class TopicConfig:
         kind = self.kind
         if self.control not in CONTROL_CHOICES:
             raise unknown_choice("topic.control", self.control, CONTROL_CHOICES, "a control construction")
+        if self.val_rows not in VAL_ROWS_CHOICES:
+            raise unknown_choice(
+                "topic.val_rows", self.val_rows, VAL_ROWS_CHOICES, "a source of validation rows"
+            )
         if self.control == "swap" and kind not in WORD_TOPIC_KINDS:
             raise ConfigError(
                 f"topic.control=swap replaces the topic's words, but this topic is a {kind} and has no "

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from codeunlearn.data.forgotten import without_forgotten
 from codeunlearn.data.sampling import Draw
 from codeunlearn.data.topic_rows import topic_pattern, topic_sides
 from codeunlearn.data.topic_words import KEYWORD_FREE_COLUMN, keyword_free_split
+from codeunlearn.data.validation_rows import carve_validation, unseen_if_enough
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ def build_splits(
     topic: TopicConfig,
     seed: int,
     forgotten: tuple[TopicConfig, ...] = (),
+    trained_texts: AbstractSet[str] = frozenset(),
 ) -> Splits:
     """Cut the train and test corpora into forget, control and retain sets for one topic.
 
@@ -99,6 +102,8 @@ def build_splits(
         forgotten: Topics the active mask already forgets (codeunlearn.data.forgotten): their rows
             are left out of the validation and test retain sets, never out of the topic's own
             forget sets, nor out of mining's control and retain sets.
+        trained_texts: The texts the codebook trained on; under topic.val_rows=unseen validation rows
+            are drawn from the other train-side rows first (codeunlearn.pipeline.training_texts).
 
     Returns:
         The splits with their manifest; `forget_test` carries the keyword-free flag per row.
@@ -119,7 +124,8 @@ def build_splits(
     # Validation rows come out first, so mining keeps up to max_forget rows of a big topic; a fifth at
     # most, so a small topic keeps most of its rows for mining.
     n_val_forget = min(topic.max_val_forget, train_side.topic.num_rows // 5)
-    forget_val, forget_pool = _carve(train_side.topic, n_val_forget, _rng(seed, "forget_val"))
+    seen = trained_texts if topic.val_rows == "unseen" else frozenset()
+    forget_val, forget_pool = carve_validation(train_side.topic, n_val_forget, _rng(seed, "forget_val"), seen)
     forget_train = _sample(forget_pool, topic.max_forget, _rng(seed, "forget_train"))
     forget_test = _sample(test_side.topic, topic.max_eval_forget, _rng(seed, "forget_test"))
     control_source = _sample(forget_train, topic.max_control, _rng(seed, "control_source"))
@@ -143,7 +149,9 @@ def build_splits(
     pools = without_forgotten(
         _without(retain_pool, retain_train), _without(test_side.other, control_test), forgotten
     )
-    retain_val = Draw(seed, "retain_val").first_balanced(pools.val, topic.max_val_retain)
+    retain_val = Draw(seed, "retain_val").first_balanced(
+        unseen_if_enough(pools.val, seen, topic.max_val_retain), topic.max_val_retain
+    )
     retain_test = _stratified(pools.test, topic, Draw(seed, "control_test", from_end=True))
     if pools.excluded and (retain_val.num_rows == 0 or retain_test.num_rows == 0):
         raise CodeunlearnError(
@@ -285,14 +293,6 @@ def _sample(table: pa.Table, limit: int, rng: np.random.Generator) -> pa.Table:
         return table
     # Sorted, so a sample keeps the corpus's order and reads like it.
     return table.take(np.sort(rng.choice(table.num_rows, size=limit, replace=False)))
-
-
-def _carve(table: pa.Table, size: int, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
-    """`size` sampled rows and the rows left, both in the corpus's order."""
-    taken = np.zeros(table.num_rows, dtype=bool)
-    if size > 0:
-        taken[rng.choice(table.num_rows, size=size, replace=False)] = True
-    return table.filter(pa.array(taken)), table.filter(pa.array(~taken))
 
 
 def _without(table: pa.Table, rows: pa.Table) -> pa.Table:

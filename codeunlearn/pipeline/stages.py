@@ -31,7 +31,7 @@ from codeunlearn.model.surgery import (
     save_codebook_model,
     weights_hash,
 )
-from codeunlearn.pipeline.training_texts import training_routes, training_sample
+from codeunlearn.pipeline.training_texts import training_routes, training_sample, validation_seen_texts
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.training import distributed
 from codeunlearn.training.stamp import STAMP_FILE, same_training, training_stamp
@@ -67,7 +67,8 @@ def prepare(config: RunConfig, forgotten: tuple[TopicConfig, ...] | None = None)
     train_rows, test_rows = split_train_test(corpus, config.data.test_fraction)
     if forgotten is None:
         forgotten = source_topics(active_sources(paths), config.topic, config.topic.key)
-    splits = build_splits(train_rows, test_rows, config.topic, config.seed, forgotten)
+    seen = validation_seen_texts(config, train_rows)
+    splits = build_splits(train_rows, test_rows, config.topic, config.seed, forgotten, seen)
     write_tables(
         paths.corpus_dir,
         {"train": train_rows, "test": test_rows},

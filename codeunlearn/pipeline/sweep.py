@@ -42,6 +42,7 @@ from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
 from codeunlearn.pipeline.sweep_detectors import TextFeatures
+from codeunlearn.pipeline.training_texts import validation_seen_texts
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.store.text_codes import add_firings, codebook_key, counted_texts, summed_counts
 from codeunlearn.unlearning.mining import text_firings
@@ -108,6 +109,7 @@ def settings_key(config: RunConfig, codebook: str) -> str:
         "seed": config.seed,
         "topic": topic,
         "control": config.topic.control,
+        **({"val_rows": config.topic.val_rows} if config.topic.val_rows != "any" else {}),
         # removed settings at their old defaults, so that a sweep made while they existed resumes
         "mining": with_removed_defaults("mining", asdict(config.mining)),
         "calibration": _without_added_defaults("calibration", asdict(config.calibration)),
@@ -132,6 +134,7 @@ class Sweep:
         self.config = config
         self.paths: RunPaths = open_run(config)
         self.train, self.test = corpus_sides(self.paths)
+        self._seen_texts = validation_seen_texts(config, self.train)
         self.store = CodeStore(self.paths.store_dir)
         self._model: CodebookModel | None = None
         self._pool: TextPool | None = None
@@ -166,7 +169,9 @@ class Sweep:
 
     def splits(self, topic: str) -> Splits:
         topic_config = replace(self.config.topic, label=topic, keywords=(), regex=None, examples_file=None)
-        return build_splits(self.train, self.test, topic_config, self.config.seed)
+        return build_splits(
+            self.train, self.test, topic_config, self.config.seed, trained_texts=self._seen_texts
+        )
 
     # ------------------------------------------------------------ shared work, once
 

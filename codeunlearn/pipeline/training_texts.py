@@ -29,11 +29,23 @@ def training_texts(config: RunConfig) -> list[str]:
     return training_sample(config)[0]
 
 
-def training_sample(config: RunConfig) -> tuple[list[str], list[str | None]]:
-    """The training texts (as `training_texts`) and each one's label (None: unlabelled or general text)."""
+def validation_seen_texts(config: RunConfig, train_rows: pa.Table | None = None) -> frozenset[str]:
+    """The texts validation rows are drawn from last under topic.val_rows=unseen: those the codebook
+    trains on (`train_rows`: the train partition, read from the run when None); empty otherwise."""
+    if config.topic.val_rows != "unseen":
+        return frozenset()
+    return frozenset(training_sample(config, train_rows)[0])
+
+
+def training_sample(
+    config: RunConfig, train_rows: pa.Table | None = None
+) -> tuple[list[str], list[str | None]]:
+    """The training texts (as `training_texts`) and each one's label (None: unlabelled or general text).
+    `train_rows`: the train partition, read from the run when None."""
     train = config.train
     n_general = round(train.general_fraction * train.max_examples) if train.general_text else 0
-    train_rows = read_table(run_paths(config).corpus_dir / "train.parquet")
+    if train_rows is None:
+        train_rows = read_table(run_paths(config).corpus_dir / "train.parquet")
     if train.exclude_labels:
         train_rows = _without_labels(train_rows, train.exclude_labels)
     rng = np.random.default_rng(train.seed)

@@ -34,6 +34,7 @@ from codeunlearn.evaluation.text_pool import TextPool
 from codeunlearn.model import assets
 from codeunlearn.model.loading import load_model
 from codeunlearn.model.surgery import CodebookModel, weights_hash
+from codeunlearn.pipeline.training_texts import validation_seen_texts
 from codeunlearn.requests.answer import (
     NoPassingSize,
     calibration_fields,
@@ -262,12 +263,10 @@ class Processor:
 
     def _splits(self, topic: TopicConfig, forgotten: tuple[TopicConfig, ...] = ()) -> Splits:
         corpus = self.paths.corpus_dir
+        train = read_table(corpus / "train.parquet")
+        seen = validation_seen_texts(replace(self.config, topic=topic), train)
         return build_splits(
-            read_table(corpus / "train.parquet"),
-            read_table(corpus / "test.parquet"),
-            topic,
-            self.config.seed,
-            forgotten,
+            train, read_table(corpus / "test.parquet"), topic, self.config.seed, forgotten, seen
         )
 
     def _forgotten(self, request_id: str) -> tuple[TopicConfig, ...]:
