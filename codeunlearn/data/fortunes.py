@@ -15,11 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from codeunlearn.core.errors import MissingAssetError
-from codeunlearn.data.labelled_texts import single_label_rows
+from codeunlearn.data.labelled_texts import numbered_table, single_label_rows
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string())])
 # A fortune file is a bare category name; the package puts a `.dat` index and a `.u8` link beside it.
 _SKIPPED_SUFFIXES = (".dat", ".u8")
 _OVERSTRIKE = re.compile(r".\x08")  # "_\bx" underlines and "x\bx" bolds a character on a teletype
@@ -56,12 +55,7 @@ def read_fortunes(directory: str | Path) -> pa.Table:
         len(files),
         f"{dropped:,}",
     )
-    counts: dict[str, int] = {}
-    ids = []
-    for _, label in kept:
-        ids.append(f"{label}-{counts.get(label, 0):05d}")
-        counts[label] = counts.get(label, 0) + 1
-    return pa.table([ids, [text for text, _ in kept], [label for _, label in kept]], schema=SCHEMA)
+    return numbered_table(kept)
 
 
 def _fortunes_of(path: Path) -> list[str]:

@@ -31,6 +31,19 @@ def single_label_rows(rows: Iterable[Row]) -> tuple[list[Row], int]:
     return kept, len(first) - len(kept)
 
 
+NUMBERED_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string())])
+
+
+def numbered_table(rows: list[tuple[str, str]]) -> pa.Table:
+    """(text, label) rows as a table with ids `<label>-<n>`, n counting each label's rows from 0 in order."""
+    counts: dict[str, int] = {}
+    ids = []
+    for _, label in rows:
+        ids.append(f"{label}-{counts.get(label, 0):05d}")
+        counts[label] = counts.get(label, 0) + 1
+    return pa.table([ids, [text for text, _ in rows], [label for _, label in rows]], schema=NUMBERED_SCHEMA)
+
+
 def label_counts(*sides: pa.Table) -> dict[str, int]:
     """Rows per label over the corpus sides given (train and test), unlabelled rows left out."""
     labels = pa.concat_arrays([side.column("label").combine_chunks() for side in sides])

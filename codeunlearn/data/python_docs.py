@@ -20,11 +20,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from codeunlearn.core.errors import MissingAssetError
-from codeunlearn.data.labelled_texts import single_label_rows
+from codeunlearn.data.labelled_texts import numbered_table, single_label_rows
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string())])
 MIN_WORDS = 6  # a shorter paragraph is a note's label or a one-line availability remark, not prose
 _SPACE = re.compile(r"\s+")
 
@@ -91,12 +90,7 @@ def read_python_docs(html_dir: str | Path) -> pa.Table:
         len(pages),
         f"{dropped:,}",
     )
-    counts: dict[str, int] = {}
-    ids = []
-    for _, label in kept:
-        ids.append(f"{label}-{counts.get(label, 0):05d}")
-        counts[label] = counts.get(label, 0) + 1
-    return pa.table([ids, [text for text, _ in kept], [label for _, label in kept]], schema=SCHEMA)
+    return numbered_table(kept)
 
 
 def _paragraphs_of(page: Path) -> list[str]:
