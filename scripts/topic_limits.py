@@ -1,10 +1,11 @@
 """What limits a mask on each topic: measured from a sweep's rows and the code store, no model run.
 
 For every topic of a sweep it prints
-- the kind of failure its validation frontier shows: `retain-bound` (the retain gate binds before the
-  forget drop reaches the gate), `codes-bound` (every eligible code masked, forget short of the gate
-  with retain room left), `test-miss` (passed validation, failed a gate on the held-out test),
-  `not-learned`, or `passed`;
+- what stopped it, as the sweep's table says (`codeunlearn.pipeline.sweep_report.limit`): `retain gate`
+  (the retain gate binds before the forget drop reaches the gate; `retain-bound` before this name),
+  `out of codes` (every eligible code masked, forget short of the gate with retain room left;
+  `codes-bound`), `test forget` / `test retain` / `random control` (passed validation, failed that gate
+  on the held-out test; `test-miss`), `not learned`, or `passed`;
 - how concentrated the topic is in codes of its own, from the code firings the sweep counted once per
   training text (`text_codes`): rank the codes by the topic's firing rate over the rest of the corpus's,
   and report the share of the topic's code firings those codes hold by the point where they hold 1% of
@@ -27,6 +28,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+
+from codeunlearn.pipeline.sweep_report import limit
 
 SMOOTH = 1e-7  # keeps a code that never fires outside the topic rankable
 
@@ -55,17 +58,10 @@ def concentration(counts: pd.DataFrame, topic: str) -> dict[str, float]:
     return {"own@1%": at_one_percent, "own_x2": own_rate[ratio >= 2].sum()}
 
 
-def failure_kind(row: pd.Series, max_retain: float, min_forget: float) -> str:
-    if row["status"] in ("passed", "not_learned"):
-        return row["status"].replace("_", "-")
-    if row["status"] == "failed":
-        return "test-miss"
-    frontier = json.loads(row["frontier"])
-    widest = max(frontier, key=lambda p: p["n_select"])
-    codes_out = widest["n_select"] >= row["n_eligible"]
-    if codes_out and widest["retain_drop"] <= max_retain and widest["forget_drop"] < min_forget:
-        return "codes-bound"
-    return "retain-bound"
+def failure_kind(row: pd.Series, gates: dict) -> str:
+    frontier = row["frontier"]
+    as_dict = {**row.to_dict(), "frontier": json.loads(frontier) if isinstance(frontier, str) else frontier}
+    return limit(as_dict, gates) or "passed"
 
 
 def main() -> None:
@@ -82,7 +78,7 @@ def main() -> None:
         [
             {
                 "topic": row["topic"],
-                "kind": failure_kind(row, gates["max_retain_drop"], gates["min_forget_drop"]),
+                "kind": failure_kind(row, gates),
                 "forget drop": row["forget_drop"],
                 "retain drop": row["retain_drop"],
                 "forget nats": row["forget_nats"],

@@ -57,6 +57,7 @@ def sweep(
             "mining": asdict(run_config.mining),
             "settings_key": run.where().key,
         }
+        rows = sweep_report.with_limits(rows, setting["gates"])
         totals = sweep_report.summary(rows, run.corpus, run.codebook, setting)
         paths = sweep_report.write(rows, totals, results_dir or Path(run_config.sweep.results_dir))
         if parent is not None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -296,11 +297,13 @@ class Sweep:
             started = time.perf_counter()
             self.count_texts(list(splits.values()))
             log.info("counting took %.0f s", time.perf_counter() - started)
+            seconds: list[float] = []
             for index, topic in enumerate(pending, 1):
                 row = self.answer(topic, splits[topic])
                 write_json(where.topic_file(topic), row)
+                seconds.append(row["seconds"])
                 log.info(
-                    "[%d/%d] %s: %s, S'=%s, forget drop %s, retain drop %s (%.0f s)",
+                    "[%d/%d] %s: %s, S'=%s, forget drop %s, retain drop %s (%.0f s)%s",
                     index,
                     len(pending),
                     topic,
@@ -309,6 +312,7 @@ class Sweep:
                     _fmt(row.get("forget_drop")),
                     _fmt(row.get("retain_drop")),
                     row["seconds"],
+                    _time_left(seconds, len(pending) - index),
                 )
                 if on_topic is not None:
                     on_topic(row)
@@ -336,6 +340,13 @@ def _status(row: dict, calibrated: bool, failures: list[str]) -> str:
     if not calibrated:
         return "rejected"
     return "failed" if failures else "passed"
+
+
+def _time_left(seconds: list[float], remaining: int) -> str:
+    """About how long the remaining topics take, at the median pace so far (resumes restart it)."""
+    if not remaining:
+        return ""
+    return f"; about {statistics.median(seconds) * remaining / 60:.0f} min left"
 
 
 def _fmt(value: float | None) -> str:

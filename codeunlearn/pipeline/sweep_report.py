@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from codeunlearn.core.file_lock import write_durably
 COLUMNS = (
     ("topic", "topic"),
     ("status", "status"),
+    ("limit", "limit"),
     ("chosen_n_select", "S'"),
     ("forget_drop", "forget drop"),
     ("retain_drop", "retain drop"),
@@ -33,14 +35,59 @@ COLUMNS = (
 )
 
 
+LIMITS = {
+    "not learned": "the codebook model's gain over the base model is under gates.min_gain",
+    "no codes": "no code passes mining's thresholds on the topic",
+    "out of codes": "every eligible code masked on validation, the forget gate unmet, the retain gate open",
+    "retain gate": "the retain gate stops the mask before the forget gate on validation",
+    "forget gate": "the largest size tried forgets too little on validation, the retain gate open",
+    "test forget": "passed validation; the test split's forget drop is under the gate",
+    "test retain": "passed validation; the test split's retain drop is over the gate",
+    "random control": "passed validation; a random mask of as many codes does too much of the rise",
+}
+
+
+def limit(row: dict, gates: dict) -> str:
+    """What stopped a topic, one of LIMITS ('' for a passing one; several joined by '+'), from its row
+    and the gates it was swept under."""
+    if row["status"] == "passed":
+        return ""
+    if row["status"] == "not_learned":
+        return "not learned"
+    if row["status"] == "failed":
+        return "+".join(_test_limits(row, gates)) or "test"
+    if not row.get("n_eligible"):
+        return "no codes"
+    if any(point["retain_drop"] > gates["max_retain_drop"] for point in row.get("frontier") or []):
+        return "retain gate"
+    return "out of codes" if row.get("best_n_select") == row["n_eligible"] else "forget gate"
+
+
+def _test_limits(row: dict, gates: dict) -> list[str]:
+    checks = (
+        ("test forget", row.get("forget_drop"), lambda v: v < gates["min_forget_drop"]),
+        ("test retain", row.get("retain_drop"), lambda v: v > gates["max_retain_drop"]),
+        ("random control", row.get("random_share"), lambda v: v > gates["max_random_share"]),
+    )
+    return [name for name, value, fails in checks if _finite(value) and fails(value)]
+
+
+def with_limits(rows: Sequence[dict], gates: dict) -> list[dict]:
+    """The rows, each with its `limit` (LIMITS) set."""
+    return [{**row, "limit": limit(row, gates)} for row in rows]
+
+
 def summary(rows: Sequence[dict], corpus: str, codebook: str, setting: dict | None = None) -> dict:
-    """The sweep's one object: how many topics pass, medians, the worst retain drop, cost per topic."""
+    """The sweep's one object: how many topics pass, medians, the worst retain drop, cost per topic,
+    and (rows with `limit`, see with_limits) how many topics each limit stopped."""
     scored = [r for r in rows if "forget_drop" in r]
+    limits = Counter(r["limit"] for r in rows if r.get("limit"))
     return {
         "corpus": corpus,
         "topics": len(rows),
         "passed": sum(r["status"] == "passed" for r in rows),
         "not_learned": sum(r["status"] == "not_learned" for r in rows),
+        **({"limits": dict(limits.most_common())} if limits else {}),
         "median_forget_drop": _median(r["forget_drop"] for r in scored),
         "median_retain_drop": _median(r["retain_drop"] for r in scored),
         "max_retain_drop": max((r["retain_drop"] for r in scored if _finite(r["retain_drop"])), default=None),
@@ -65,6 +112,9 @@ def to_markdown(rows: Sequence[dict], totals: dict) -> str:
     ]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+    if totals.get("limits"):
+        lines += ["", "What stopped the topics that did not pass:", ""]
+        lines += [f"- {name} ({count}): {LIMITS.get(name, name)}" for name, count in totals["limits"].items()]
     reasons = [f"- {row['topic']}: {row['reasons']}" for row in rows if row.get("reasons")]
     if reasons:
         lines += ["", "Why topics failed:", "", *reasons]

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
 from codeunlearn.core.config import SweepConfig
 from codeunlearn.pipeline.sweep import Sweep
+from codeunlearn.pipeline.sweep_report import LIMITS
 from codeunlearn.store.code_store import CodeStore
 from codeunlearn.tracking.tracker import Tracker
 
@@ -56,7 +58,12 @@ def test_sweep_answers_every_label_tracks_them_and_resumes(trained: Setup, tmp_p
         assert row["frontier"] and all(p["n_select"] <= row["n_eligible"] for p in row["frontier"])
     assert totals["passed"] == sum(r["status"] == "passed" for r in rows)
     assert (results / "sweep-corpus.parquet").exists() and (results / "sweep-corpus.png").stat().st_size > 0
-    assert "| topic | status |" in (results / "sweep-corpus.md").read_text()
+    assert "| topic | status | limit |" in (results / "sweep-corpus.md").read_text()
+    table = pq.read_table(results / "sweep-corpus.parquet").to_pylist()
+    for row in table:  # every topic that did not pass says what stopped it
+        assert (row["limit"] == "") == (row["status"] == "passed")
+        assert all(name in LIMITS or name == "test" for name in row["limit"].split("+") if name)
+    assert sum(totals.get("limits", {}).values()) == sum(r["status"] != "passed" for r in table)
 
     tracker = Tracker(trained.config)
     client = MlflowClient(tracker.uri)

@@ -156,3 +156,10 @@ def test_a_sweep_keyed_before_the_margin_existed_resumes_at_a_zero_margin_only()
     assert settings_key(before, "codebook") == settings_key(config, "codebook")
     aimed = dataclasses.replace(config, calibration=CalibrationConfig(forget_margin=0.1))
     assert settings_key(aimed, "codebook") != settings_key(config, "codebook")
+
+
+def test_a_sweep_estimates_the_time_left_at_its_median_pace():
+    from codeunlearn.pipeline.sweep import _time_left
+
+    assert _time_left([60.0, 240.0, 90.0], 10) == "; about 15 min left"
+    assert _time_left([60.0], 0) == ""
